@@ -1,0 +1,17 @@
+"""Pure image effects on RGBA cutouts, found by name through the registry."""
+
+from effects.base import Effect, Param
+from effects.exceptions import EffectError, InvalidEffectParameter, UnknownEffect
+from effects.registry import EFFECT_NAMES, apply_effect, get_effect, list_effects
+
+__all__ = [
+    "EFFECT_NAMES",
+    "Effect",
+    "EffectError",
+    "InvalidEffectParameter",
+    "Param",
+    "UnknownEffect",
+    "apply_effect",
+    "get_effect",
+    "list_effects",
+]
