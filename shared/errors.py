@@ -1,0 +1,95 @@
+"""Named errors with their wire code and HTTP status, mapped to responses in api/errors.py."""
+
+from __future__ import annotations
+
+
+class CutfxError(Exception):
+    """An error a client may see: a stable code, a status and an optional field."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ConfigurationError(CutfxError):
+    code = "configuration_error"
+
+
+class MalformedRequest(CutfxError):
+    code = "malformed_request"
+    status = 400
+
+
+class Unauthorized(CutfxError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(CutfxError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(CutfxError):
+    code = "not_found"
+    status = 404
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class IdempotencyConflict(CutfxError):
+    code = "idempotency_conflict"
+    status = 409
+
+
+class PayloadTooLarge(CutfxError):
+    code = "payload_too_large"
+    status = 413
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class UnsupportedMediaType(CutfxError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class InvalidImage(CutfxError):
+    """Bytes that claim to be an image but do not decode."""
+
+    code = "invalid_image"
+    status = 400
+
+
+class InvalidParameter(CutfxError):
+    code = "invalid_parameter"
+    status = 422
+
+
+class ServiceNotReady(CutfxError):
+    code = "not_ready"
+    status = 503
+
+
+class StorageError(CutfxError):
+    code = "storage_error"
+    status = 503
+
+
+class ObjectNotFound(StorageError):
+    code = "object_not_found"
+    status = 404
+
+
+class TransientStorageError(StorageError):
+    """Worth retrying: a timeout, a reset connection, a 5xx or 429 from the store."""
+
+    code = "storage_unavailable"

@@ -1,0 +1,15 @@
+"""Pick the storage backend that the settings name."""
+
+from __future__ import annotations
+
+from shared.settings import Settings
+from shared.storage.base import Storage
+from shared.storage.local import LocalStorage
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    if settings.storage == "gcs":
+        from shared.storage.gcs import GcsStorage
+
+        return GcsStorage.from_settings(settings)
+    return LocalStorage(settings.local_storage_dir, settings.signing_key, settings.public_base_url)

@@ -1,0 +1,181 @@
+"""Fixtures: real Redis (flushed), real storage folders, real Celery workers with the real model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+#: Unit tests flush this database before each test.
+UNIT_REDIS_URL = os.environ.get("CUTFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: The workers' database: flushed once per session, since the workers' heartbeats live there.
+E2E_REDIS_URL = os.environ.get("CUTFX_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+WORKER_READY_TIMEOUT_S = 600
+PLUGINS = "tests.plugins"
+
+
+def make_settings(redis_url: str, storage_dir: Path, **overrides: object) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        local_storage_dir=storage_dir,
+        signing_key="test-signing-key",
+        model_mode="fast",
+        effect_plugins=(PLUGINS,),
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(UNIT_REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def settings(redis_client: redis.Redis, tmp_path: Path) -> Settings:
+    return make_settings(UNIT_REDIS_URL, tmp_path / "storage")
+
+
+@pytest.fixture
+def app(settings: Settings):
+    from api import create_app
+
+    return create_app({"TESTING": True, "CUTFX_SETTINGS": settings})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# --- the end-to-end stack: real workers on their own Redis database -------------------------
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> Path:
+    from worker.checkpoint import ensure_random_checkpoint
+
+    return ensure_random_checkpoint("fast")
+
+
+@pytest.fixture(scope="session")
+def e2e_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e-storage")
+
+
+@pytest.fixture(scope="session")
+def crash_marker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("crash") / "crashed"
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(checkpoint: Path, e2e_storage: Path) -> Settings:
+    return make_settings(E2E_REDIS_URL, e2e_storage, model_ckpt=str(checkpoint))
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        "CUTFX_REDIS_URL": settings.redis_url,
+        "CUTFX_STORAGE": settings.storage,
+        "CUTFX_LOCAL_STORAGE_DIR": str(settings.local_storage_dir),
+        "CUTFX_SIGNING_KEY": settings.signing_key,
+        "CUTFX_MODEL_MODE": settings.model_mode,
+        "CUTFX_MODEL_CKPT": settings.model_ckpt,
+        "CUTFX_EFFECT_PLUGINS": ",".join(settings.effect_plugins),
+        "CUTFX_GCS_BUCKET": settings.gcs_bucket,
+    }
+
+
+class WorkerProcesses:
+    """A gpu worker (solo pool, model warmed) and a cpu worker (prefork), as in production."""
+
+    def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str]) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.env = {**os.environ, **settings_env(settings), **extra_env, "PYTHONPATH": str(REPO)}
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
+
+    def start(self) -> None:
+        suffix = uuid.uuid4().hex[:6]
+        for queue, pool in (("gpu", ["--pool", "solo"]), ("cpu", ["--pool", "prefork", "-c", "2"])):
+            name = f"test-{queue}-{suffix}@%h"
+            log = (self.log_dir / f"worker-{queue}.log").open("wb")
+            command = [
+                sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                "-Q", queue, "-n", name, *pool,
+                "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+            ]  # fmt: skip
+            self.processes.append(
+                subprocess.Popen(
+                    command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+
+    def wait_ready(self, client: redis.Redis) -> None:
+        from shared.workers import live_workers, ready_queues
+
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if {"gpu", "cpu"} <= ready_queues(live_workers(client)):
+                return
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited early; see {self.log_dir}")
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"workers not ready after {WORKER_READY_TIMEOUT_S} s; see {self.log_dir}"
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def workers(
+    e2e_settings: Settings, crash_marker: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcesses]:
+    client = redis.Redis.from_url(e2e_settings.redis_url)
+    client.flushdb()
+    processes = WorkerProcesses(
+        e2e_settings,
+        tmp_path_factory.mktemp("worker-logs"),
+        {"CUTFX_TEST_CRASH_MARKER": str(crash_marker)},
+    )
+    processes.start()
+    try:
+        processes.wait_ready(client)
+        yield processes
+    finally:
+        processes.stop()
+        client.flushdb()
+
+
+@pytest.fixture
+def e2e_app(workers: WorkerProcesses, e2e_settings: Settings):
+    from api import create_app
+
+    return create_app({"TESTING": True, "CUTFX_SETTINGS": e2e_settings})
+
+
+@pytest.fixture
+def e2e_client(e2e_app):
+    return e2e_app.test_client()

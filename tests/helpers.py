@@ -1,0 +1,52 @@
+"""Small helpers the API and end-to-end tests share."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
+FINISHED = ("succeeded", "failed", "partial")
+
+
+def image_bytes(
+    width: int = 64,
+    height: int = 48,
+    fmt: str = "PNG",
+    mode: str = "RGB",
+    seed: int = 0,
+    **save: Any,
+) -> bytes:
+    rng = np.random.default_rng(seed)
+    channels = len(mode)
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def submit(client, data: bytes, filename: str = "photo.png", **form: str):
+    payload: dict[str, Any] = {"image": (io.BytesIO(data), filename), **form}
+    return client.post("/v1/jobs", data=payload, content_type="multipart/form-data")
+
+
+def wait_finished(client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").get_json()
+        if job["status"] in FINISHED:
+            return job
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s: {job}")
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from shared.images import normalise_upload
+from tests.helpers import image_bytes
+
+
+def test_rgba_uploads_are_flattened_on_white():
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    image = normalise_upload(buffer.getvalue(), 10_000, 100)
+    assert (image.pixels == 255).all()
+
+
+def test_long_side_is_capped_keeping_the_aspect():
+    image = normalise_upload(image_bytes(400, 100), 1_000_000, 200)
+    assert (image.width, image.height) == (200, 50)
+    assert (image.source_width, image.source_height) == (400, 100)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"GIF89a" + b"\x00" * 20, UnsupportedMediaType),
+        (b"%PDF-1.4 not an image", UnsupportedMediaType),
+        (image_bytes(fmt="PNG")[:60], InvalidImage),
+    ],
+)
+def test_bad_bytes(data, error):
+    with pytest.raises(error):
+        normalise_upload(data, 1_000_000, 100)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    with pytest.raises(ImageTooLarge):
+        normalise_upload(image_bytes(100, 100), 9_999, 1000)

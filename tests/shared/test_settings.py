@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings
+
+
+def test_defaults_run_out_of_the_box():
+    settings = Settings.from_env({})
+    assert settings.storage == "local"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.uses_development_signing_key
+
+
+def test_values_are_read_and_typed():
+    settings = Settings.from_env(
+        {
+            "CUTFX_MAX_SIDE": "1024",
+            "CUTFX_LOCAL_STORAGE_DIR": "/srv/cutfx",
+            "CUTFX_API_KEYS": "a, b,,",
+            "CUTFX_MODEL_MODE": "fast",
+        }
+    )
+    assert settings.max_side == 1024
+    assert settings.local_storage_dir == Path("/srv/cutfx")
+    assert settings.api_keys == ("a", "b")
+    assert settings.model_mode == "fast"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CUTFX_STORAGE": "gcs"}, "CUTFX_GCS_BUCKET is required"),
+        ({"CUTFX_STORAGE": "s3"}, "CUTFX_STORAGE must be one of local, gcs"),
+        ({"CUTFX_MAX_SIDE": "big"}, "CUTFX_MAX_SIDE must be an integer"),
+        ({"CUTFX_URL_TTL_S": str(8 * 24 * 3600)}, "CUTFX_URL_TTL_S must be between"),
+        ({"CUTFX_DEVICE": "tpu"}, "CUTFX_DEVICE must be one of"),
+        ({"CUTFX_MAX_PIXELS": "0"}, "CUTFX_MAX_PIXELS must be positive"),
+    ],
+)
+def test_bad_values_stop_start_up_with_one_clear_line(environ, message):
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(environ)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)

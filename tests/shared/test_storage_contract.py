@@ -1,0 +1,58 @@
+"""One contract every storage backend keeps."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+
+from shared.errors import ObjectNotFound
+from shared.storage.local import LocalStorage
+
+
+@pytest.fixture(params=["local"])
+def storage(request, tmp_path):
+    if request.param == "local":
+        return LocalStorage(tmp_path / "objects", "secret")
+    raise NotImplementedError(request.param)
+
+
+def test_put_get_exists(storage):
+    assert not storage.exists("results/aa/one.webp")
+    storage.put("results/aa/one.webp", b"first", "image/webp")
+    assert storage.exists("results/aa/one.webp")
+    assert storage.get("results/aa/one.webp") == b"first"
+
+
+def test_put_replaces(storage):
+    storage.put("results/aa/one.png", b"first", "image/png")
+    storage.put("results/aa/one.png", b"second", "image/png")
+    assert storage.get("results/aa/one.png") == b"second"
+
+
+def test_missing_object(storage):
+    with pytest.raises(ObjectNotFound):
+        storage.get("results/aa/missing.png")
+
+
+def test_delete_prefix_deletes_only_below_it(storage):
+    for key in ("results/aa/1.png", "results/aa/2.png", "results/bb/3.png", "inputs/aa/4.png"):
+        storage.put(key, b"x", "image/png")
+    assert storage.delete_prefix("results/aa/") == 2
+    assert not storage.exists("results/aa/1.png")
+    assert storage.exists("results/bb/3.png")
+    assert storage.exists("inputs/aa/4.png")
+
+
+def test_signed_url_names_the_key_and_expires(storage):
+    storage.put("results/aa/one.webp", b"first", "image/webp")
+    signed = storage.signed_url("results/aa/one.webp", 120)
+    parts = urllib.parse.urlsplit(signed.url)
+    assert parts.path.endswith("/results/aa/one.webp")
+    assert signed.expires_at > 0
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs/path", "a/../../b", "", "a//b"])
+def test_keys_cannot_escape(storage, key):
+    with pytest.raises(ValueError, match="invalid storage key"):
+        storage.put(key, b"x", "image/png")
