@@ -1,0 +1,71 @@
+"""GET /v1/jobs/<id>/events: the job's Redis Stream as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, request, stream_with_context
+
+from api.presenters import present_result
+from api.services import Services, services
+from shared.errors import InvalidParameter, JobNotFound
+from shared.events import START_OF_STREAM, JobEvent, follow_events
+from shared.job import ResultRecord
+
+blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
+
+#: Idle connections get a comment this often, so proxies keep them open.
+KEEPALIVE_MS = 15_000
+#: Tells EventSource how long to wait before it reconnects.
+RETRY_MS = 2_000
+STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+def resume_point() -> str:
+    after = request.headers.get("Last-Event-ID") or request.args.get("since") or START_OF_STREAM
+    if not STREAM_ID.match(after):
+        raise InvalidParameter(f"not an event id: {after!r}", field="since")
+    return after
+
+
+def enrich(event: JobEvent, svc: Services) -> dict[str, Any]:
+    """Result events get a fresh signed URL; the stream itself stores only the key."""
+    data = dict(event.data)
+    if "result" in data:
+        record = ResultRecord(**data["result"])
+        data["result"] = present_result(record, svc.storage, svc.settings.url_ttl_s)
+    return data
+
+
+def format_event(event: JobEvent, data: dict[str, Any]) -> str:
+    return f"id: {event.id}\nevent: {event.type}\ndata: {json.dumps(data)}\n\n"
+
+
+@blueprint.get("/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    svc = services()
+    if not svc.jobs.exists(job_id):
+        raise JobNotFound(f"no job {job_id}")
+    after = resume_point()
+    keepalive_ms = int(request.args.get("keepalive_ms", KEEPALIVE_MS))
+
+    def stream() -> Iterator[str]:
+        yield f"retry: {RETRY_MS}\n\n"
+        for event in follow_events(svc.redis, job_id, after, keepalive_ms):
+            if event is None:
+                if not svc.jobs.exists(job_id):
+                    return
+                yield ": keep-alive\n\n"
+                continue
+            yield format_event(event, enrich(event, svc))
+
+    return Response(
+        stream_with_context(stream()), mimetype="text/event-stream", headers=SSE_HEADERS
+    )

@@ -1,0 +1,32 @@
+"""GET /v1/files/<key>: downloads behind HMAC-signed, expiring links (local storage)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request, send_file
+
+from api.services import services
+from shared.errors import Forbidden, NotFound, ObjectNotFound
+from shared.signing import verify_link
+from shared.storage.local import LocalStorage, content_type_of
+
+blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
+
+#: Objects are content-addressed: a key's bytes never change.
+IMMUTABLE_CACHE = "private, max-age=31536000, immutable"
+
+
+@blueprint.get("/<path:key>")
+def download(key: str) -> Response:
+    svc = services()
+    if not isinstance(svc.storage, LocalStorage):
+        raise NotFound("downloads are served by the storage backend's own signed URLs")
+    expires, signature = request.args.get("expires"), request.args.get("sig")
+    if not expires or not signature:
+        raise Forbidden("the link is not signed")
+    verify_link(svc.settings.signing_key, key, expires, signature)
+    path = svc.storage.path_of(key)
+    if not path.is_file():
+        raise ObjectNotFound(f"no object {key}")
+    response = send_file(path, mimetype=content_type_of(key), conditional=True, etag=True)
+    response.headers["Cache-Control"] = IMMUTABLE_CACHE
+    return response

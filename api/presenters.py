@@ -1,0 +1,59 @@
+"""What clients see of a job: small JSON, signed URLs, never image bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urljoin
+
+from flask import request, url_for
+
+from shared.job import RESULT_SUCCEEDED, JobRecord, ResultRecord
+from shared.storage import Storage
+
+
+def absolute(url: str) -> str:
+    """Local signed links are relative to the API; GCS ones are absolute already."""
+    return urljoin(request.host_url, url)
+
+
+def job_links(job_id: str) -> dict[str, str]:
+    return {
+        "self": url_for("jobs.get_job", job_id=job_id, _external=True),
+        "events": url_for("events.job_events", job_id=job_id, _external=True),
+    }
+
+
+def present_result(result: ResultRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
+    shown: dict[str, Any] = {"status": result.status, "cached": result.cached}
+    if result.status == RESULT_SUCCEEDED and result.key:
+        signed = storage.signed_url(result.key, url_ttl_s)
+        shown.update(
+            url=absolute(signed.url),
+            url_expires_at=signed.expires_at,
+            content_type=result.content_type,
+            bytes=result.byte_size,
+            width=result.width,
+            height=result.height,
+        )
+    if result.error:
+        shown["error"] = result.error
+    shown["timings"] = result.timings
+    return shown
+
+
+def present_job(job: JobRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "effects": list(job.request.effect_order),
+        "primary": job.request.primary,
+        "format": job.request.output.name,
+        "quality": job.request.output.quality,
+        "input": {"width": job.request.width, "height": job.request.height},
+        "results": {
+            name: present_result(result, storage, url_ttl_s) for name, result in job.results.items()
+        },
+        "links": job_links(job.id),
+    }

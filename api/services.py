@@ -1,0 +1,52 @@
+"""The API's connections, made once per app and reached through `services()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import Flask, current_app
+
+from shared.jobstore import JobStore
+from shared.queues import celery_config
+from shared.settings import Settings
+from shared.storage import Storage, storage_from_settings
+
+EXTENSION_NAME = "cutfx"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    storage: Storage
+    jobs: JobStore
+    celery: Celery
+
+
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    """A producer-only Celery app: the API sends tasks by name and never imports the worker."""
+    celery = Celery(app.name)
+    celery.conf.update(celery_config(settings))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def init_services(app: Flask, settings: Settings) -> Services:
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    built = Services(
+        settings=settings,
+        redis=client,
+        storage=storage_from_settings(settings),
+        jobs=JobStore(client, settings.result_ttl_s),
+        celery=celery_init_app(app, settings),
+    )
+    app.extensions[EXTENSION_NAME] = built
+    return built
+
+
+def services() -> Services:
+    found: Services = current_app.extensions[EXTENSION_NAME]
+    return found

@@ -1,0 +1,118 @@
+"""Turning a multipart upload into a queued job: validate, normalise, hash, store, enqueue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from api.services import Services
+from effects import EFFECT_NAMES, get_effect
+from shared.encoding import OutputFormat, encode_lossless, output_format
+from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
+from shared.hashing import input_key, sha256_hex
+from shared.images import normalise_upload
+from shared.job import JobRecord, JobRequest
+from shared.jobstore import new_job_id
+from shared.queues import enqueue_segment
+
+INPUT_CONTENT_TYPE = "image/png"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The validated form fields of POST /v1/jobs, apart from the image."""
+
+    effects: tuple[str, ...]
+    primary: str | None
+    output: OutputFormat
+    params: dict[str, dict[str, Any]]
+
+
+def parse_options(form: MultiDict[str, str]) -> JobOptions:
+    effects = _parse_effects(form.get("effects"))
+    primary = form.get("primary") or None
+    if primary is not None and primary not in effects:
+        raise InvalidParameter(
+            f"primary must be one of the requested effects ({', '.join(effects)})", field="primary"
+        )
+    output = output_format(form.get("format"), _parse_quality(form.get("quality")))
+    return JobOptions(
+        effects, primary or effects[0], output, _parse_params(form.get("params"), effects)
+    )
+
+
+def _parse_effects(raw: str | None) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return EFFECT_NAMES
+    names: list[str] = []
+    for name in (part.strip() for part in raw.split(",")):
+        if name and name not in names:
+            get_effect(name)
+            names.append(name)
+    if not names:
+        raise InvalidParameter("effects must name at least one effect", field="effects")
+    return tuple(names)
+
+
+def _parse_quality(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"quality must be an integer; got {raw!r}", field="quality"
+        ) from None
+
+
+def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    supplied: Any = {}
+    if raw:
+        try:
+            supplied = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedRequest(f"params is not valid JSON: {exc}", field="params") from None
+    if not isinstance(supplied, dict):
+        raise MalformedRequest("params must be a JSON object keyed by effect", field="params")
+    for name, value in supplied.items():
+        if name not in effects:
+            raise InvalidParameter(
+                f"params names {name!r}, which is not among the requested effects", field="params"
+            )
+        if not isinstance(value, dict):
+            raise InvalidParameter(f"params.{name} must be an object", field=f"params.{name}")
+    return {name: get_effect(name).validate_params(supplied.get(name)) for name in effects}
+
+
+def read_upload(upload: FileStorage | None, max_bytes: int) -> bytes:
+    if upload is None:
+        raise MalformedRequest("the multipart field 'image' is required", field="image")
+    data = upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the image is larger than {max_bytes} bytes", field="image")
+    return data
+
+
+def submit_job(svc: Services, data: bytes, options: JobOptions) -> JobRecord:
+    settings = svc.settings
+    image = normalise_upload(data, settings.max_pixels, settings.max_side)
+    sha = sha256_hex(data)
+    key = input_key(sha, settings.max_side)
+    if not svc.storage.exists(key):
+        svc.storage.put(key, encode_lossless(image.pixels), INPUT_CONTENT_TYPE)
+    request = JobRequest(
+        input_sha256=sha,
+        input_key=key,
+        width=image.width,
+        height=image.height,
+        effects=options.effects,
+        primary=options.primary,
+        output=options.output,
+        params=options.params,
+    )
+    job = svc.jobs.create(new_job_id(), request)
+    enqueue_segment(svc.celery, job.id)
+    return job

@@ -1,0 +1,84 @@
+"""A job end to end: HTTP → Redis → real Celery workers → real model code → storage → HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shared.events import read_events
+from tests.helpers import SAMPLE, decode, submit, wait_finished
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_photo_becomes_a_cutout_and_four_effects(e2e_client):
+    response = submit(e2e_client, SAMPLE.read_bytes(), "chelsea.png", primary="dithering")
+    assert response.status_code == 202
+    job = wait_finished(e2e_client, response.get_json()["id"])
+    assert job["status"] == "succeeded"
+    assert set(job["results"]) == {"cutout", "color", "enhancedblackwhite", "popart", "dithering"}
+    for name, result in job["results"].items():
+        assert result["status"] == "succeeded", (name, result)
+        download = e2e_client.get(result["url"])
+        assert download.status_code == 200
+        assert download.content_type == result["content_type"]
+        assert len(download.data) == result["bytes"]
+        image = decode(download.data)
+        assert image.size == (451, 300) == (result["width"], result["height"])
+        assert image.mode == "RGBA", f"{name} keeps the cutout's transparency"
+        assert result["timings"]["queued_at"] <= result["timings"]["started_at"]
+        assert result["timings"]["started_at"] <= result["timings"]["finished_at"]
+    assert job["results"]["cutout"]["content_type"] == "image/png"
+    assert job["results"]["popart"]["content_type"] == "image/webp"
+    assert job["results"]["cutout"]["timings"]["inference_s"] > 0
+
+
+def test_events_put_the_cutout_first_and_the_primary_effect_next(e2e_client, e2e_app):
+    body = submit(e2e_client, SAMPLE.read_bytes(), primary="popart", format="png").get_json()
+    wait_finished(e2e_client, body["id"])
+    redis = e2e_app.extensions["cutfx"].redis
+    events = read_events(redis, body["id"], "0-0", None)
+    results = [e.data["name"] for e in events if e.type.startswith("result.")]
+    assert results[:2] == ["cutout", "popart"]
+    assert events[0].type == "job.accepted"
+    assert events[-1].type == "job.finished"
+
+
+def test_a_failing_effect_leaves_the_others_intact(e2e_client):
+    body = submit(e2e_client, SAMPLE.read_bytes(), effects="color,explode,dithering").get_json()
+    job = wait_finished(e2e_client, body["id"])
+    assert job["status"] == "partial"
+    assert job["results"]["explode"]["status"] == "failed"
+    assert job["results"]["explode"]["error"]["code"] == "internal_error"
+    for name in ("cutout", "color", "dithering"):
+        assert job["results"][name]["status"] == "succeeded"
+        assert e2e_client.get(job["results"][name]["url"]).status_code == 200
+
+
+def test_a_worker_killed_mid_task_has_its_task_retried(e2e_client, crash_marker):
+    crash_marker.unlink(missing_ok=True)
+    body = submit(e2e_client, SAMPLE.read_bytes(), effects="crash_once,color").get_json()
+    job = wait_finished(e2e_client, body["id"])
+    assert crash_marker.exists(), "the worker process really died once"
+    assert job["status"] == "succeeded", json.dumps(job["results"]["crash_once"])
+    assert job["results"]["crash_once"]["status"] == "succeeded"
+
+
+def test_effect_parameters_reach_the_worker(e2e_client):
+    first = submit(e2e_client, SAMPLE.read_bytes(), effects="dithering").get_json()
+    second = submit(
+        e2e_client,
+        SAMPLE.read_bytes(),
+        effects="dithering",
+        params=json.dumps({"dithering": {"pixel_spacing": 5, "dot_size": 1}}),
+    ).get_json()
+    sparse = wait_finished(e2e_client, second["id"])["results"]["dithering"]
+    dense = wait_finished(e2e_client, first["id"])["results"]["dithering"]
+    assert sparse["url"] != dense["url"]
+    black_share = [
+        (np.asarray(decode(e2e_client.get(r["url"]).data).convert("L")) < 128).mean()
+        for r in (sparse, dense)
+    ]
+    assert black_share[0] < black_share[1]

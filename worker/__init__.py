@@ -1,0 +1,1 @@
+"""Celery workers: background removal on the gpu queue, effects on the cpu queue."""

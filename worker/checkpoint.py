@@ -1,0 +1,143 @@
+"""Checkpoints: the model's identity, and a randomly initialised stand-in for offline machines.
+
+The stand-in has InSPyReNet's real architecture and loads through
+transparent-background's real code, so every path runs as in production; its
+masks are meaningless. A marker file beside it says so, and the worker warns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR_ENV = "CUTFX_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "cutfx"
+RANDOM_SEED = 0
+RANDOM_MARKER_SUFFIX = ".random"
+DIGEST_SUFFIX = ".sha256.json"
+_HASH_CHUNK = 8 * 1024 * 1024
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV, str(DEFAULT_CACHE_DIR)))
+
+
+def random_checkpoint_path(mode: str) -> Path:
+    return cache_dir() / f"inspyrenet-swinb-{mode}-random-seed{RANDOM_SEED}.pth"
+
+
+def is_random_checkpoint(path: Path) -> bool:
+    return Path(str(path) + RANDOM_MARKER_SUFFIX).exists()
+
+
+def ensure_random_checkpoint(mode: str) -> Path:
+    """Make (once) and return a randomly initialised checkpoint for `mode`."""
+    path = random_checkpoint_path(mode)
+    if path.exists() and is_random_checkpoint(path):
+        return path
+    import torch
+    from transparent_background.InSPyReNet import InSPyReNet_SwinB
+
+    base_size = _mode_base_size(mode)
+    torch.manual_seed(RANDOM_SEED)
+    model = InSPyReNet_SwinB(depth=64, pretrained=False, base_size=base_size, threshold=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(model.state_dict(), partial)
+    os.replace(partial, path)
+    Path(str(path) + RANDOM_MARKER_SUFFIX).write_text(
+        "randomly initialised InSPyReNet (Swin-B): real architecture, meaningless masks\n"
+    )
+    logger.info("generated random checkpoint", extra={"path": str(path), "mode": mode})
+    return path
+
+
+def _mode_base_size(mode: str) -> list[int]:
+    return list(_mode_config(mode).base_size)
+
+
+def checkpoint_digest(path: Path) -> str:
+    """sha256 of the checkpoint, remembered beside it (keyed by size and mtime)."""
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = Path(str(path) + DIGEST_SUFFIX)
+    try:
+        cached = json.loads(sidecar.read_text())
+        if cached["stamp"] == stamp:
+            return str(cached["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    sha = digest.hexdigest()
+    try:
+        sidecar.write_text(json.dumps({"stamp": stamp, "sha256": sha}))
+    except OSError:
+        logger.warning("could not cache the checkpoint digest", extra={"path": str(sidecar)})
+    return sha
+
+
+def model_id(mode: str, checkpoint: Path) -> str:
+    return f"inspyrenet-swinb-{mode}-{checkpoint_digest(checkpoint)[:16]}"
+
+
+def release_checkpoint_path(mode: str) -> Path:
+    """Where transparent-background keeps (and looks for) its release checkpoint."""
+    home = os.environ.get("TRANSPARENT_BACKGROUND_FILE_PATH", str(Path.home()))
+    return Path(home) / ".transparent-background" / str(_mode_config(mode).ckpt_name)
+
+
+def fetch_release_checkpoint(mode: str, timeout_s: float = 15.0) -> Path | None:
+    """The real checkpoint: already downloaded, or downloaded now; None when offline."""
+    import urllib.error
+    import urllib.request
+
+    config = _mode_config(mode)
+    target = release_checkpoint_path(mode)
+    if target.is_file() and _md5_matches(target, config.md5):
+        return target
+    partial = target.with_suffix(".partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            urllib.request.urlopen(str(config.url), timeout=timeout_s) as response,
+            partial.open("wb") as handle,
+        ):
+            while chunk := response.read(_HASH_CHUNK):
+                handle.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        partial.unlink(missing_ok=True)
+        logger.warning("release checkpoint not downloadable", extra={"reason": str(exc)})
+        return None
+    if not _md5_matches(partial, config.md5):
+        partial.unlink(missing_ok=True)
+        logger.warning("downloaded checkpoint failed its checksum", extra={"url": str(config.url)})
+        return None
+    os.replace(partial, target)
+    return target
+
+
+def _md5_matches(path: Path, expected: str | None) -> bool:
+    if not expected:
+        return True
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == expected
+
+
+def _mode_config(mode: str) -> Any:
+    import transparent_background
+    from transparent_background.utils import load_config
+
+    config_path = Path(transparent_background.__file__).with_name("config.yaml")
+    return load_config(str(config_path))[mode]

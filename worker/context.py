@@ -1,0 +1,32 @@
+"""What a worker process talks to, made once per process (after any fork)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import redis
+
+from shared.jobstore import JobStore
+from shared.settings import Settings
+from shared.storage import Storage, storage_from_settings
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    redis: redis.Redis
+    storage: Storage
+    jobs: JobStore
+
+
+@lru_cache(maxsize=1)
+def get_context() -> WorkerContext:
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url)
+    return WorkerContext(
+        settings=settings,
+        redis=client,
+        storage=storage_from_settings(settings),
+        jobs=JobStore(client, settings.result_ttl_s),
+    )

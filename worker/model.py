@@ -1,0 +1,125 @@
+"""The InSPyReNet model behind transparent-background: loading, device choice, inference."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.settings import Settings
+from worker.checkpoint import is_random_checkpoint, model_id, release_checkpoint_path
+
+logger = logging.getLogger(__name__)
+
+#: Warm-up input side on CPU; on CUDA the warm-up runs at the production size.
+WARMUP_SIDE = 64
+
+
+@dataclass
+class LoadedModel:
+    remover: Any
+    model_id: str
+    mode: str
+    device: str
+    precision: str
+    random_weights: bool
+    load_seconds: float
+
+    def segment(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """RGB in, RGBA cutout out (alpha = the predicted mask, colours de-matted)."""
+        with self._precision():
+            rgba = self.remover.process(rgb, type="rgba")
+        return np.ascontiguousarray(rgba, dtype=np.uint8)
+
+    @contextlib.contextmanager
+    def _precision(self) -> Iterator[None]:
+        import torch
+
+        if self.device.startswith("cuda") and self.precision != "fp32":
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                yield
+        else:
+            yield
+
+    def warm_up(self, side: int = WARMUP_SIDE) -> float:
+        """One inference on a dummy image, so lazy compilation is paid before real work."""
+        started = time.perf_counter()
+        rng = np.random.default_rng(0)
+        self.segment(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+        return time.perf_counter() - started
+
+
+def resolve_device(setting: str) -> str:
+    import torch
+
+    if setting == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUTFX_DEVICE=cuda but no CUDA device is available")
+    return "cuda:0" if setting == "cuda" else "cpu"
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    import torch
+    from transparent_background import Remover
+
+    started = time.perf_counter()
+    device = resolve_device(settings.device)
+    checkpoint = Path(settings.model_ckpt) if settings.model_ckpt else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise FileNotFoundError(f"CUTFX_MODEL_CKPT points at {checkpoint}, which does not exist")
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    # With ckpt=None transparent-background downloads its release checkpoint.
+    remover = Remover(
+        mode=settings.model_mode, device=device, ckpt=str(checkpoint) if checkpoint else None
+    )
+    if device.startswith("cuda"):
+        remover.model = remover.model.to(memory_format=torch.channels_last)
+    resolved = checkpoint or release_checkpoint_path(settings.model_mode)
+    random_weights = is_random_checkpoint(resolved)
+    precision = settings.precision if device.startswith("cuda") else "fp32"
+    loaded = LoadedModel(
+        remover=remover,
+        model_id=model_id(settings.model_mode, resolved),
+        mode=settings.model_mode,
+        device=device,
+        precision=precision,
+        random_weights=random_weights,
+        load_seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "model loaded",
+        extra={
+            "model_id": loaded.model_id,
+            "device": device,
+            "precision": precision,
+            "mode": settings.model_mode,
+            "seconds": round(loaded.load_seconds, 2),
+        },
+    )
+    if random_weights:
+        logger.warning(
+            "the checkpoint is randomly initialised: cutouts will be meaningless masks",
+            extra={"checkpoint": str(resolved)},
+        )
+    return loaded
+
+
+_loaded: LoadedModel | None = None
+
+
+def get_model(settings: Settings) -> LoadedModel:
+    """The process's one model, loaded on first use."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load_model(settings)
+    return _loaded

@@ -1,0 +1,175 @@
+"""The work of each task, apart from Celery: segment a job's photo, apply one effect."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+from celery import Celery
+
+from effects import EffectError, apply_effect
+from shared.encoding import decode_lossless, encode_lossless, encode_rgba
+from shared.hashing import cutout_key, effect_key
+from shared.job import CUTOUT, PENDING, RESULT_FAILED, RESULT_SUCCEEDED, JobRecord, ResultRecord
+from shared.queues import enqueue_effects
+from worker.context import WorkerContext
+from worker.model import get_model
+
+logger = logging.getLogger(__name__)
+
+CUTOUT_CONTENT_TYPE = "image/png"
+#: Decoded cutouts kept per process: the effects of one job usually meet in one worker.
+CUTOUT_CACHE_SIZE = 4
+
+Enqueue = Callable[[str, list[str], str | None], None]
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        current = time.perf_counter()
+        self.timings[f"{stage}_s"] = round(current - self._last, 4)
+        self._last = current
+
+
+def run_segment(ctx: WorkerContext, job_id: str, enqueue: Enqueue) -> None:
+    job = ctx.jobs.get(job_id)
+    record = job.results[CUTOUT]
+    if record.status == RESULT_SUCCEEDED:
+        # A redelivery after the cutout landed: make sure its effects were queued.
+        _enqueue_waiting_effects(job, enqueue)
+        return
+    if not _may_start(ctx, job_id, record):
+        return
+    model = get_model(ctx.settings)
+    ctx.jobs.set_model_id(job_id, model.model_id)
+    key = cutout_key(job.request.input_sha256, ctx.settings.max_side, model.model_id)
+    watch = _Stopwatch()
+    if ctx.storage.exists(key):
+        record.cached = True
+        data = ctx.storage.get(key)
+        height, width = job.request.height, job.request.width
+    else:
+        rgb = decode_lossless(ctx.storage.get(job.request.input_key))
+        watch.lap("download")
+        rgba = model.segment(rgb)
+        watch.lap("inference")
+        data = encode_lossless(rgba)
+        watch.lap("encode")
+        ctx.storage.put(key, data, CUTOUT_CONTENT_TYPE)
+        watch.lap("upload")
+        height, width = rgba.shape[:2]
+    _succeed(record, key, CUTOUT_CONTENT_TYPE, len(data), width, height, watch)
+    ctx.jobs.finish_result(job_id, record)
+    logger.info("cutout ready", extra={"cached": record.cached, **watch.timings})
+    enqueue(job_id, list(job.request.effect_order), job.request.primary)
+
+
+def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
+    job = ctx.jobs.get(job_id)
+    record = job.results[effect_name]
+    if not _may_start(ctx, job_id, record):
+        return
+    source_key = job.results[CUTOUT].key
+    if source_key is None:
+        raise RuntimeError(f"effect {effect_name} queued before the cutout of job {job_id} exists")
+    request = job.request
+    key = effect_key(source_key, effect_name, request.params.get(effect_name, {}), request.output)
+    watch = _Stopwatch()
+    if ctx.storage.exists(key):
+        record.cached = True
+        size = len(ctx.storage.get(key))
+    else:
+        rgba = _cutout_pixels(ctx, source_key)
+        watch.lap("download")
+        try:
+            result = apply_effect(effect_name, rgba, request.params.get(effect_name, {}))
+        except EffectError as exc:
+            _fail(ctx, job_id, record, "effect_failed", str(exc))
+            return
+        watch.lap("effect")
+        data = encode_rgba(result, request.output)
+        watch.lap("encode")
+        ctx.storage.put(key, data, request.output.content_type)
+        watch.lap("upload")
+        size = len(data)
+    _succeed(record, key, request.output.content_type, size, request.width, request.height, watch)
+    ctx.jobs.finish_result(job_id, record)
+    logger.info(
+        "effect ready", extra={"effect": effect_name, "cached": record.cached, **watch.timings}
+    )
+
+
+def fail_result(ctx: WorkerContext, job_id: str, name: str, code: str, message: str) -> None:
+    """Record a result as failed for good; a failed cutout fails every effect with it."""
+    record = ctx.jobs.get(job_id).results[name]
+    _fail(ctx, job_id, record, code, message)
+
+
+def _may_start(ctx: WorkerContext, job_id: str, record: ResultRecord) -> bool:
+    if record.attempts >= ctx.settings.task_max_attempts:
+        _fail(ctx, job_id, record, "too_many_attempts", f"gave up after {record.attempts} attempts")
+        return False
+    return ctx.jobs.start_result(job_id, record)
+
+
+def _succeed(
+    record: ResultRecord,
+    key: str,
+    content_type: str,
+    size: int,
+    width: int,
+    height: int,
+    watch: _Stopwatch,
+) -> None:
+    record.status = RESULT_SUCCEEDED
+    record.key = key
+    record.content_type = content_type
+    record.byte_size = size
+    record.width = int(width)
+    record.height = int(height)
+    record.error = None
+    record.timings.update(watch.timings)
+
+
+def _fail(ctx: WorkerContext, job_id: str, record: ResultRecord, code: str, message: str) -> None:
+    record.status = RESULT_FAILED
+    record.error = {"code": code, "message": message}
+    ctx.jobs.finish_result(job_id, record)
+    logger.warning("result failed", extra={"result": record.name, "code": code, "reason": message})
+    if record.name == CUTOUT:
+        ctx.jobs.fail_unfinished(job_id, "cutout_failed", "background removal failed")
+
+
+def _enqueue_waiting_effects(job: JobRecord, enqueue: Enqueue) -> None:
+    waiting = [name for name in job.request.effect_order if job.results[name].status == PENDING]
+    if waiting:
+        enqueue(job.id, waiting, job.request.primary)
+
+
+_cutouts: OrderedDict[str, npt.NDArray[np.uint8]] = OrderedDict()
+
+
+def _cutout_pixels(ctx: WorkerContext, key: str) -> npt.NDArray[np.uint8]:
+    if key in _cutouts:
+        _cutouts.move_to_end(key)
+        return _cutouts[key]
+    pixels = decode_lossless(ctx.storage.get(key))
+    _cutouts[key] = pixels
+    if len(_cutouts) > CUTOUT_CACHE_SIZE:
+        _cutouts.popitem(last=False)
+    return pixels
+
+
+def celery_enqueue(celery: Celery) -> Enqueue:
+    def enqueue(job_id: str, names: list[str], primary: str | None) -> None:
+        enqueue_effects(celery, job_id, names, primary)
+
+    return enqueue

@@ -1,0 +1,67 @@
+"""Celery tasks: thin wrappers that give each step its context, retries and failure record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task, current_app, shared_task
+
+from shared.errors import TransientStorageError
+from shared.job import CUTOUT
+from shared.logging import job_context
+from shared.queues import TASK_APPLY_EFFECT, TASK_SEGMENT
+from worker.context import get_context
+from worker.steps import celery_enqueue, fail_result, run_effect, run_segment
+
+logger = logging.getLogger(__name__)
+
+#: Worth retrying: the store or Redis was briefly away.
+TRANSIENT_ERRORS = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
+MAX_RETRIES = 3
+RETRY_BACKOFF_MAX_S = 30
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Records a result as failed when its task fails for good, so no job hangs."""
+
+    autoretry_for = TRANSIENT_ERRORS
+    max_retries = MAX_RETRIES
+    retry_backoff = True
+    retry_backoff_max = RETRY_BACKOFF_MAX_S
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        job_id = args[0]
+        result_name = args[1] if len(args) > 1 else CUTOUT
+        with job_context(job_id):
+            logger.error(
+                "task failed", extra={"task": self.name, "result": result_name}, exc_info=exc
+            )
+            try:
+                fail_result(
+                    get_context(), job_id, result_name, "internal_error", type(exc).__name__
+                )
+            except Exception:
+                logger.exception("could not record the failure")
+
+
+@shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
+def segment(self: JobTask, job_id: str) -> None:
+    with job_context(job_id):
+        run_segment(get_context(), job_id, celery_enqueue(current_app))
+
+
+@shared_task(name=TASK_APPLY_EFFECT, base=JobTask, bind=True)
+def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
+    with job_context(job_id):
+        run_effect(get_context(), job_id, effect_name)
