@@ -68,7 +68,8 @@ def boost(rgba: RGBA, contrast: float, saturation: float) -> list[npt.NDArray[np
     luma = cv2.scaleAdd(blue, float(BT601[2]), luma)
     # L + (c − L)·k is k·c + (1 − k)·L: one fused pass per channel.
     return [
-        cv2.addWeighted(plane, saturation, luma, 1 - saturation, 0) for plane in (red, green, blue)
+        np.asarray(cv2.addWeighted(plane, saturation, luma, 1 - saturation, 0), dtype=np.float32)
+        for plane in (red, green, blue)
     ]
 
 

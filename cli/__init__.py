@@ -1,0 +1,1 @@
+"""The `cutfx` command: demo, batch, checkpoint."""

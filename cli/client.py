@@ -1,0 +1,126 @@
+"""A small HTTP client of the cutfx API: submit, follow events, download."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_TIMEOUT_S = 30
+EVENT_READ_TIMEOUT_S = 60
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error", {})
+        super().__init__(f"{status} {error.get('code', 'error')}: {error.get('message', body)}")
+        self.status = status
+        self.code = error.get("code")
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class CutfxClient:
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _check(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = response.json()
+        except ValueError:
+            body = {"error": {"message": response.text[:200]}}
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    def ready(self) -> tuple[bool, str]:
+        try:
+            response = self.session.get(f"{self.base_url}/readyz", timeout=5)
+        except requests.RequestException as exc:
+            return False, f"API not answering ({type(exc).__name__})"
+        if response.status_code == 200:
+            return True, "ready"
+        return False, response.json().get("error", {}).get("message", "not ready")
+
+    def submit(self, image: Path, **options: str) -> dict[str, Any]:
+        with image.open("rb") as handle:
+            response = self.session.post(
+                f"{self.base_url}/v1/jobs",
+                files={"image": (image.name, handle)},
+                data={k: v for k, v in options.items() if v is not None},
+                timeout=DEFAULT_TIMEOUT_S,
+            )
+        return self._check(response)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._check(
+            self.session.get(f"{self.base_url}/v1/jobs/{job_id}", timeout=DEFAULT_TIMEOUT_S)
+        )
+
+    def events(self, job_id: str, since: str | None = None) -> Iterator[ServerEvent]:
+        """The job's events until the final one, reconnecting with Last-Event-ID if cut off."""
+        last_id = since
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            try:
+                with self.session.get(
+                    f"{self.base_url}/v1/jobs/{job_id}/events",
+                    headers=headers,
+                    stream=True,
+                    timeout=(DEFAULT_TIMEOUT_S, EVENT_READ_TIMEOUT_S),
+                ) as response:
+                    if response.status_code >= 400:
+                        self._check(response)
+                    for event in parse_sse(response.iter_lines(decode_unicode=True)):
+                        last_id = event.id
+                        yield event
+                        if event.type == "job.finished":
+                            return
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                time.sleep(1)
+
+    def download(self, url: str) -> bytes:
+        response = self.session.get(url, timeout=DEFAULT_TIMEOUT_S)
+        if response.status_code >= 400:
+            self._check(response)
+        return response.content
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[ServerEvent]:
+    event_id, event_type = "", "message"
+    data: list[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield ServerEvent(event_id, event_type, json.loads("\n".join(data)))
+            event_type, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "id":
+            event_id = value
+        elif field == "event":
+            event_type = value
+        elif field == "data":
+            data.append(value)
+
+
+def extension_of(content_type: str) -> str:
+    return {"image/png": "png", "image/webp": "webp", "image/jpeg": "jpg"}.get(content_type, "bin")

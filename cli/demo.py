@@ -1,0 +1,99 @@
+"""`cutfx demo`: run a local cutfx, push a sample photo through it, save and time the results."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from cli.client import CutfxClient, extension_of
+from cli.stack import LocalStack, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO / "samples" / "chelsea.png"
+DEFAULT_OUTPUT = Path("demo-output")
+DEFAULT_PORT = 8000
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def choose_model() -> None:
+    """Mode and checkpoint for this machine, unless the settings already name them."""
+    if "CUTFX_MODEL_MODE" not in os.environ:
+        import torch
+
+        os.environ["CUTFX_MODEL_MODE"] = "base" if torch.cuda.is_available() else "fast"
+        say(f"model mode: {os.environ['CUTFX_MODEL_MODE']} (CUTFX_MODEL_MODE to change)")
+    if os.environ.get("CUTFX_MODEL_CKPT"):
+        return
+    from worker.checkpoint import ensure_random_checkpoint, fetch_release_checkpoint
+
+    mode = os.environ["CUTFX_MODEL_MODE"]
+    real = fetch_release_checkpoint(mode)
+    if real is not None:
+        os.environ["CUTFX_MODEL_CKPT"] = str(real)
+        say(f"checkpoint: {real}")
+        return
+    random_checkpoint = ensure_random_checkpoint(mode)
+    os.environ["CUTFX_MODEL_CKPT"] = str(random_checkpoint)
+    say(
+        "WARNING: the real InSPyReNet checkpoint could not be downloaded (offline?).\n"
+        f"         Using a randomly initialised one ({random_checkpoint}):\n"
+        "         every step runs for real, but the cutouts' masks are MEANINGLESS.\n"
+        "         Put the real file at CUTFX_MODEL_CKPT to get real cutouts."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    choose_model()
+    os.environ.setdefault("CUTFX_LOCAL_STORAGE_DIR", str(Path("var") / "storage"))
+    port = free_port(args.port)
+    os.environ["CUTFX_BIND"] = f"127.0.0.1:{port}"
+    stack = LocalStack(Path("var") / "logs", port)
+    client = CutfxClient(stack.base_url)
+    say(f"starting a gpu worker, a cpu worker and the API on {stack.base_url} (logs in var/logs/)")
+    stack.start()
+    try:
+        waited = stack.wait_ready(client, on_wait=lambda reason: say(f"  waiting: {reason}"))
+        say(f"ready after {waited:.1f} s (the first run compiles numba kernels: a minute or two)")
+        return submit_and_save(client, args.image, args.output)
+    finally:
+        stack.stop()
+
+
+def submit_and_save(client: CutfxClient, image: Path, output: Path) -> int:
+    started = time.monotonic()
+    job = client.submit(image)
+    answered_ms = 1000 * (time.monotonic() - started)
+    say(f"submitted {image.name}: job {job['id']} answered in {answered_ms:.0f} ms")
+    folder = output / job["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for event in client.events(job["id"]):
+        if event.type == "result.succeeded":
+            result = event.data["result"]
+            path = folder / f"{event.data['name']}.{extension_of(result['content_type'])}"
+            path.write_bytes(client.download(result["url"]))
+            cached = " (cached)" if result["cached"] else ""
+            say(
+                f"  {event.data['name']:<19} after {time.monotonic() - started:5.2f} s"
+                f"  {result['bytes'] / 1024:7.1f} KB  → {path}{cached}"
+            )
+        elif event.type == "result.failed":
+            failed += 1
+            say(f"  {event.data['name']:<19} FAILED: {event.data['result'].get('error')}")
+        elif event.type == "job.finished":
+            elapsed = time.monotonic() - started
+            say(f"job {event.data['status']} in {elapsed:.2f} s; results in {folder}/")
+    return 1 if failed else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("demo", help="run a local cutfx on a sample photo")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.set_defaults(handler=run)

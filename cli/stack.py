@@ -1,0 +1,91 @@
+"""Starting a local cutfx: a gpu worker, a cpu worker and the API, as child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cli.client import CutfxClient
+
+READY_TIMEOUT_S = 900
+STOP_TIMEOUT_S = 20
+
+
+def free_port(preferred: int) -> int:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", preferred)) != 0:
+            return preferred
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        return int(spare.getsockname()[1])
+
+
+class LocalStack:
+    def __init__(self, log_dir: Path, port: int, cpu_concurrency: int = 2) -> None:
+        self.log_dir = log_dir
+        self.port = port
+        self.cpu_concurrency = cpu_concurrency
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+        quiet = ["--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        self._spawn("worker-gpu", [*worker, "-Q", "gpu", "-n", "gpu@%h", "--pool", "solo", *quiet])
+        self._spawn(
+            "worker-cpu",
+            [*worker, "-Q", "cpu", "-n", "cpu@%h", "-c", str(self.cpu_concurrency), *quiet],
+        )
+        self._spawn(
+            "api",
+            [
+                sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "api:create_app()",
+            ],
+        )  # fmt: skip
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+
+    def wait_ready(self, client: CutfxClient, on_wait: object = None) -> float:
+        started = time.monotonic()
+        last_reason = ""
+        while time.monotonic() - started < READY_TIMEOUT_S:
+            ready, reason = client.ready()
+            if ready:
+                return time.monotonic() - started
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {self.log_dir / (name + '.log')}")
+            if reason != last_reason and callable(on_wait):
+                on_wait(reason)
+                last_reason = reason
+            time.sleep(0.5)
+        raise TimeoutError(f"not ready after {READY_TIMEOUT_S} s: {last_reason}")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
