@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from api.presenters import present_result
 from api.services import Services, services
 from shared.errors import InvalidParameter, JobNotFound
-from shared.events import START_OF_STREAM, JobEvent, follow_events
+from shared.events import START_OF_STREAM, STREAM_ID, JobEvent, follow_events
 from shared.job import ResultRecord
 
 blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
@@ -21,7 +20,6 @@ blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
 KEEPALIVE_MS = 15_000
 #: Tells EventSource how long to wait before it reconnects.
 RETRY_MS = 2_000
-STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream

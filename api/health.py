@@ -15,6 +15,7 @@ from shared.workers import live_workers, ready_queues
 blueprint = Blueprint("health", __name__)
 
 REQUIRED_QUEUES = (QUEUE_GPU, QUEUE_CPU)
+WARMUP_REQUESTS_KEY = "cutfx:warmup:requests"
 
 
 @blueprint.get("/healthz")
@@ -44,3 +45,21 @@ def readiness() -> dict[str, Any]:
 @blueprint.get("/readyz")
 def readyz() -> dict[str, Any]:
     return readiness()
+
+
+@blueprint.post("/v1/warmup")
+def warmup() -> dict[str, Any]:
+    """A page announces a coming upload; say whether a GPU worker is ready for it.
+
+    The request is counted in Redis (WARMUP_REQUESTS_KEY), so an autoscaler that
+    keeps GPU workers at zero can start one before the photo arrives.
+    """
+    svc = services()
+    svc.redis.incr(WARMUP_REQUESTS_KEY)
+    workers = live_workers(svc.redis)
+    gpu_ready = QUEUE_GPU in ready_queues(workers)
+    return {
+        "ready": gpu_ready,
+        "gpu_workers": sum(QUEUE_GPU in w.queues and w.ready for w in workers),
+        "message": "a GPU worker is ready" if gpu_ready else "no GPU worker is ready: scale one up",
+    }

@@ -8,9 +8,14 @@ from flask import Blueprint, request
 
 from api.presenters import job_links, present_job
 from api.services import services
+from shared.errors import InvalidParameter
+from shared.events import STREAM_ID, read_events
 from api.submission import parse_options, read_upload, submit_job
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+#: The longest a long-poll is held; clients loop for longer waits.
+MAX_WAIT_S = 30.0
 
 
 @blueprint.post("")
@@ -26,5 +31,30 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
 
 @blueprint.get("/<job_id>")
 def get_job(job_id: str) -> dict[str, Any]:
+    """The job; with ?wait=N, held until it changes (after ?since=<event id>) or N s pass."""
     svc = services()
-    return present_job(svc.jobs.get(job_id), svc.storage, svc.settings.url_ttl_s)
+    job = svc.jobs.get(job_id)
+    wait_s = parse_wait(request.args.get("wait"))
+    if wait_s and not job.finished:
+        since = request.args.get("since") or svc.jobs.last_event_id(job_id)
+        if not STREAM_ID.match(since):
+            raise InvalidParameter(f"not an event id: {since!r}", field="since")
+        if read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000)):
+            job = svc.jobs.get(job_id)
+    body = present_job(job, svc.storage, svc.settings.url_ttl_s)
+    body["last_event_id"] = svc.jobs.last_event_id(job_id)
+    return body
+
+
+def parse_wait(raw: str | None) -> float:
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        wait_s = float(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"wait must be a number of seconds; got {raw!r}", field="wait"
+        ) from None
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidParameter(f"wait must be between 0 and {MAX_WAIT_S} seconds", field="wait")
+    return wait_s

@@ -61,6 +61,7 @@ JOB_SCHEMA = {
             "additionalProperties": {"$ref": "#/components/schemas/Result"},
         },
         "links": {"type": "object"},
+        "last_event_id": {"type": "string"},
     },
 }
 
@@ -152,7 +153,21 @@ def openapi_document() -> dict[str, Any]:
             "/v1/jobs/{job_id}": {
                 "get": {
                     "summary": "Job status and signed URLs of finished results",
-                    "parameters": [_job_id_param()],
+                    "parameters": [
+                        _job_id_param(),
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "description": "Long-poll: hold up to this many seconds (max 30) for a change",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 30},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "With wait: the last_event_id already seen",
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {"200": _json("The job", job_ref), "404": _error("Unknown job")},
                 }
             },
@@ -209,6 +224,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "responses": {"200": _json("OpenAPI 3", {"type": "object"})},
+                }
+            },
+            "/v1/warmup": {
+                "post": {
+                    "summary": "Announce a coming upload; reports whether a GPU worker is ready",
+                    "responses": {"200": _json("Readiness of the GPU queue", {"type": "object"})},
                 }
             },
             "/healthz": {

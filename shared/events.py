@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import redis
 from shared.jobstore import FINAL_EVENT, JobStore
 
 START_OF_STREAM = "0-0"
+STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 READ_BATCH = 100
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -179,3 +180,42 @@ def e2e_app(workers: WorkerProcesses, e2e_settings: Settings):
 @pytest.fixture
 def e2e_client(e2e_app):
     return e2e_app.test_client()
+
+
+class LiveServer:
+    """The API on a real loopback port, for clients that speak HTTP (browsers, SSE readers)."""
+
+    def __init__(self, app) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def e2e_server(e2e_app) -> Iterator[LiveServer]:
+    with LiveServer(e2e_app) as server:
+        yield server
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Screenshots and other artifacts; CUTFX_TEST_ARTIFACTS keeps them in a known place."""
+    chosen = os.environ.get("CUTFX_TEST_ARTIFACTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

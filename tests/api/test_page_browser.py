@@ -1,0 +1,88 @@
+"""The web page in a real headless Chromium, through the real API and workers."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these, Chromium tries Google's hosts at start and the closed network refuses it.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RESULTS = ["cutout", "color", "enhancedblackwhite", "popart", "dithering"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("Debian's chromium is not installed: run scripts/ensure-chromium.sh")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def is_event_stream(url: str) -> bool:
+    # The page closes its EventSource after job.finished; Chromium reports that close.
+    return url.endswith("/events")
+
+
+def record_console_error(errors: list[str], message) -> None:
+    if message.type == "error" and not is_event_stream(message.location.get("url", "")):
+        errors.append(message.text)
+
+
+def record_failed_request(errors: list[str], request) -> None:
+    if not is_event_stream(request.url):
+        errors.append(f"{request.url} {request.failure}")
+
+
+@pytest.mark.parametrize(("device", "viewport"), [("phone", (390, 844)), ("desktop", (1200, 900))])
+def test_upload_shows_every_result_as_it_arrives(
+    browser, e2e_server, artifacts_dir, device, viewport
+):
+    from tests.helpers import SAMPLE
+
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    console_errors: list[str] = []
+    page.on("console", lambda m: record_console_error(console_errors, m))
+    page.on("requestfailed", lambda r: record_failed_request(console_errors, r))
+    page.goto(e2e_server.url + "/")
+    page.wait_for_selector("#primary option[value=popart]", state="attached")
+    page.select_option("#primary", "popart")
+    page.set_input_files("#file", str(SAMPLE))
+    page.wait_for_selector("body[data-job=succeeded]", timeout=120_000)
+    for name in RESULTS:
+        card = page.locator(f'[data-result="{name}"]')
+        assert card.get_attribute("class") == "card done loaded" or card.evaluate(
+            "c => c.classList.contains('done') && c.querySelector('img').complete"
+        )
+        width = card.locator("img").evaluate("img => img.naturalWidth")
+        assert width == 451, f"{name} image did not load"
+        assert card.locator("a.download").get_attribute("href")
+    assert page.locator("#status-text").inner_text() == "All done"
+    assert not console_errors, console_errors
+    page.screenshot(path=str(artifacts_dir / f"page-{device}.png"), full_page=True)
+    page.close()
+
+
+def test_a_bad_upload_shows_the_error(browser, e2e_server, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("hello")
+    page = browser.new_page()
+    page.goto(e2e_server.url + "/")
+    page.set_input_files("#file", str(not_an_image))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not an image" in page.locator("#error").inner_text()
+    page.close()
