@@ -8,9 +8,9 @@ from flask import Blueprint, request
 
 from api.presenters import job_links, present_job
 from api.services import services
+from api.submission import parse_options, read_upload, submit_job
 from shared.errors import InvalidParameter
 from shared.events import STREAM_ID, read_events
-from api.submission import parse_options, read_upload, submit_job
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 

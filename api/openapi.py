@@ -158,7 +158,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "wait",
                             "in": "query",
-                            "description": "Long-poll: hold up to this many seconds (max 30) for a change",
+                            "description": "Long-poll: hold up to N seconds (max 30) for a change",
                             "schema": {"type": "number", "minimum": 0, "maximum": 30},
                         },
                         {

@@ -220,7 +220,7 @@ class JobStore:
             self.finish_result(job_id, record)
 
     def last_event_id(self, job_id: str) -> str:
-        newest = self.redis.xrevrange(self.events_key(job_id), count=1)
+        newest: Any = self.redis.xrevrange(self.events_key(job_id), count=1)
         return text(newest[0][0]) if newest else "0-0"
 
     def unfinished(self, job_id: str) -> set[str]:
