@@ -21,6 +21,13 @@ def presented_key() -> str | None:
     return request.headers.get("X-API-Key") or request.args.get("api_key")
 
 
+def key_id() -> str:
+    """The API key a request acts for: its webhook secret derives from it ("" when keys are off)."""
+    if not services().settings.api_keys:
+        return ""
+    return presented_key() or ""
+
+
 def require_api_key() -> None:
     keys = services().settings.api_keys
     if not keys or not request.path.startswith(PROTECTED_PREFIX):

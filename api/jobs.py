@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from api.auth import key_id
 from api.presenters import job_links, present_job
 from api.services import services
 from api.submission import parse_options, read_upload, submit_job
@@ -21,7 +22,7 @@ MAX_WAIT_S = 30.0
 @blueprint.post("")
 def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
-    options = parse_options(request.form)
+    options = parse_options(request.form, key_id=key_id())
     data = read_upload(request.files.get("image"), svc.settings.max_upload_bytes)
     job = submit_job(svc, data, options)
     links = job_links(job.id)

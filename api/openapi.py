@@ -66,6 +66,19 @@ JOB_SCHEMA = {
 }
 
 
+WEBHOOK_FORM_FIELDS = {
+    "callback_url": {
+        "type": "string",
+        "format": "uri",
+        "description": "Webhook URL for signed events",
+    },
+    "callback_events": {
+        "type": "string",
+        "description": "Comma list of event types (default all)",
+    },
+}
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -125,6 +138,7 @@ def openapi_document() -> dict[str, Any]:
                                             "type": "string",
                                             "description": "JSON object keyed by effect name.",
                                         },
+                                        **WEBHOOK_FORM_FIELDS,
                                     },
                                 }
                             }
@@ -224,6 +238,12 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "responses": {"200": _json("OpenAPI 3", {"type": "object"})},
+                }
+            },
+            "/v1/webhooks/secret": {
+                "get": {
+                    "summary": "The secret that signs this API key's webhook deliveries",
+                    "responses": {"200": _json("The secret", {"type": "object"})},
                 }
             },
             "/v1/warmup": {

@@ -7,7 +7,8 @@ from urllib.parse import urljoin
 
 from flask import request, url_for
 
-from shared.job import RESULT_SUCCEEDED, JobRecord, ResultRecord
+from shared.job import JobRecord, ResultRecord
+from shared.job_view import result_view
 from shared.storage import Storage
 
 
@@ -24,20 +25,9 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 def present_result(result: ResultRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
-    shown: dict[str, Any] = {"status": result.status, "cached": result.cached}
-    if result.status == RESULT_SUCCEEDED and result.key:
-        signed = storage.signed_url(result.key, url_ttl_s)
-        shown.update(
-            url=absolute(signed.url),
-            url_expires_at=signed.expires_at,
-            content_type=result.content_type,
-            bytes=result.byte_size,
-            width=result.width,
-            height=result.height,
-        )
-    if result.error:
-        shown["error"] = result.error
-    shown["timings"] = result.timings
+    shown = result_view(result, storage, url_ttl_s)
+    if "url" in shown:
+        shown["url"] = absolute(shown["url"])
     return shown
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
@@ -14,9 +15,10 @@ from shared.encoding import OutputFormat, encode_lossless, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.hashing import input_key, sha256_hex
 from shared.images import normalise_upload
-from shared.job import JobRecord, JobRequest
+from shared.job import JobRecord, JobRequest, Webhook
 from shared.jobstore import new_job_id
-from shared.queues import enqueue_segment
+from shared.queues import enqueue_segment, enqueue_webhook_delivery
+from shared.webhooks import WEBHOOK_EVENT_TYPES
 
 INPUT_CONTENT_TYPE = "image/png"
 
@@ -29,9 +31,10 @@ class JobOptions:
     primary: str | None
     output: OutputFormat
     params: dict[str, dict[str, Any]]
+    webhook: Webhook | None = None
 
 
-def parse_options(form: MultiDict[str, str]) -> JobOptions:
+def parse_options(form: MultiDict[str, str], key_id: str = "") -> JobOptions:
     effects = _parse_effects(form.get("effects"))
     primary = form.get("primary") or None
     if primary is not None and primary not in effects:
@@ -40,8 +43,30 @@ def parse_options(form: MultiDict[str, str]) -> JobOptions:
         )
     output = output_format(form.get("format"), _parse_quality(form.get("quality")))
     return JobOptions(
-        effects, primary or effects[0], output, _parse_params(form.get("params"), effects)
+        effects,
+        primary or effects[0],
+        output,
+        _parse_params(form.get("params"), effects),
+        _parse_webhook(form.get("callback_url"), form.get("callback_events"), key_id),
     )
+
+
+def _parse_webhook(url: str | None, events: str | None, key_id: str) -> Webhook | None:
+    if not url:
+        if events:
+            raise InvalidParameter("callback_events needs a callback_url", field="callback_events")
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidParameter("callback_url must be an http(s) URL", field="callback_url")
+    chosen = tuple(name.strip() for name in (events or "").split(",") if name.strip())
+    unknown = [name for name in chosen if name not in WEBHOOK_EVENT_TYPES]
+    if unknown:
+        raise InvalidParameter(
+            f"unknown event types {unknown}; choose from {', '.join(WEBHOOK_EVENT_TYPES)}",
+            field="callback_events",
+        )
+    return Webhook(url, chosen or WEBHOOK_EVENT_TYPES, key_id)
 
 
 def _parse_effects(raw: str | None) -> tuple[str, ...]:
@@ -113,6 +138,8 @@ def submit_job(svc: Services, data: bytes, options: JobOptions) -> JobRecord:
         output=options.output,
         params=options.params,
     )
-    job = svc.jobs.create(new_job_id(), request)
+    job = svc.jobs.create(new_job_id(), request, options.webhook)
     enqueue_segment(svc.celery, job.id)
+    if options.webhook is not None:
+        enqueue_webhook_delivery(svc.celery, job.id)
     return job

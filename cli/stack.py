@@ -46,6 +46,21 @@ class LocalStack:
             [*worker, "-Q", "cpu", "-n", "cpu@%h", "-c", str(self.cpu_concurrency), *quiet],
         )
         self._spawn(
+            "worker-webhooks",
+            [
+                *worker,
+                "-Q",
+                "webhooks",
+                "-n",
+                "webhooks@%h",
+                "--pool",
+                "threads",
+                "-c",
+                "8",
+                *quiet,
+            ],
+        )
+        self._spawn(
             "api",
             [
                 sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py",

@@ -91,6 +91,23 @@ class ResultRecord:
         return cls(**json.loads(raw))
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where to POST a job's events, which types, and whose secret signs them."""
+
+    url: str
+    events: tuple[str, ...]
+    key_id: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"url": self.url, "events": list(self.events), "key_id": self.key_id})
+
+    @classmethod
+    def from_json(cls, raw: str) -> Webhook:
+        data = json.loads(raw)
+        return cls(data["url"], tuple(data["events"]), data.get("key_id", ""))
+
+
 @dataclass
 class JobRecord:
     id: str
@@ -100,6 +117,7 @@ class JobRecord:
     results: dict[str, ResultRecord]
     model_id: str | None = None
     finished_at: float | None = None
+    webhook: Webhook | None = None
 
     @property
     def finished(self) -> bool:

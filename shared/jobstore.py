@@ -26,6 +26,7 @@ from shared.job import (
     JobRecord,
     JobRequest,
     ResultRecord,
+    Webhook,
     now,
 )
 
@@ -124,7 +125,7 @@ class JobStore:
     def _keys(self, job_id: str) -> list[str]:
         return [self.job_key(job_id), self.pending_key(job_id), self.events_key(job_id)]
 
-    def create(self, job_id: str, request: JobRequest) -> JobRecord:
+    def create(self, job_id: str, request: JobRequest, webhook: Webhook | None = None) -> JobRecord:
         created_at = now()
         results = {
             name: ResultRecord(name=name, timings={"queued_at": created_at})
@@ -137,6 +138,8 @@ class JobStore:
             "request": request.to_json(),
         }
         mapping.update({RESULT_FIELD_PREFIX + name: r.to_json() for name, r in results.items()})
+        if webhook is not None:
+            mapping["webhook"] = webhook.to_json()
         accepted = {
             "status": QUEUED,
             "effects": list(request.effect_order),
@@ -150,7 +153,7 @@ class JobStore:
             for key in (job_key, pending_key, events_key):
                 pipe.expire(key, self.ttl_s)
             pipe.execute()
-        return JobRecord(job_id, QUEUED, created_at, request, results)
+        return JobRecord(job_id, QUEUED, created_at, request, results, webhook=webhook)
 
     def get(self, job_id: str) -> JobRecord:
         fields = self.redis.hgetall(self.job_key(job_id))
@@ -163,6 +166,7 @@ class JobStore:
             for name in request.result_names
         }
         finished_at = decoded.get("finished_at")
+        webhook = decoded.get("webhook")
         return JobRecord(
             id=job_id,
             status=decoded["status"],
@@ -171,6 +175,7 @@ class JobStore:
             results=results,
             model_id=decoded.get("model_id"),
             finished_at=float(finished_at) if finished_at else None,
+            webhook=Webhook.from_json(webhook) if webhook else None,
         )
 
     def exists(self, job_id: str) -> bool:
@@ -218,6 +223,10 @@ class JobStore:
                 name=name, status=RESULT_FAILED, error={"code": code, "message": message}
             )
             self.finish_result(job_id, record)
+
+    def webhook(self, job_id: str) -> Webhook | None:
+        raw = self.redis.hget(self.job_key(job_id), "webhook")
+        return Webhook.from_json(text(raw)) if raw else None
 
     def last_event_id(self, job_id: str) -> str:
         newest: Any = self.redis.xrevrange(self.events_key(job_id), count=1)

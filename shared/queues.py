@@ -11,8 +11,10 @@ from shared.settings import Settings
 
 QUEUE_GPU = "gpu"
 QUEUE_CPU = "cpu"
+QUEUE_WEBHOOKS = "webhooks"
 TASK_SEGMENT = "cutfx.segment"
 TASK_APPLY_EFFECT = "cutfx.apply_effect"
+TASK_DELIVER_WEBHOOKS = "cutfx.deliver_webhooks"
 
 #: Longer than the longest task (a base-mode inference on CPU is ~15 s), or Redis
 #: would hand a still-running task to a second worker.
@@ -43,6 +45,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             TASK_SEGMENT: {"queue": QUEUE_GPU},
             TASK_APPLY_EFFECT: {"queue": QUEUE_CPU},
+            TASK_DELIVER_WEBHOOKS: {"queue": QUEUE_WEBHOOKS},
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
@@ -60,3 +63,8 @@ def enqueue_effects(
     for name in effect_names:
         priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
         celery.send_task(TASK_APPLY_EFFECT, args=[job_id, name], queue=QUEUE_CPU, priority=priority)
+
+
+def enqueue_webhook_delivery(celery: Celery, job_id: str) -> None:
+    """Deliver whatever events of the job its webhook has not received yet."""
+    celery.send_task(TASK_DELIVER_WEBHOOKS, args=[job_id], queue=QUEUE_WEBHOOKS)

@@ -111,7 +111,11 @@ class WorkerProcesses:
 
     def start(self) -> None:
         suffix = uuid.uuid4().hex[:6]
-        for queue, pool in (("gpu", ["--pool", "solo"]), ("cpu", ["--pool", "prefork", "-c", "2"])):
+        for queue, pool in (
+            ("gpu", ["--pool", "solo"]),
+            ("cpu", ["--pool", "prefork", "-c", "2"]),
+            ("webhooks", ["--pool", "threads", "-c", "4"]),
+        ):
             name = f"test-{queue}-{suffix}@%h"
             log = (self.log_dir / f"worker-{queue}.log").open("wb")
             command = [
@@ -130,7 +134,7 @@ class WorkerProcesses:
 
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if {"gpu", "cpu"} <= ready_queues(live_workers(client)):
+            if {"gpu", "cpu", "webhooks"} <= ready_queues(live_workers(client)):
                 return
             for process in self.processes:
                 if process.poll() is not None:

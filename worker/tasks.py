@@ -11,9 +11,15 @@ from celery import Task, current_app, shared_task
 from shared.errors import TransientStorageError
 from shared.job import CUTOUT
 from shared.logging import job_context
-from shared.queues import TASK_APPLY_EFFECT, TASK_SEGMENT
+from shared.queues import (
+    TASK_APPLY_EFFECT,
+    TASK_DELIVER_WEBHOOKS,
+    TASK_SEGMENT,
+    enqueue_webhook_delivery,
+)
 from worker.context import get_context
 from worker.steps import celery_enqueue, fail_result, run_effect, run_segment
+from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +27,9 @@ logger = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
 MAX_RETRIES = 3
 RETRY_BACKOFF_MAX_S = 30
+#: About 10 minutes of retries (1, 2, 4 … 300 s, jittered) before an event is given up.
+WEBHOOK_MAX_RETRIES = 10
+WEBHOOK_BACKOFF_MAX_S = 300
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -53,15 +62,46 @@ class JobTask(Task):  # type: ignore[misc]
                 )
             except Exception:
                 logger.exception("could not record the failure")
+            notify_webhook(job_id)
+
+
+def notify_webhook(job_id: str) -> None:
+    """Queue delivery of the job's new events, if it has a webhook (on its own queue)."""
+    try:
+        if get_context().jobs.webhook(job_id) is not None:
+            enqueue_webhook_delivery(current_app, job_id)
+    except redis.RedisError:
+        logger.warning("could not queue webhook delivery")
 
 
 @shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
 def segment(self: JobTask, job_id: str) -> None:
     with job_context(job_id):
-        run_segment(get_context(), job_id, celery_enqueue(current_app))
+        try:
+            run_segment(get_context(), job_id, celery_enqueue(current_app))
+        finally:
+            notify_webhook(job_id)
 
 
 @shared_task(name=TASK_APPLY_EFFECT, base=JobTask, bind=True)
 def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     with job_context(job_id):
-        run_effect(get_context(), job_id, effect_name)
+        try:
+            run_effect(get_context(), job_id, effect_name)
+        finally:
+            notify_webhook(job_id)
+
+
+@shared_task(
+    name=TASK_DELIVER_WEBHOOKS,
+    bind=True,
+    acks_late=True,
+    autoretry_for=(WebhookDeliveryFailed, DeliveryBusy, *TRANSIENT_ERRORS),
+    retry_backoff=True,
+    retry_backoff_max=WEBHOOK_BACKOFF_MAX_S,
+    retry_jitter=True,
+    max_retries=WEBHOOK_MAX_RETRIES,
+)
+def deliver_webhooks(self: Task, job_id: str) -> int:
+    with job_context(job_id):
+        return deliver_pending(get_context(), job_id)

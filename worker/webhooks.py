@@ -1,0 +1,103 @@
+"""Delivering a job's events to its webhook: in order, signed, at least once.
+
+One delivery task per job runs at a time (a Redis lock); it sends every event
+after the job's cursor, advancing the cursor as each is acknowledged with a 2xx.
+A failure raises, and Celery retries the task with backoff; the events wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+
+from shared.events import START_OF_STREAM, JobEvent, read_events
+from shared.job import ResultRecord, Webhook
+from shared.job_view import result_view
+from shared.jobstore import JobStore
+from shared.webhooks import (
+    EVENT_HEADER,
+    EVENT_ID_HEADER,
+    JOB_ID_HEADER,
+    SIGNATURE_HEADER,
+    sign,
+    webhook_secret,
+)
+from worker.context import WorkerContext
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_TIMEOUT_S = 10
+LOCK_TTL_S = 60
+USER_AGENT = "cutfx-webhooks/1"
+
+
+class WebhookDeliveryFailed(Exception):
+    """The receiver did not take an event; retried with backoff."""
+
+
+class DeliveryBusy(Exception):
+    """Another delivery for the job is running; try again shortly."""
+
+
+def cursor_key(job_id: str) -> str:
+    return f"{JobStore.job_key(job_id)}:webhook-cursor"
+
+
+def lock_key(job_id: str) -> str:
+    return f"{JobStore.job_key(job_id)}:webhook-lock"
+
+
+def deliver_pending(ctx: WorkerContext, job_id: str) -> int:
+    """Send the events the webhook has not received; return how many were sent."""
+    webhook = ctx.jobs.webhook(job_id)
+    if webhook is None:
+        return 0
+    if not ctx.redis.set(lock_key(job_id), "1", nx=True, ex=LOCK_TTL_S):
+        raise DeliveryBusy(job_id)
+    try:
+        return _deliver_after_cursor(ctx, job_id, webhook)
+    finally:
+        ctx.redis.delete(lock_key(job_id))
+
+
+def _deliver_after_cursor(ctx: WorkerContext, job_id: str, webhook: Webhook) -> int:
+    raw_cursor = ctx.redis.get(cursor_key(job_id))
+    cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else START_OF_STREAM
+    secret = webhook_secret(ctx.settings.signing_key, webhook.key_id)
+    sent = 0
+    for event in read_events(ctx.redis, job_id, cursor, block_ms=None):
+        if event.type in webhook.events:
+            _post(webhook.url, secret, job_id, event, _payload(ctx, job_id, event))
+            sent += 1
+        ctx.redis.set(cursor_key(job_id), event.id, ex=ctx.settings.result_ttl_s)
+    return sent
+
+
+def _payload(ctx: WorkerContext, job_id: str, event: JobEvent) -> bytes:
+    data: dict[str, Any] = dict(event.data)
+    if "result" in data:
+        record = ResultRecord(**data["result"])
+        data["result"] = result_view(record, ctx.storage, ctx.settings.url_ttl_s)
+    body = {"id": event.id, "type": event.type, "job_id": job_id, "data": data}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _post(url: str, secret: str, job_id: str, event: JobEvent, body: bytes) -> None:
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        SIGNATURE_HEADER: sign(secret, body),
+        EVENT_HEADER: event.type,
+        EVENT_ID_HEADER: event.id,
+        JOB_ID_HEADER: job_id,
+    }
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise WebhookDeliveryFailed(f"{event.type} to {url}: {type(exc).__name__}") from exc
+    if not 200 <= response.status_code < 300:
+        raise WebhookDeliveryFailed(f"{event.type} to {url}: HTTP {response.status_code}")
+    logger.info("webhook delivered", extra={"event": event.type, "event_id": event.id})
