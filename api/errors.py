@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -47,6 +48,11 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(exc.code or 500, code, exc.description or exc.name)
 
 
+def _redis_unavailable(exc: redis.RedisError) -> Response:
+    logger.error("redis error", extra={"reason": f"{type(exc).__name__}: {exc}"})
+    return error_response(503, "not_ready", "the job store is unavailable; retry shortly")
+
+
 def _unexpected(exc: Exception) -> Response:
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "something went wrong on our side")
@@ -58,4 +64,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(UnknownEffect, _unknown_effect)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.RedisError, _redis_unavailable)
     app.register_error_handler(Exception, _unexpected)

@@ -14,6 +14,8 @@ from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 
 EXTENSION_NAME = "cutfx"
+#: How long a request waits for a free Redis connection before it is a 503.
+POOL_WAIT_S = 5
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,14 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
 
 
 def init_services(app: Flask, settings: Settings) -> Services:
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    # Each open event stream holds one connection while it waits on Redis.
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT_S,
+        health_check_interval=30,
+    )
+    client = redis.Redis(connection_pool=pool)
     built = Services(
         settings=settings,
         redis=client,

@@ -27,6 +27,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048
 DEFAULT_TASK_MAX_ATTEMPTS = 3
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
+#: Redis allows 10,000 clients by default; each open event stream holds one connection.
+DEFAULT_REDIS_MAX_CONNECTIONS = 4000
 MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
 
 STORAGE_BACKENDS = ("local", "gcs")
@@ -40,6 +42,7 @@ class Settings:
     """Every setting, with the default the service runs with out of the box."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
     storage: str = DEFAULT_STORAGE
     local_storage_dir: Path = Path(DEFAULT_LOCAL_STORAGE_DIR)
     public_base_url: str = DEFAULT_PUBLIC_BASE_URL
