@@ -1,0 +1,128 @@
+"""Submit → first result → last result through the whole service, against the same work
+in one process without queue or storage: `python -m bench.latency`.
+
+Runs a local stack (gpu, cpu and webhooks workers, gunicorn) on the generated
+checkpoint in `fast` mode, submits distinct photos one at a time (no cache
+hits), follows each job's events, and writes medians to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench.common import median_ms, write_section
+from cli.client import CutfxClient
+from cli.stack import LocalStack, free_port
+
+SAMPLE = Path("samples/chelsea.png")
+LONG_SIDE = 1024
+
+
+def photo_variants(count: int, folder: Path) -> list[Path]:
+    """The sample at 1024 px, one pixel changed per copy so each is new to the cache."""
+    base = Image.open(SAMPLE).convert("RGB")
+    base = base.resize(
+        (LONG_SIDE, round(base.height * LONG_SIDE / base.width)), Image.Resampling.LANCZOS
+    )
+    paths = []
+    for index in range(count):
+        pixels = np.asarray(base).copy()
+        pixels[0, 0] = (index % 256, index // 256 % 256, 7)
+        path = folder / f"photo-{index}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def through_the_service(client: CutfxClient, photos: list[Path]) -> dict[str, list[float]]:
+    timings: dict[str, list[float]] = {"accepted": [], "first": [], "primary": [], "last": []}
+    for photo in photos:
+        started = time.monotonic()
+        job = client.submit(photo, primary="popart")
+        timings["accepted"].append(time.monotonic() - started)
+        for event in client.events(job["id"]):
+            elapsed = time.monotonic() - started
+            if event.type == "result.succeeded" and event.data["name"] == "cutout":
+                timings["first"].append(elapsed)
+            if event.type == "result.succeeded" and event.data["name"] == "popart":
+                timings["primary"].append(elapsed)
+            if event.type == "job.finished":
+                timings["last"].append(elapsed)
+    return timings
+
+
+def in_one_process(photos: list[Path]) -> list[float]:
+    from effects import EFFECT_NAMES, apply_effect
+    from shared.encoding import OutputFormat, encode_lossless, encode_rgba
+    from shared.settings import Settings
+    from worker.model import load_model
+
+    model = load_model(Settings.from_env())
+    model.warm_up()
+    times = []
+    for photo in photos:
+        started = time.monotonic()
+        rgb = np.asarray(Image.open(io.BytesIO(photo.read_bytes())).convert("RGB"))
+        cutout = model.segment(rgb)
+        encode_lossless(cutout)
+        for name in EFFECT_NAMES:
+            encode_rgba(apply_effect(name, cutout), OutputFormat())
+        times.append(time.monotonic() - started)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    from worker.checkpoint import ensure_random_checkpoint
+
+    workdir = Path(tempfile.mkdtemp(prefix="cutfx-bench-"))
+    os.environ.update(
+        CUTFX_MODEL_MODE="fast",
+        CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
+        CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
+    )
+    photos = photo_variants(2 * args.jobs, workdir)
+    stack = LocalStack(workdir / "logs", free_port(8200))
+    stack.start()
+    try:
+        client = CutfxClient(stack.base_url)
+        stack.wait_ready(client)
+        service = through_the_service(client, photos[: args.jobs])
+    finally:
+        stack.stop()
+    alone = in_one_process(photos[args.jobs :])
+    shutil.rmtree(workdir, ignore_errors=True)
+    rows = [
+        "| measure | median |",
+        "|---|---|",
+        f"| submit answered (202) | {median_ms(service['accepted']):.0f} ms |",
+        f"| submit → first result (cutout) event | {median_ms(service['first']):.0f} ms |",
+        f"| submit → primary effect (popart) event | {median_ms(service['primary']):.0f} ms |",
+        f"| submit → last result, job finished | {median_ms(service['last']):.0f} ms |",
+        f"| same work in one process (segment, 4 effects, 5 encodes) | {median_ms(alone):.0f} ms |",
+    ]
+    body = (
+        f"`python -m bench.latency --jobs {args.jobs}` — {LONG_SIDE}×681 photo, `fast` mode "
+        "on the CPU with the generated checkpoint, one job at a time on idle workers "
+        "(gpu: solo pool; cpu: prefork ×2), local storage.\n\n" + "\n".join(rows)
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Latency through the service (bench/latency.py)", body)
+
+
+if __name__ == "__main__":
+    main()
