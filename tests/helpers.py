@@ -50,3 +50,13 @@ def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def sample_variant() -> bytes:
+    """The sample photo with one random pixel changed: new to every cache."""
+    pixels = np.asarray(Image.open(SAMPLE).convert("RGB")).copy()
+    rng = np.random.default_rng()
+    pixels[0, 0] = rng.integers(0, 256, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
