@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from api import catalog, errors, events, files, health, jobs, page, webhooks
+from api import catalog, errors, events, files, health, jobs, metrics, page, webhooks
 from api.auth import require_api_key
 from api.services import init_services
 from effects.registry import load_plugins
@@ -32,7 +32,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     load_plugins(settings.effect_plugins)
     init_services(app, settings)
     app.before_request(require_api_key)
-    for module in (jobs, events, files, health, catalog, page, webhooks):
+    for module in (jobs, events, files, health, catalog, page, webhooks, metrics):
         app.register_blueprint(module.blueprint)
     errors.register(app)
     if settings.uses_development_signing_key:

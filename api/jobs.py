@@ -12,9 +12,12 @@ from api.services import services
 from api.submission import parse_options, read_upload, submit_job
 from shared.errors import InvalidParameter
 from shared.events import STREAM_ID, read_events
+from shared.idempotency import check_key
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 #: The longest a long-poll is held; clients loop for longer waits.
 MAX_WAIT_S = 30.0
 
@@ -24,10 +27,19 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     options = parse_options(request.form, key_id=key_id())
     data = read_upload(request.files.get("image"), svc.settings.max_upload_bytes)
-    job = submit_job(svc, data, options)
+    raw_key = request.headers.get(IDEMPOTENCY_HEADER)
+    idempotency_key = check_key(raw_key) if raw_key is not None else None
+    submission = submit_job(svc, data, options, idempotency_key, scope=key_id())
+    job = submission.job
     links = job_links(job.id)
-    body = {"id": job.id, "status": job.status, "links": links}
-    return body, 202, {"Location": links["self"]}
+    body: dict[str, Any] = {"id": job.id, "status": job.status, "links": links}
+    if job.finished:
+        # Everything came from the cache: the answer carries the results themselves.
+        body = present_job(job, svc.storage, svc.settings.url_ttl_s)
+    headers = {"Location": links["self"]}
+    if submission.replayed:
+        headers[REPLAYED_HEADER] = "true"
+    return body, 202, headers
 
 
 @blueprint.get("/<job_id>")

@@ -252,6 +252,12 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json("Readiness of the GPU queue", {"type": "object"})},
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of the API and the workers",
+                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+                }
+            },
             "/healthz": {
                 "get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}
             },

@@ -8,6 +8,8 @@ import redis
 from celery import Celery
 from flask import Flask, current_app
 
+from shared.cache import ResultCache
+from shared.idempotency import IdempotencyStore
 from shared.jobstore import JobStore
 from shared.queues import celery_config
 from shared.settings import Settings
@@ -25,6 +27,8 @@ class Services:
     storage: Storage
     jobs: JobStore
     celery: Celery
+    cache: ResultCache
+    idempotency: IdempotencyStore
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -45,12 +49,15 @@ def init_services(app: Flask, settings: Settings) -> Services:
         health_check_interval=30,
     )
     client = redis.Redis(connection_pool=pool)
+    storage = storage_from_settings(settings)
     built = Services(
         settings=settings,
         redis=client,
-        storage=storage_from_settings(settings),
+        storage=storage,
         jobs=JobStore(client, settings.result_ttl_s),
         celery=celery_init_app(app, settings),
+        cache=ResultCache(client, storage, settings.result_ttl_s),
+        idempotency=IdempotencyStore(client, settings.idempotency_ttl_s),
     )
     app.extensions[EXTENSION_NAME] = built
     return built

@@ -11,13 +11,15 @@ from werkzeug.datastructures import FileStorage, MultiDict
 
 from api.services import Services
 from effects import EFFECT_NAMES, get_effect
+from shared.cache import CachedObject
 from shared.encoding import OutputFormat, encode_lossless, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
-from shared.hashing import input_key, sha256_hex
+from shared.hashing import canonical_json, cutout_key, effect_key, input_key, sha256_hex
+from shared.idempotency import wait_for_job
 from shared.images import normalise_upload
-from shared.job import JobRecord, JobRequest, Webhook
+from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRecord, JobRequest, ResultRecord, Webhook, now
 from shared.jobstore import new_job_id
-from shared.queues import enqueue_segment, enqueue_webhook_delivery
+from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
 INPUT_CONTENT_TYPE = "image/png"
@@ -121,25 +123,123 @@ def read_upload(upload: FileStorage | None, max_bytes: int) -> bytes:
     return data
 
 
-def submit_job(svc: Services, data: bytes, options: JobOptions) -> JobRecord:
-    settings = svc.settings
-    image = normalise_upload(data, settings.max_pixels, settings.max_side)
+@dataclass(frozen=True)
+class Submission:
+    job: JobRecord
+    replayed: bool = False
+
+
+def submit_job(
+    svc: Services,
+    data: bytes,
+    options: JobOptions,
+    idempotency_key: str | None = None,
+    scope: str = "",
+) -> Submission:
+    """Create and queue a job; with an Idempotency-Key, a repeat returns the first job."""
     sha = sha256_hex(data)
-    key = input_key(sha, settings.max_side)
-    if not svc.storage.exists(key):
-        svc.storage.put(key, encode_lossless(image.pixels), INPUT_CONTENT_TYPE)
+    job_id = new_job_id()
+    if idempotency_key is not None:
+        earlier = svc.idempotency.claim(scope, idempotency_key, fingerprint(sha, options), job_id)
+        if earlier is not None:
+            wait_for_job(svc.jobs.exists, earlier)
+            return Submission(svc.jobs.get(earlier), replayed=True)
+    try:
+        return Submission(_create_job(svc, job_id, data, sha, options))
+    except BaseException:
+        if idempotency_key is not None:
+            svc.idempotency.release(scope, idempotency_key)
+        raise
+
+
+def fingerprint(input_sha256: str, options: JobOptions) -> str:
+    described = {
+        "input": input_sha256,
+        "effects": list(options.effects),
+        "primary": options.primary,
+        "output": [options.output.name, options.output.quality],
+        "params": options.params,
+        "webhook": options.webhook.to_json() if options.webhook else None,
+    }
+    return sha256_hex(canonical_json(described).encode())
+
+
+def _create_job(
+    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions
+) -> JobRecord:
+    stored_input = _store_input(svc, data, sha)
     request = JobRequest(
         input_sha256=sha,
-        input_key=key,
-        width=image.width,
-        height=image.height,
+        input_key=stored_input.key,
+        width=stored_input.width,
+        height=stored_input.height,
         effects=options.effects,
         primary=options.primary,
         output=options.output,
         params=options.params,
     )
-    job = svc.jobs.create(new_job_id(), request, options.webhook)
-    enqueue_segment(svc.celery, job.id)
+    job = svc.jobs.create(job_id, request, options.webhook)
+    cached = _cached_results(svc, request)
+    _finish_cached(svc, job, cached)
+    if CUTOUT not in cached:
+        enqueue_segment(svc.celery, job_id)
+    else:
+        missing = [name for name in request.effect_order if name not in cached]
+        if missing:
+            enqueue_effects(svc.celery, job_id, missing, request.primary)
     if options.webhook is not None:
-        enqueue_webhook_delivery(svc.celery, job.id)
-    return job
+        enqueue_webhook_delivery(svc.celery, job_id)
+    return svc.jobs.get(job_id) if cached else job
+
+
+def _store_input(svc: Services, data: bytes, sha: str) -> CachedObject:
+    """The normalised input, decoded and stored once per distinct upload."""
+    settings = svc.settings
+    key = input_key(sha, settings.max_side)
+    known = svc.cache.lookup(key)
+    if known is not None:
+        return known
+    image = normalise_upload(data, settings.max_pixels, settings.max_side)
+    encoded = encode_lossless(image.pixels)
+    svc.storage.put(key, encoded, INPUT_CONTENT_TYPE)
+    stored = CachedObject(key, INPUT_CONTENT_TYPE, len(encoded), image.width, image.height)
+    svc.cache.remember(stored)
+    return stored
+
+
+def _cached_results(svc: Services, request: JobRequest) -> dict[str, CachedObject]:
+    """What already exists for this request under the model the workers run now."""
+    model_id = svc.cache.current_model()
+    if model_id is None:
+        return {}
+    source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
+    cutout = svc.cache.lookup(source, "cutout")
+    if cutout is None:
+        return {}
+    found = {CUTOUT: cutout}
+    for name in request.effect_order:
+        key = effect_key(source, name, request.params.get(name, {}), request.output)
+        hit = svc.cache.lookup(key, "effect")
+        if hit is not None:
+            found[name] = hit
+    return found
+
+
+def _finish_cached(svc: Services, job: JobRecord, cached: dict[str, CachedObject]) -> None:
+    if CUTOUT in cached:
+        svc.jobs.set_model_id(job.id, svc.cache.current_model() or "")
+    for name in job.request.result_names:
+        if name in cached:
+            hit = cached[name]
+            record = ResultRecord(
+                name=name,
+                status=RESULT_SUCCEEDED,
+                key=hit.key,
+                content_type=hit.content_type,
+                byte_size=hit.byte_size,
+                width=hit.width,
+                height=hit.height,
+                cached=True,
+                timings={"queued_at": job.created_at, "started_at": now()},
+            )
+            svc.jobs.finish_result(job.id, record)

@@ -11,10 +11,17 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
 from effects.registry import load_plugins
 from shared.logging import configure_logging
+from shared.metrics import TASKS
 from shared.queues import QUEUE_GPU, celery_config
 from shared.settings import Settings
 from worker.heartbeat import Heartbeat, new_status
@@ -77,6 +84,7 @@ def _announce_ready(sender: Any, **_: Any) -> None:
         from worker.model import get_model
 
         model = get_model(get_context().settings)
+        get_context().cache.publish_model(model.model_id)
         model_facts = {
             "model_id": model.model_id,
             "device": model.device,
@@ -89,6 +97,13 @@ def _announce_ready(sender: Any, **_: Any) -> None:
     logger.info(
         "worker ready", extra={"queues": list(_state.queues), "ready_after_s": status.ready_after_s}
     )
+
+
+@task_prerun.connect
+def _count_task(sender: Any = None, **_: Any) -> None:
+    from worker.context import get_context
+
+    get_context().metrics.increment(TASKS, {"task": str(getattr(sender, "name", sender))})
 
 
 @worker_shutdown.connect

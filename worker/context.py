@@ -7,7 +7,9 @@ from functools import lru_cache
 
 import redis
 
+from shared.cache import ResultCache
 from shared.jobstore import JobStore
+from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
 
@@ -18,15 +20,20 @@ class WorkerContext:
     redis: redis.Redis
     storage: Storage
     jobs: JobStore
+    cache: ResultCache
+    metrics: Metrics
 
 
 @lru_cache(maxsize=1)
 def get_context() -> WorkerContext:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
+    storage = storage_from_settings(settings)
     return WorkerContext(
         settings=settings,
         redis=client,
-        storage=storage_from_settings(settings),
+        storage=storage,
         jobs=JobStore(client, settings.result_ttl_s),
+        cache=ResultCache(client, storage, settings.result_ttl_s),
+        metrics=Metrics(client),
     )

@@ -12,18 +12,23 @@ import numpy.typing as npt
 from celery import Celery
 
 from effects import EffectError, apply_effect
+from shared.cache import CachedObject
 from shared.encoding import decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, effect_key
 from shared.job import CUTOUT, PENDING, RESULT_FAILED, RESULT_SUCCEEDED, JobRecord, ResultRecord
+from shared.metrics import MODEL_INFERENCES
 from shared.queues import enqueue_effects
 from worker.context import WorkerContext
-from worker.model import get_model
+from worker.model import LoadedModel, get_model
 
 logger = logging.getLogger(__name__)
 
 CUTOUT_CONTENT_TYPE = "image/png"
 #: Decoded cutouts kept per process: the effects of one job usually meet in one worker.
 CUTOUT_CACHE_SIZE = 4
+#: One inference per cutout at a time across workers; the lock outlives any inference.
+SEGMENT_LOCK_TTL_S = 600
+SEGMENT_LOCK_WAIT_S = 300
 
 Enqueue = Callable[[str, list[str], str | None], None]
 
@@ -52,24 +57,40 @@ def run_segment(ctx: WorkerContext, job_id: str, enqueue: Enqueue) -> None:
     ctx.jobs.set_model_id(job_id, model.model_id)
     key = cutout_key(job.request.input_sha256, ctx.settings.max_side, model.model_id)
     watch = _Stopwatch()
-    if ctx.storage.exists(key):
-        record.cached = True
-        data = ctx.storage.get(key)
-        height, width = job.request.height, job.request.width
-    else:
+    cutout = ctx.cache.lookup(key, "cutout")
+    record.cached = cutout is not None
+    if cutout is None:
+        cutout, record.cached = _segment_once(ctx, job, model, key, watch)
+    _succeed(record, cutout, watch)
+    ctx.jobs.finish_result(job_id, record)
+    logger.info("cutout ready", extra={"cached": record.cached, **watch.timings})
+    enqueue(job_id, list(job.request.effect_order), job.request.primary)
+
+
+def _segment_once(
+    ctx: WorkerContext, job: JobRecord, model: LoadedModel, key: str, watch: _Stopwatch
+) -> tuple[CachedObject, bool]:
+    """Run the model for `key` unless another worker is already doing so: then wait and reuse."""
+    lock = ctx.redis.lock(
+        f"cutfx:lock:{key}", timeout=SEGMENT_LOCK_TTL_S, blocking_timeout=SEGMENT_LOCK_WAIT_S
+    )
+    with lock:
+        done_meanwhile = ctx.cache.lookup(key)
+        if done_meanwhile is not None:
+            return done_meanwhile, True
         rgb = decode_lossless(ctx.storage.get(job.request.input_key))
         watch.lap("download")
         rgba = model.segment(rgb)
+        ctx.metrics.increment(MODEL_INFERENCES)
         watch.lap("inference")
         data = encode_lossless(rgba)
         watch.lap("encode")
         ctx.storage.put(key, data, CUTOUT_CONTENT_TYPE)
         watch.lap("upload")
         height, width = rgba.shape[:2]
-    _succeed(record, key, CUTOUT_CONTENT_TYPE, len(data), width, height, watch)
-    ctx.jobs.finish_result(job_id, record)
-    logger.info("cutout ready", extra={"cached": record.cached, **watch.timings})
-    enqueue(job_id, list(job.request.effect_order), job.request.primary)
+        stored = CachedObject(key, CUTOUT_CONTENT_TYPE, len(data), int(width), int(height))
+        ctx.cache.remember(stored)
+        return stored, False
 
 
 def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
@@ -83,10 +104,9 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
     request = job.request
     key = effect_key(source_key, effect_name, request.params.get(effect_name, {}), request.output)
     watch = _Stopwatch()
-    if ctx.storage.exists(key):
-        record.cached = True
-        size = len(ctx.storage.get(key))
-    else:
+    stored = ctx.cache.lookup(key, "effect")
+    record.cached = stored is not None
+    if stored is None:
         rgba = _cutout_pixels(ctx, source_key)
         watch.lap("download")
         try:
@@ -99,8 +119,11 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
         watch.lap("encode")
         ctx.storage.put(key, data, request.output.content_type)
         watch.lap("upload")
-        size = len(data)
-    _succeed(record, key, request.output.content_type, size, request.width, request.height, watch)
+        stored = CachedObject(
+            key, request.output.content_type, len(data), request.width, request.height
+        )
+        ctx.cache.remember(stored)
+    _succeed(record, stored, watch)
     ctx.jobs.finish_result(job_id, record)
     logger.info(
         "effect ready", extra={"effect": effect_name, "cached": record.cached, **watch.timings}
@@ -120,21 +143,13 @@ def _may_start(ctx: WorkerContext, job_id: str, record: ResultRecord) -> bool:
     return ctx.jobs.start_result(job_id, record)
 
 
-def _succeed(
-    record: ResultRecord,
-    key: str,
-    content_type: str,
-    size: int,
-    width: int,
-    height: int,
-    watch: _Stopwatch,
-) -> None:
+def _succeed(record: ResultRecord, stored: CachedObject, watch: _Stopwatch) -> None:
     record.status = RESULT_SUCCEEDED
-    record.key = key
-    record.content_type = content_type
-    record.byte_size = size
-    record.width = int(width)
-    record.height = int(height)
+    record.key = stored.key
+    record.content_type = stored.content_type
+    record.byte_size = stored.byte_size
+    record.width = stored.width
+    record.height = stored.height
     record.error = None
     record.timings.update(watch.timings)
 

@@ -24,7 +24,12 @@ from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 logger = logging.getLogger(__name__)
 
 #: Worth retrying: the store or Redis was briefly away.
-TRANSIENT_ERRORS = (TransientStorageError, redis.ConnectionError, redis.TimeoutError)
+TRANSIENT_ERRORS = (
+    TransientStorageError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.LockError,  # another worker held the cutout's lock past our wait
+)
 MAX_RETRIES = 3
 RETRY_BACKOFF_MAX_S = 30
 #: About 10 minutes of retries (1, 2, 4 … 300 s, jittered) before an event is given up.
