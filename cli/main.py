@@ -17,6 +17,21 @@ def make_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def gcs_lifecycle(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+    from shared.storage.gcs import GcsStorage, set_lifecycle
+
+    settings = Settings.from_env()
+    if settings.storage != "gcs":
+        print("set CUTFX_STORAGE=gcs and CUTFX_GCS_BUCKET first", file=sys.stderr)
+        return 2
+    storage = GcsStorage.from_settings(settings)
+    days = set_lifecycle(storage.bucket, settings.gcs_prefix, settings.result_ttl_s)
+    where = f"gs://{settings.gcs_bucket}/{settings.gcs_prefix}/"
+    print(f"{where}: objects are deleted {days} days after creation")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cutfx", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -27,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checkpoint.add_argument("--mode", default="fast", choices=("fast", "base", "base-nightly"))
     checkpoint.set_defaults(handler=make_checkpoint)
+    lifecycle = subparsers.add_parser(
+        "gcs-lifecycle",
+        help="set the bucket rule that deletes objects under CUTFX_GCS_PREFIX after the result TTL",
+    )
+    lifecycle.set_defaults(handler=gcs_lifecycle)
     return parser
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,7 @@ def e2e_settings(checkpoint: Path, e2e_storage: Path) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     return {
+        "CUTFX_GCS_PREFIX": settings.gcs_prefix,
         "CUTFX_REDIS_URL": settings.redis_url,
         "CUTFX_STORAGE": settings.storage,
         "CUTFX_LOCAL_STORAGE_DIR": str(settings.local_storage_dir),
@@ -154,17 +156,13 @@ class WorkerProcesses:
                 process.kill()
 
 
-@pytest.fixture(scope="session")
-def workers(
-    e2e_settings: Settings, crash_marker: Path, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def running_workers(
+    settings: Settings, log_dir: Path, extra_env: dict[str, str]
 ) -> Iterator[WorkerProcesses]:
-    client = redis.Redis.from_url(e2e_settings.redis_url)
+    client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
-    processes = WorkerProcesses(
-        e2e_settings,
-        tmp_path_factory.mktemp("worker-logs"),
-        {"CUTFX_TEST_CRASH_MARKER": str(crash_marker)},
-    )
+    processes = WorkerProcesses(settings, log_dir, extra_env)
     processes.start()
     try:
         processes.wait_ready(client)
@@ -172,6 +170,18 @@ def workers(
     finally:
         processes.stop()
         client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def workers(
+    e2e_settings: Settings, crash_marker: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcesses]:
+    with running_workers(
+        e2e_settings,
+        tmp_path_factory.mktemp("worker-logs"),
+        {"CUTFX_TEST_CRASH_MARKER": str(crash_marker)},
+    ) as processes:
+        yield processes
 
 
 @pytest.fixture
@@ -223,3 +233,13 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = Path(chosen) if chosen else tmp_path_factory.mktemp("artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def gcs_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    from cli.stack import free_port
+    from tests.gcs import emulator, write_service_account_key
+
+    key = write_service_account_key(tmp_path_factory.mktemp("gcs") / "service-account.json")
+    with emulator(free_port(9023), key) as environment:
+        yield environment

@@ -1,0 +1,183 @@
+"""Google Cloud Storage, through the official client; downloads are v4 signed URLs.
+
+Signing needs a private key. With a service-account key file the process signs
+locally; on Cloud Run or GKE, whose default credentials hold no key, it signs
+through IAM's signBlob (the service account's email plus an access token; the
+account needs roles/iam.serviceAccountTokenCreator on itself).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import ConfigurationError, ObjectNotFound, StorageError, TransientStorageError
+from shared.settings import Settings
+from shared.storage.base import SignedUrl, Storage, check_key
+
+#: Content-addressed objects never change: clients and CDNs may keep them for a year.
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+#: (connect, read) seconds for one HTTP call to GCS.
+TIMEOUT_S = (10, 60)
+#: How long transient errors (429, 5xx, resets) are retried, with backoff, before giving up.
+RETRY_DEADLINE_S = 60.0
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+#: Refresh an IAM access token this long before it expires.
+TOKEN_MARGIN_S = 300
+
+
+class UrlSigner:
+    """What generate_signed_url needs to sign: a key, or an email and a token for IAM."""
+
+    def signing_arguments(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class KeySigner(UrlSigner):
+    credentials: Any
+
+    def signing_arguments(self) -> dict[str, Any]:
+        return {"credentials": self.credentials}
+
+
+class IamSigner(UrlSigner):
+    def __init__(self, credentials: Any, email: str, refresh: Callable[[Any], None]) -> None:
+        self.credentials = credentials
+        self.email = email
+        self._refresh = refresh
+        self._lock = threading.Lock()
+
+    def signing_arguments(self) -> dict[str, Any]:
+        with self._lock:
+            expiry = getattr(self.credentials, "expiry", None)
+            stale = expiry is None or expiry.timestamp() - time.time() < TOKEN_MARGIN_S
+            if not self.credentials.token or stale:
+                self._refresh(self.credentials)
+            return {"service_account_email": self.email, "access_token": self.credentials.token}
+
+
+def choose_signer(credentials: Any, signer_email: str, refresh: Callable[[Any], None]) -> UrlSigner:
+    """A local key when the credentials hold one, else IAM signBlob, else a clear error."""
+    if getattr(credentials, "signer", None) is not None and hasattr(credentials, "signer_email"):
+        return KeySigner(credentials)
+    email = signer_email or getattr(credentials, "service_account_email", "") or ""
+    if email and email != "default":
+        return IamSigner(credentials, email, refresh)
+    raise ConfigurationError(
+        "cannot sign GCS URLs: the credentials hold no private key and no service account "
+        "email is known; set GOOGLE_APPLICATION_CREDENTIALS to a key file or CUTFX_GCS_SIGNER_EMAIL"
+    )
+
+
+class GcsStorage(Storage):
+    def __init__(
+        self, bucket: Any, prefix: str, signer: UrlSigner, url_endpoint: str | None
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.signer = signer
+        self.url_endpoint = url_endpoint
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GcsStorage:
+        import google.auth
+        from google.auth.credentials import AnonymousCredentials
+        from google.auth.transport.requests import Request
+        from google.cloud import storage
+
+        credentials, project = google.auth.default(scopes=SCOPES)
+        emulator = os.environ.get(EMULATOR_ENV)
+        # The emulator takes no tokens; the real credentials still sign, locally.
+        client_credentials = AnonymousCredentials() if emulator else credentials  # type: ignore[no-untyped-call]
+        client = storage.Client(project=project or "cutfx", credentials=client_credentials)
+        signer = choose_signer(
+            credentials, settings.gcs_signer_email, lambda c: c.refresh(Request())
+        )
+        return cls(client.bucket(settings.gcs_bucket), settings.gcs_prefix, signer, emulator)
+
+    def object_name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        blob = self.bucket.blob(self.object_name(key))
+        blob.cache_control = IMMUTABLE_CACHE_CONTROL
+        with _mapped_errors(key):
+            blob.upload_from_string(
+                data, content_type=content_type, timeout=TIMEOUT_S, retry=_retry()
+            )
+
+    def get(self, key: str) -> bytes:
+        blob = self.bucket.blob(self.object_name(key))
+        with _mapped_errors(key):
+            data: bytes = blob.download_as_bytes(timeout=TIMEOUT_S, retry=_retry())
+            return data
+
+    def exists(self, key: str) -> bool:
+        blob = self.bucket.blob(self.object_name(key))
+        with _mapped_errors(key):
+            return bool(blob.exists(timeout=TIMEOUT_S, retry=_retry()))
+
+    def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
+        blob = self.bucket.blob(self.object_name(key))
+        expires_at = int(time.time()) + ttl_s
+        extra: dict[str, Any] = (
+            {"api_access_endpoint": self.url_endpoint} if self.url_endpoint else {}
+        )
+        url = blob.generate_signed_url(
+            version="v4",
+            expiration=datetime.timedelta(seconds=ttl_s),
+            method="GET",
+            **extra,
+            **self.signer.signing_arguments(),
+        )
+        return SignedUrl(url, expires_at)
+
+    def delete_prefix(self, prefix: str) -> int:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        with _mapped_errors(prefix):
+            blobs = list(self.bucket.list_blobs(prefix=full, timeout=TIMEOUT_S, retry=_retry()))
+            for blob in blobs:
+                blob.delete(timeout=TIMEOUT_S, retry=_retry())
+        return len(blobs)
+
+
+def set_lifecycle(bucket: Any, prefix: str, result_ttl_s: int) -> int:
+    """Delete objects under the prefix once they are older than the result TTL (in whole days)."""
+    days = max(1, -(-result_ttl_s // 86400))
+    bucket.reload(timeout=TIMEOUT_S)
+    bucket.add_lifecycle_delete_rule(age=days, matches_prefix=[f"{prefix.strip('/')}/"])
+    bucket.patch(timeout=TIMEOUT_S)
+    return days
+
+
+def _retry() -> Any:
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    # DEFAULT_RETRY retries 408, 429, 5xx and connection errors, never other 4xx.
+    return DEFAULT_RETRY.with_deadline(RETRY_DEADLINE_S)
+
+
+@contextmanager
+def _mapped_errors(key: str) -> Iterator[None]:
+    from google.api_core import exceptions as api
+    from google.cloud.storage.retry import _should_retry
+
+    try:
+        yield
+    except api.NotFound:
+        raise ObjectNotFound(f"no object {key}") from None
+    except Exception as exc:
+        if _should_retry(exc) or isinstance(exc, api.RetryError):
+            raise TransientStorageError(f"GCS is unavailable: {type(exc).__name__}") from exc
+        if isinstance(exc, api.GoogleAPICallError):
+            raise StorageError(f"GCS refused the request: {exc.message}") from exc
+        raise

@@ -1,0 +1,128 @@
+"""The GCS backend against gcp-storage-emulator: object metadata and v4 signed URLs."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from shared.errors import ConfigurationError, ObjectNotFound, StorageError, TransientStorageError
+from shared.settings import Settings
+from shared.storage.gcs import (
+    IMMUTABLE_CACHE_CONTROL,
+    GcsStorage,
+    IamSigner,
+    KeySigner,
+    _mapped_errors,
+    _retry,
+    choose_signer,
+)
+from tests.gcs import BUCKET, SERVICE_ACCOUNT
+
+
+@pytest.fixture
+def gcs(gcs_environment):
+    return GcsStorage.from_settings(Settings(storage="gcs", gcs_bucket=BUCKET, gcs_prefix="signed"))
+
+
+def test_objects_carry_type_and_immutable_caching(gcs):
+    gcs.put("results/ab/cat.webp", b"RIFFxxxxWEBP", "image/webp")
+    blob = gcs.bucket.get_blob("signed/results/ab/cat.webp")
+    assert blob.content_type == "image/webp"
+    assert blob.cache_control == IMMUTABLE_CACHE_CONTROL
+
+
+def test_v4_signed_url_form_and_download(gcs, gcs_environment):
+    gcs.put("results/ab/cat.webp", b"RIFFxxxxWEBP", "image/webp")
+    signed = gcs.signed_url("results/ab/cat.webp", 900)
+    parts = urllib.parse.urlsplit(signed.url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    emulator = urllib.parse.urlsplit(gcs_environment["STORAGE_EMULATOR_HOST"])
+    assert parts.netloc == emulator.netloc
+    assert parts.path == f"/{BUCKET}/signed/results/ab/cat.webp"
+    assert query["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
+    assert query["X-Goog-Credential"].startswith(SERVICE_ACCOUNT + "/")
+    assert query["X-Goog-Credential"].endswith("/auto/storage/goog4_request")
+    assert query["X-Goog-Expires"] == "900"
+    assert query["X-Goog-SignedHeaders"] == "host"
+    assert len(query["X-Goog-Signature"]) == 512, "an RSA-2048 signature in hex"
+    assert abs(signed.expires_at - (time.time() + 900)) < 5
+    response = requests.get(signed.url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"RIFFxxxxWEBP"
+
+
+def test_a_key_file_signs_locally():
+    credentials = SimpleNamespace(signer=object(), signer_email=SERVICE_ACCOUNT)
+    assert isinstance(choose_signer(credentials, "", lambda c: None), KeySigner)
+
+
+def test_keyless_credentials_sign_through_iam_with_a_fresh_token():
+    refreshed = []
+
+    def refresh(credentials):
+        refreshed.append(1)
+        credentials.token = f"token-{len(refreshed)}"
+        credentials.expiry = datetime.now(UTC) + timedelta(hours=1)
+
+    credentials = SimpleNamespace(token=None, expiry=None, service_account_email="default")
+    signer = choose_signer(credentials, "runner@project.iam.gserviceaccount.com", refresh)
+    assert isinstance(signer, IamSigner)
+    arguments = signer.signing_arguments()
+    assert arguments == {
+        "service_account_email": "runner@project.iam.gserviceaccount.com",
+        "access_token": "token-1",
+    }
+    signer.signing_arguments()
+    assert len(refreshed) == 1, "a valid token is reused"
+
+
+def test_no_key_and_no_email_is_a_clear_start_up_error():
+    credentials = SimpleNamespace(token=None, service_account_email="default")
+    with pytest.raises(ConfigurationError, match="CUTFX_GCS_SIGNER_EMAIL"):
+        choose_signer(credentials, "", lambda c: None)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("ServiceUnavailable", TransientStorageError),
+        ("TooManyRequests", TransientStorageError),
+        ("InternalServerError", TransientStorageError),
+        ("Forbidden", StorageError),
+        ("BadRequest", StorageError),
+        ("NotFound", ObjectNotFound),
+    ],
+)
+def test_errors_are_mapped_and_only_transient_ones_retried(error, expected):
+    from google.api_core import exceptions
+
+    raised = getattr(exceptions, error)("boom")
+    with pytest.raises(expected) as caught, _mapped_errors("results/x.png"):
+        raise raised
+    assert type(caught.value) is expected
+    assert _retry()._predicate(raised) is (expected is TransientStorageError)
+
+
+def test_the_lifecycle_command_sets_a_delete_rule_for_the_prefix(
+    gcs_environment, monkeypatch, capsys
+):
+    from cli.main import main
+
+    monkeypatch.setenv("CUTFX_STORAGE", "gcs")
+    monkeypatch.setenv("CUTFX_GCS_BUCKET", BUCKET)
+    monkeypatch.setenv("CUTFX_GCS_PREFIX", "cutfx")
+    monkeypatch.setenv("CUTFX_RESULT_TTL_S", str(3 * 86400 + 1))
+    assert main(["gcs-lifecycle"]) == 0
+    assert "4 days" in capsys.readouterr().out
+    storage = GcsStorage.from_settings(Settings(storage="gcs", gcs_bucket=BUCKET))
+    storage.bucket.reload()
+    rules = list(storage.bucket.lifecycle_rules)
+    assert {
+        "action": {"type": "Delete"},
+        "condition": {"age": 4, "matchesPrefix": ["cutfx/"]},
+    } in rules
