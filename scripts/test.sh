@@ -11,5 +11,8 @@ ruff check .
 ruff format --check .
 echo "==> mypy"
 mypy .
+echo "==> baking the worker's checkpoint and numba cache (as Dockerfile.worker does)"
+export NUMBA_CACHE_DIR="$PWD/var/numba-cache"
+env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast bash scripts/bake-worker.sh
 echo "==> pytest"
 exec python -m pytest "$@"

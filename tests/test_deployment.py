@@ -1,0 +1,118 @@
+"""The deployment files name only commands, modules, queues, paths and settings that exist.
+
+No Docker engine runs on the build machines, so this is what can be checked
+here; scripts/bake-worker.sh, which the worker image runs, runs in CI too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
+from shared.settings import ENV_PREFIX, Settings
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+KNOWN_QUEUES = {QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS}
+SETTING_NAMES = {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+CELERY_POOLS = {"solo", "prefork", "threads", "gevent", "eventlet"}
+
+
+def option(command: list[str], flag: str) -> str:
+    assert flag in command, f"{flag} missing from {command}"
+    return command[command.index(flag) + 1]
+
+
+def test_the_services_of_one_machine():
+    assert set(SERVICES) == {"redis", "api", "worker-gpu", "worker-cpu", "worker-webhooks"}
+
+
+def test_redis_persists_never_evicts_and_reports_health():
+    redis = SERVICES["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert redis["healthcheck"]["test"]
+
+
+def test_every_cutfx_service_shares_one_settings_block_of_real_settings():
+    raw = (REPO / "docker-compose.yml").read_text()
+    assert raw.count("environment: *cutfx-settings") == 4, "one YAML anchor serves all"
+    for name in ("api", "worker-gpu", "worker-cpu", "worker-webhooks"):
+        environment = SERVICES[name]["environment"]
+        assert set(environment) <= SETTING_NAMES, set(environment) - SETTING_NAMES
+
+
+@pytest.mark.parametrize("name", ["worker-gpu", "worker-cpu", "worker-webhooks"])
+def test_worker_commands_name_a_real_app_queues_and_pool(name):
+    command = SERVICES[name]["command"]
+    assert command[:2] == ["celery", "-A"]
+    app_module = option(command, "-A")
+    assert importlib.util.find_spec(app_module) is not None
+    assert set(option(command, "-Q").split(",")) <= KNOWN_QUEUES
+    if "--pool" in command:
+        assert option(command, "--pool") in CELERY_POOLS
+
+
+def test_the_queues_are_all_served():
+    served = set()
+    for name in ("worker-gpu", "worker-cpu", "worker-webhooks"):
+        served |= set(option(SERVICES[name]["command"], "-Q").split(","))
+    assert served == KNOWN_QUEUES
+
+
+def test_the_gpu_worker_reserves_a_gpu_and_runs_one_process():
+    gpu = SERVICES["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert option(gpu["command"], "--pool") == "solo"
+
+
+def test_the_api_command_names_a_real_config_and_factory():
+    command = SERVICES["api"]["command"]
+    assert command[0] == "gunicorn"
+    assert (REPO / option(command, "-c")).is_file()
+    module, _, factory = command[-1].partition(":")
+    assert callable(getattr(importlib.import_module(module), factory.removesuffix("()")))
+
+
+def dockerfile_lines(name: str) -> list[str]:
+    text = (REPO / name).read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
+def test_dockerfiles_copy_paths_that_exist_and_run_as_non_root(name):
+    lines = dockerfile_lines(name)
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in shlex.split(line)[1:-1]:
+                assert (REPO / source).exists(), f"{name}: {source} does not exist"
+        for script in re.findall(r"scripts/[\w.-]+", line):
+            assert (REPO / script).is_file(), f"{name}: {script} does not exist"
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users
+    assert users[-1] != "USER root"
+    assert any(line.startswith("HEALTHCHECK ") for line in lines)
+
+
+def test_the_api_image_has_no_torch():
+    installs = [line for line in dockerfile_lines("Dockerfile.api") if "pip install" in line]
+    assert installs
+    assert not any("model" in line or "torch" in line for line in installs)
+
+
+def test_the_worker_image_bakes_with_the_script_ci_runs():
+    lines = dockerfile_lines("Dockerfile.worker")
+    assert any("bash scripts/bake-worker.sh" in line for line in lines)
+    assert "bake-worker.sh" in (REPO / "scripts" / "test.sh").read_text()
+    assert any(line.startswith("ARG CHECKPOINT_SHA256") for line in lines)
