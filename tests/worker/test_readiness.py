@@ -1,0 +1,54 @@
+"""Warm workers announce themselves; the API's readiness follows their heartbeats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.workers import live_workers
+
+pytestmark = pytest.mark.e2e
+
+
+def test_readyz_counts_ready_workers_per_queue(e2e_client):
+    response = e2e_client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["queues"] == {"gpu": 1, "cpu": 1}
+
+
+def test_warmup_reports_a_ready_gpu_worker(e2e_client):
+    body = e2e_client.post("/v1/warmup").get_json()
+    assert body["ready"] is True
+    assert body["gpu_workers"] == 1
+
+
+def test_the_gpu_heartbeat_carries_the_model_and_device(e2e_app, e2e_settings, checkpoint):
+    from worker.checkpoint import model_id
+
+    workers = live_workers(e2e_app.extensions["cutfx"].redis)
+    (gpu,) = [w for w in workers if "gpu" in w.queues]
+    assert gpu.ready
+    assert gpu.model_id == model_id("fast", checkpoint)
+    assert gpu.device == "cpu"
+    assert gpu.precision == "fp32", "the CPU path stays float32"
+    assert gpu.random_weights is True
+    assert gpu.ready_after_s is not None
+    assert gpu.ready_after_s > 0
+
+
+def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers):
+    lines = [
+        json.loads(line)
+        for line in (workers.log_dir / "worker-gpu.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    messages = [line["msg"] for line in lines]
+    assert (
+        messages.index("model loaded")
+        < messages.index("model warm")
+        < messages.index("worker ready")
+    )
+    loaded = next(line for line in lines if line["msg"] == "model loaded")
+    assert loaded["device"] == "cpu"
+    assert loaded["precision"] == "fp32"
