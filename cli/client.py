@@ -55,12 +55,16 @@ class CutfxClient:
             return True, "ready"
         return False, response.json().get("error", {}).get("message", "not ready")
 
-    def submit(self, image: Path, **options: str) -> dict[str, Any]:
+    def submit(
+        self, image: Path, idempotency_key: str | None = None, **options: str
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         with image.open("rb") as handle:
             response = self.session.post(
                 f"{self.base_url}/v1/jobs",
                 files={"image": (image.name, handle)},
                 data={k: v for k, v in options.items() if v is not None},
+                headers=headers,
                 timeout=DEFAULT_TIMEOUT_S,
             )
         return self._check(response)

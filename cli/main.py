@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import demo
+from cli import batch, demo
 
 
 def make_checkpoint(args: argparse.Namespace) -> int:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cutfx", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     demo.add_parser(subparsers)
+    batch.add_parser(subparsers)
     checkpoint = subparsers.add_parser(
         "checkpoint",
         help="make (once) a randomly initialised InSPyReNet checkpoint and print its path",
