@@ -8,10 +8,11 @@ from typing import Any
 
 from flask import Flask
 
-from api import catalog, errors, events, files, health, jobs, metrics, page, webhooks
+from api import catalog, errors, events, files, health, jobs, metrics, page, timing, webhooks
 from api.auth import require_api_key
 from api.services import init_services
 from effects.registry import load_plugins
+from shared.logging import configure_logging
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     if test_config:
         app.config.from_mapping(test_config)
+    if not app.testing:
+        configure_logging("api")
     load_plugins(settings.effect_plugins)
     init_services(app, settings)
+    timing.register(app)
     app.before_request(require_api_key)
     for module in (jobs, events, files, health, catalog, page, webhooks, metrics):
         app.register_blueprint(module.blueprint)

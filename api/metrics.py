@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, Response
 
 from api.services import services
-from shared.metrics import ALL_METRICS, render
+from shared.metrics import ALL_METRICS, gauge_lines, render
+from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
+from shared.workers import live_workers
 
 blueprint = Blueprint("metrics", __name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
+
+
+def queue_depths(client: redis.Redis) -> dict[str, float]:
+    """Messages waiting per queue; Celery keeps each priority step in a list of its own."""
+    depths: dict[str, float] = {}
+    for queue in QUEUES:
+        lists = [queue, *(f"{queue}:{step}" for step in PRIORITY_STEPS if step)]
+        with client.pipeline(transaction=False) as pipe:
+            for name in lists:
+                pipe.llen(name)
+            depths[queue] = float(sum(pipe.execute()))
+    return depths
+
+
+def ready_workers(client: redis.Redis) -> dict[str, float]:
+    workers = live_workers(client)
+    return {queue: float(sum(queue in w.queues and w.ready for w in workers)) for queue in QUEUES}
 
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    return Response(render(services().redis, ALL_METRICS), mimetype=PROMETHEUS_TEXT)
+    client = services().redis
+    gauges = [
+        *gauge_lines("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(client), "queue"),
+        *gauge_lines(
+            "cutfx_ready_workers", "Ready workers per queue", ready_workers(client), "queue"
+        ),
+    ]
+    return Response(render(client, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)

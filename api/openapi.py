@@ -62,6 +62,7 @@ JOB_SCHEMA = {
         },
         "links": {"type": "object"},
         "last_event_id": {"type": "string"},
+        "timings": {"type": "object", "additionalProperties": {"type": "number"}},
     },
 }
 

@@ -31,6 +31,14 @@ def present_result(result: ResultRecord, storage: Storage, url_ttl_s: int) -> di
     return shown
 
 
+def job_timings(job: JobRecord) -> dict[str, float]:
+    timings = {"queued_at": job.created_at}
+    if job.finished_at is not None:
+        timings["finished_at"] = job.finished_at
+        timings["total_s"] = round(job.finished_at - job.created_at, 3)
+    return timings
+
+
 def present_job(job: JobRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -42,6 +50,7 @@ def present_job(job: JobRecord, storage: Storage, url_ttl_s: int) -> dict[str, A
         "format": job.request.output.name,
         "quality": job.request.output.quality,
         "input": {"width": job.request.width, "height": job.request.height},
+        "timings": job_timings(job),
         "results": {
             name: present_result(result, storage, url_ttl_s) for name, result in job.results.items()
         },

@@ -10,7 +10,9 @@ from flask import Flask, current_app
 
 from shared.cache import ResultCache
 from shared.idempotency import IdempotencyStore
+from shared.job_summary import summarise_finished_jobs
 from shared.jobstore import JobStore
+from shared.metrics import Metrics
 from shared.queues import celery_config
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
@@ -29,6 +31,7 @@ class Services:
     celery: Celery
     cache: ResultCache
     idempotency: IdempotencyStore
+    metrics: Metrics
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -50,13 +53,15 @@ def init_services(app: Flask, settings: Settings) -> Services:
     )
     client = redis.Redis(connection_pool=pool)
     storage = storage_from_settings(settings)
+    metrics = Metrics(client)
     built = Services(
         settings=settings,
         redis=client,
         storage=storage,
-        jobs=JobStore(client, settings.result_ttl_s),
+        jobs=summarise_finished_jobs(JobStore(client, settings.result_ttl_s), metrics),
+        metrics=metrics,
         celery=celery_init_app(app, settings),
-        cache=ResultCache(client, storage, settings.result_ttl_s),
+        cache=ResultCache(client, storage, settings.result_ttl_s, where="submit"),
         idempotency=IdempotencyStore(client, settings.idempotency_ttl_s),
     )
     app.extensions[EXTENSION_NAME] = built

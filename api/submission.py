@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from api.services import Services
+from api.timing import stage
 from effects import EFFECT_NAMES, get_effect
 from shared.cache import CachedObject
 from shared.encoding import OutputFormat, encode_lossless, output_format
@@ -19,6 +20,7 @@ from shared.idempotency import wait_for_job
 from shared.images import normalise_upload
 from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRecord, JobRequest, ResultRecord, Webhook, now
 from shared.jobstore import new_job_id
+from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
@@ -167,7 +169,8 @@ def fingerprint(input_sha256: str, options: JobOptions) -> str:
 def _create_job(
     svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions
 ) -> JobRecord:
-    stored_input = _store_input(svc, data, sha)
+    with stage("input"):
+        stored_input = _store_input(svc, data, sha)
     request = JobRequest(
         input_sha256=sha,
         input_key=stored_input.key,
@@ -178,18 +181,32 @@ def _create_job(
         output=options.output,
         params=options.params,
     )
-    job = svc.jobs.create(job_id, request, options.webhook)
-    cached = _cached_results(svc, request)
-    _finish_cached(svc, job, cached)
+    with stage("record"):
+        job = svc.jobs.create(job_id, request, options.webhook)
+        svc.metrics.increment(JOBS_ACCEPTED)
+    with stage("cache"):
+        cached = _cached_results(svc, request)
+        _finish_cached(svc, job, cached)
+    with stage("enqueue"):
+        _enqueue(svc, job_id, request, cached, options.webhook)
+    return svc.jobs.get(job_id) if cached else job
+
+
+def _enqueue(
+    svc: Services,
+    job_id: str,
+    request: JobRequest,
+    cached: dict[str, CachedObject],
+    webhook: Webhook | None,
+) -> None:
     if CUTOUT not in cached:
         enqueue_segment(svc.celery, job_id)
     else:
         missing = [name for name in request.effect_order if name not in cached]
         if missing:
             enqueue_effects(svc.celery, job_id, missing, request.primary)
-    if options.webhook is not None:
+    if webhook is not None:
         enqueue_webhook_delivery(svc.celery, job_id)
-    return svc.jobs.get(job_id) if cached else job
 
 
 def _store_input(svc: Services, data: bytes, sha: str) -> CachedObject:

@@ -36,10 +36,12 @@ def result_kind(name: str) -> str:
 
 
 class ResultCache:
-    def __init__(self, client: redis.Redis, storage: Storage, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, storage: Storage, ttl_s: int, where: str) -> None:
         self.redis = client
         self.storage = storage
         self.ttl_s = ttl_s
+        # The API looks at submit, a worker again before it works: counted apart.
+        self.where = where
         self.metrics = Metrics(client)
 
     def lookup(self, key: str, kind: str | None = None) -> CachedObject | None:
@@ -53,7 +55,8 @@ class ResultCache:
                 self.redis.delete(ENTRY_PREFIX + key)  # repaired: the next run stores it again
         if kind is not None:
             outcome = "hit" if found else "miss"
-            self.metrics.increment(CACHE_LOOKUPS, {"kind": kind, "outcome": outcome})
+            labels = {"kind": kind, "outcome": outcome, "where": self.where}
+            self.metrics.increment(CACHE_LOOKUPS, labels)
         return found
 
     def remember(self, cached: CachedObject) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -65,6 +66,9 @@ if redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[6])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', 'job.finished',
     'data', cjson.encode({status = final, succeeded = succeeded, failed = failed}))
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  return 2
 end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
@@ -103,10 +107,20 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+#: _FINISH_RESULT's answer when the result it recorded was the job's last.
+JOB_CLOSED = 2
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        ttl_s: int,
+        on_job_finished: Callable[[str], None] | None = None,
+    ) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        self.on_job_finished = on_job_finished
         self._finish = client.register_script(_FINISH_RESULT)
         self._start = client.register_script(_START_RESULT)
 
@@ -196,7 +210,10 @@ class JobStore:
         return bool(started)
 
     def finish_result(self, job_id: str, result: ResultRecord) -> bool:
-        """Record a finished (succeeded or failed) result and its event; once per result."""
+        """Record a finished (succeeded or failed) result and its event; once per result.
+
+        When it was the job's last result, the job is closed and on_job_finished runs.
+        """
         result.timings["finished_at"] = now()
         event_type = (
             EVENT_RESULT_FAILED if result.status == RESULT_FAILED else EVENT_RESULT_SUCCEEDED
@@ -214,6 +231,8 @@ class JobStore:
                 STREAM_MAX_LEN,
             ],
         )
+        if finished == JOB_CLOSED and self.on_job_finished is not None:
+            self.on_job_finished(job_id)
         return bool(finished)
 
     def fail_unfinished(self, job_id: str, code: str, message: str) -> None:

@@ -50,7 +50,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # The real stderr: Celery swaps sys.stderr for a proxy that logs, which would loop.
+    handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -109,12 +109,55 @@ def _text(value: bytes | str) -> str:
 
 
 # The series cutfx keeps.
+REQUESTS = Metric(
+    "cutfx_http_requests_total", "API requests by route, method and status", "counter"
+)
+REQUEST_SECONDS = Metric(
+    "cutfx_http_request_duration_seconds", "API request handling time by route", "histogram"
+)
+JOBS_ACCEPTED = Metric("cutfx_jobs_accepted_total", "Jobs accepted by the API", "counter")
+JOBS_FINISHED = Metric("cutfx_jobs_finished_total", "Jobs finished, by final status", "counter")
+JOB_SECONDS = Metric("cutfx_job_duration_seconds", "Submit to last result", "histogram")
+STAGE_SECONDS = Metric(
+    "cutfx_stage_duration_seconds",
+    "Time per stage (queue_wait, download, inference, effect, encode, upload) by result kind",
+    "histogram",
+)
 TASKS = Metric("cutfx_tasks_total", "Tasks started by workers, by task", "counter")
 MODEL_INFERENCES = Metric(
     "cutfx_model_inferences_total", "Background-removal inferences run", "counter"
 )
+COLD_STARTS = Metric(
+    "cutfx_worker_cold_starts_total", "Worker processes that loaded the model", "counter"
+)
+MODEL_LOAD_SECONDS = Metric(
+    "cutfx_model_load_duration_seconds", "Model load plus warm-up per cold start", "histogram"
+)
 CACHE_LOOKUPS = Metric(
-    "cutfx_cache_lookups_total", "Result cache lookups, by result kind and outcome", "counter"
+    "cutfx_cache_lookups_total",
+    "Result cache lookups by result kind, outcome and where (submit: the API; worker)",
+    "counter",
 )
 
-ALL_METRICS = (TASKS, MODEL_INFERENCES, CACHE_LOOKUPS)
+ALL_METRICS = (
+    REQUESTS,
+    REQUEST_SECONDS,
+    JOBS_ACCEPTED,
+    JOBS_FINISHED,
+    JOB_SECONDS,
+    STAGE_SECONDS,
+    TASKS,
+    MODEL_INFERENCES,
+    COLD_STARTS,
+    MODEL_LOAD_SECONDS,
+    CACHE_LOOKUPS,
+)
+
+
+def gauge_lines(name: str, help_text: str, values: Mapping[str, float], label: str) -> list[str]:
+    """A gauge computed at scrape time (queue depth, ready workers)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines += [
+        f'{name}{{{label}="{_escape(key)}"}} {value}' for key, value in sorted(values.items())
+    ]
+    return lines

@@ -21,7 +21,7 @@ from celery.signals import (
 
 from effects.registry import load_plugins
 from shared.logging import configure_logging
-from shared.metrics import TASKS
+from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
 from shared.queues import QUEUE_GPU, celery_config
 from shared.settings import Settings
 from worker.heartbeat import Heartbeat, new_status
@@ -116,6 +116,9 @@ def _warm_model() -> None:
     from worker.context import get_context
     from worker.model import get_model
 
-    model = get_model(get_context().settings)
+    context = get_context()
+    model = get_model(context.settings)
     seconds = model.warm_up()
+    context.metrics.increment(COLD_STARTS)
+    context.metrics.observe(MODEL_LOAD_SECONDS, model.load_seconds + seconds)
     logger.info("model warm", extra={"model_id": model.model_id, "warmup_s": round(seconds, 3)})

@@ -8,6 +8,7 @@ from functools import lru_cache
 import redis
 
 from shared.cache import ResultCache
+from shared.job_summary import summarise_finished_jobs
 from shared.jobstore import JobStore
 from shared.metrics import Metrics
 from shared.settings import Settings
@@ -29,11 +30,12 @@ def get_context() -> WorkerContext:
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url)
     storage = storage_from_settings(settings)
+    metrics = Metrics(client)
     return WorkerContext(
         settings=settings,
         redis=client,
         storage=storage,
-        jobs=JobStore(client, settings.result_ttl_s),
-        cache=ResultCache(client, storage, settings.result_ttl_s),
-        metrics=Metrics(client),
+        jobs=summarise_finished_jobs(JobStore(client, settings.result_ttl_s), metrics),
+        cache=ResultCache(client, storage, settings.result_ttl_s, where="worker"),
+        metrics=metrics,
     )

@@ -16,7 +16,7 @@ from shared.cache import CachedObject
 from shared.encoding import decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, effect_key
 from shared.job import CUTOUT, PENDING, RESULT_FAILED, RESULT_SUCCEEDED, JobRecord, ResultRecord
-from shared.metrics import MODEL_INFERENCES
+from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.queues import enqueue_effects
 from worker.context import WorkerContext
 from worker.model import LoadedModel, get_model
@@ -62,6 +62,7 @@ def run_segment(ctx: WorkerContext, job_id: str, enqueue: Enqueue) -> None:
     if cutout is None:
         cutout, record.cached = _segment_once(ctx, job, model, key, watch)
     _succeed(record, cutout, watch)
+    _observe_stages(ctx, record, "cutout")
     ctx.jobs.finish_result(job_id, record)
     logger.info("cutout ready", extra={"cached": record.cached, **watch.timings})
     enqueue(job_id, list(job.request.effect_order), job.request.primary)
@@ -124,6 +125,7 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
         )
         ctx.cache.remember(stored)
     _succeed(record, stored, watch)
+    _observe_stages(ctx, record, "effect")
     ctx.jobs.finish_result(job_id, record)
     logger.info(
         "effect ready", extra={"effect": effect_name, "cached": record.cached, **watch.timings}
@@ -152,6 +154,16 @@ def _succeed(record: ResultRecord, stored: CachedObject, watch: _Stopwatch) -> N
     record.height = stored.height
     record.error = None
     record.timings.update(watch.timings)
+
+
+def _observe_stages(ctx: WorkerContext, record: ResultRecord, kind: str) -> None:
+    """Each stage's seconds into the shared histograms, queue wait included."""
+    timings = dict(record.timings)
+    if "started_at" in timings and "queued_at" in timings:
+        timings["queue_wait_s"] = timings["started_at"] - timings["queued_at"]
+    for name, seconds in timings.items():
+        if name.endswith("_s"):
+            ctx.metrics.observe(STAGE_SECONDS, seconds, {"stage": name[:-2], "kind": kind})
 
 
 def _fail(ctx: WorkerContext, job_id: str, record: ResultRecord, code: str, message: str) -> None:

@@ -102,7 +102,9 @@ def test_an_entry_whose_object_is_gone_is_a_miss_and_is_repaired(e2e_client, e2e
     cache = e2e_app.extensions["cutfx"].cache
     popart_key = first["results"]["popart"]["url"].split("/v1/files/")[1].split("?")[0]
     storage.path_of(popart_key).unlink()
-    misses = metrics.counter_value(CACHE_LOOKUPS, {"kind": "effect", "outcome": "miss"})
+    misses = metrics.counter_value(
+        CACHE_LOOKUPS, {"kind": "effect", "outcome": "miss", "where": "submit"}
+    )
     repeat = submit(e2e_client, photo).get_json()
     assert repeat["status"] != "succeeded", "a dead link was not served"
     job = wait_finished(e2e_client, repeat["id"])
@@ -111,7 +113,12 @@ def test_an_entry_whose_object_is_gone_is_a_miss_and_is_repaired(e2e_client, e2e
     assert e2e_client.get(job["results"]["popart"]["url"]).status_code == 200
     assert storage.exists(popart_key)
     assert isinstance(cache.lookup(popart_key), CachedObject)
-    assert metrics.counter_value(CACHE_LOOKUPS, {"kind": "effect", "outcome": "miss"}) > misses
+    assert (
+        metrics.counter_value(
+            CACHE_LOOKUPS, {"kind": "effect", "outcome": "miss", "where": "submit"}
+        )
+        > misses
+    )
 
 
 def test_hits_and_misses_are_on_the_metrics_endpoint(e2e_client):
@@ -119,5 +126,5 @@ def test_hits_and_misses_are_on_the_metrics_endpoint(e2e_client):
     first_job(e2e_client, photo)
     submit(e2e_client, photo)
     text = e2e_client.get("/metrics").get_data(as_text=True)
-    assert 'cutfx_cache_lookups_total{kind="cutout",outcome="hit"}' in text
-    assert 'cutfx_cache_lookups_total{kind="effect",outcome="miss"}' in text
+    assert 'cutfx_cache_lookups_total{kind="cutout",outcome="hit",where="submit"}' in text
+    assert 'cutfx_cache_lookups_total{kind="effect",outcome="miss",where="worker"}' in text

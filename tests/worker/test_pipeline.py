@@ -33,6 +33,7 @@ def test_a_photo_becomes_a_cutout_and_four_effects(e2e_client):
     assert job["results"]["cutout"]["content_type"] == "image/png"
     assert job["results"]["popart"]["content_type"] == "image/webp"
     assert job["results"]["cutout"]["timings"]["inference_s"] > 0
+    assert job["timings"]["total_s"] >= job["results"]["cutout"]["timings"]["inference_s"]
 
 
 def test_events_put_the_cutout_first_and_the_primary_effect_starts_first(e2e_client, e2e_app):

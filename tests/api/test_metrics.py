@@ -1,0 +1,98 @@
+"""GET /metrics, Server-Timing and the per-job log line, with real workers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.metrics import Metric, Metrics, render
+from tests.helpers import sample_variant, submit, wait_finished
+
+
+def scrape(client) -> dict[str, float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=0.0.4")
+    series = {}
+    for line in response.get_data(as_text=True).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series[name] = float(value)
+    return series
+
+
+def total(series: dict[str, float], prefix: str) -> float:
+    return sum(value for name, value in series.items() if name.startswith(prefix))
+
+
+@pytest.mark.e2e
+def test_the_named_series_exist_and_move_when_a_job_runs(e2e_client):
+    before = scrape(e2e_client)
+    job_id = submit(e2e_client, sample_variant()).get_json()["id"]
+    wait_finished(e2e_client, job_id)
+    after = scrape(e2e_client)
+    moved = {
+        "cutfx_jobs_accepted_total": 1,
+        'cutfx_jobs_finished_total{status="succeeded"}': 1,
+        "cutfx_model_inferences_total": 1,
+        'cutfx_http_requests_total{method="POST",route="/v1/jobs",status="202"}': 1,
+        'cutfx_stage_duration_seconds_count{kind="cutout",stage="inference"}': 1,
+        'cutfx_stage_duration_seconds_count{kind="effect",stage="effect"}': 4,
+        'cutfx_stage_duration_seconds_count{kind="effect",stage="encode"}': 4,
+        'cutfx_stage_duration_seconds_count{kind="effect",stage="queue_wait"}': 4,
+        'cutfx_tasks_total{task="cutfx.apply_effect"}': 4,
+        'cutfx_cache_lookups_total{kind="cutout",outcome="miss",where="submit"}': 1,
+        'cutfx_cache_lookups_total{kind="cutout",outcome="miss",where="worker"}': 1,
+    }
+    for series, delta in moved.items():
+        assert after.get(series, 0) - before.get(series, 0) == delta, series
+    assert after["cutfx_job_duration_seconds_count"] > before.get(
+        "cutfx_job_duration_seconds_count", 0
+    )
+    assert total(after, "cutfx_http_request_duration_seconds_bucket") > 0
+    assert after['cutfx_ready_workers{queue="gpu"}'] == 1
+    assert after['cutfx_ready_workers{queue="cpu"}'] == 1
+    assert after['cutfx_queue_depth{queue="gpu"}'] == 0
+    assert after["cutfx_worker_cold_starts_total"] >= 1
+    assert after["cutfx_model_load_duration_seconds_count"] >= 1
+
+
+@pytest.mark.e2e
+def test_each_finished_job_logs_one_line_with_its_timings(e2e_client, workers):
+    job_id = submit(e2e_client, sample_variant(), effects="color").get_json()["id"]
+    wait_finished(e2e_client, job_id)
+    logs = "".join(p.read_text() for p in workers.log_dir.glob("worker-*.log"))
+    lines = [
+        json.loads(line) for line in logs.splitlines() if line.startswith("{") and job_id in line
+    ]
+    finished = [line for line in lines if line["msg"] == "job finished"]
+    assert len(finished) == 1
+    assert finished[0]["job_id"] == job_id
+    assert finished[0]["status"] == "succeeded"
+    assert finished[0]["results"]["cutout"]["inference_s"] > 0
+    ours = [line for line in lines if line["logger"].startswith(("worker", "cutfx", "shared"))]
+    assert len(ours) >= 3
+    assert all(line.get("job_id") == job_id for line in ours), "our lines carry the job id"
+
+
+def test_responses_carry_server_timing(client):
+    from tests.helpers import image_bytes
+
+    response = submit(client, image_bytes())
+    stages = [part.split(";")[0] for part in response.headers["Server-Timing"].split(", ")]
+    assert stages == ["input", "record", "cache", "enqueue", "total"]
+    assert "total;dur=" in client.get("/healthz").headers["Server-Timing"]
+
+
+def test_histograms_render_cumulative_buckets(redis_client):
+    histogram = Metric("demo_seconds", "demo", "histogram", buckets=(0.1, 1.0))
+    metrics = Metrics(redis_client)
+    for seconds in (0.05, 0.5, 5.0):
+        metrics.observe(histogram, seconds, {"stage": "x"})
+    text = render(redis_client, [histogram])
+    assert 'demo_seconds_bucket{stage="x",le="0.1"} 1' in text
+    assert 'demo_seconds_bucket{stage="x",le="1.0"} 2' in text
+    assert 'demo_seconds_bucket{stage="x",le="+Inf"} 3' in text
+    assert 'demo_seconds_count{stage="x"} 3' in text
+    assert 'demo_seconds_sum{stage="x"} 5.55' in text
