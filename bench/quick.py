@@ -1,0 +1,45 @@
+"""Quick check of a running cutfx (the old team's simple-api-test): `python -m bench.quick`.
+
+Time to first result, to all results, and bytes a client downloads per job,
+median and p95 over --jobs distinct photos. --api-url targets a deployment;
+without it a local stack is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.common import median_ms, p95_ms
+from bench.latency import photo_variants
+from bench.runs import JobRun, deployment, run_job, scratch
+
+
+def table(runs: list[JobRun]) -> str:
+    rows = ["| measure | median | p95 |", "|---|---|---|"]
+    for label, values in (
+        ("202 answered", [r.accepted_s for r in runs]),
+        ("first result (event)", [r.first_result_s for r in runs]),
+        ("all results (job finished)", [r.all_results_s for r in runs]),
+    ):
+        rows.append(f"| {label} | {median_ms(values):.0f} ms | {p95_ms(values):.0f} ms |")
+    kilobytes = sorted(r.bytes_downloaded / 1024 for r in runs)
+    rows.append(
+        f"| downloaded per job (cutout PNG + 4 WebP) | {kilobytes[len(kilobytes) // 2]:.0f} KB "
+        f"| {kilobytes[-1]:.0f} KB |"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api-url")
+    parser.add_argument("--jobs", type=int, default=5)
+    args = parser.parse_args()
+    workdir = scratch()
+    with deployment(args.api_url, workdir) as client:
+        runs = [run_job(client, photo) for photo in photo_variants(args.jobs, workdir)]
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()

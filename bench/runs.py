@@ -1,0 +1,83 @@
+"""Client-side measurements of jobs against a running cutfx, shared by the service benchmarks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cli.client import CutfxClient
+from cli.stack import LocalStack, free_port
+
+
+@dataclass
+class JobRun:
+    accepted_s: float = 0.0
+    first_result_s: float = 0.0
+    all_results_s: float = 0.0
+    bytes_downloaded: int = 0
+    server_timing: str = ""
+    job: dict[str, Any] = field(default_factory=dict)
+
+
+def run_job(client: CutfxClient, photo: Path, **form: str) -> JobRun:
+    """Submit, follow the events, download every result: what a shop's page does."""
+    run = JobRun()
+    started = time.monotonic()
+    job = client.submit(photo, **form)
+    run.accepted_s = time.monotonic() - started
+    for event in client.events(job["id"]):
+        if event.type == "result.succeeded":
+            run.bytes_downloaded += len(client.download(event.data["result"]["url"]))
+            if not run.first_result_s:
+                run.first_result_s = time.monotonic() - started
+        if event.type == "job.finished":
+            run.all_results_s = time.monotonic() - started
+    run.job = client.job(job["id"])
+    return run
+
+
+def stage_seconds(job: dict[str, Any]) -> dict[str, list[float]]:
+    """Per stage, the seconds each result spent in it (queue wait derived from its timings)."""
+    stages: dict[str, list[float]] = {}
+    for result in job["results"].values():
+        timings = result["timings"]
+        if "started_at" in timings:
+            stages.setdefault("queue_wait", []).append(timings["started_at"] - timings["queued_at"])
+        for name, value in timings.items():
+            if name.endswith("_s"):
+                stages.setdefault(name[:-2], []).append(value)
+    return stages
+
+
+@contextmanager
+def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
+    """The deployment at api_url, or a local stack (fast mode, generated checkpoint) for the run."""
+    if api_url:
+        yield CutfxClient(api_url, os.environ.get("CUTFX_API_KEY"))
+        return
+    from worker.checkpoint import ensure_random_checkpoint
+
+    os.environ.update(
+        CUTFX_MODEL_MODE="fast",
+        CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
+        CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
+    )
+    stack = LocalStack(workdir / "logs", free_port(8500))
+    stack.start()
+    try:
+        client = CutfxClient(stack.base_url)
+        stack.wait_ready(client)
+        yield client
+    finally:
+        stack.stop()
+
+
+def scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="cutfx-bench-"))

@@ -1,0 +1,44 @@
+"""Where a job's time goes, stage by stage (the old team's server-timing-analyzer):
+`python -m bench.server_timing`. Reads each job record's timings and the API's
+Server-Timing header; median and p95 over --jobs distinct photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.common import median_ms, p95_ms
+from bench.latency import photo_variants
+from bench.runs import JobRun, deployment, run_job, scratch, stage_seconds
+
+
+def table(runs: list[JobRun]) -> str:
+    merged: dict[str, list[float]] = {}
+    for run in runs:
+        for stage, values in stage_seconds(run.job).items():
+            merged.setdefault(stage, []).extend(values)
+    rows = ["| stage (per result) | median | p95 |", "|---|---|---|"]
+    for stage in ("queue_wait", "download", "inference", "effect", "encode", "upload"):
+        if stage in merged:
+            values = merged[stage]
+            rows.append(f"| {stage} | {median_ms(values):.1f} ms | {p95_ms(values):.1f} ms |")
+    totals = [run.job["timings"]["total_s"] for run in runs]
+    rows.append(
+        f"| job, submit to last result | {median_ms(totals):.0f} ms | {p95_ms(totals):.0f} ms |"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api-url")
+    parser.add_argument("--jobs", type=int, default=5)
+    args = parser.parse_args()
+    workdir = scratch()
+    with deployment(args.api_url, workdir) as client:
+        runs = [run_job(client, photo) for photo in photo_variants(args.jobs, workdir)]
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
