@@ -15,7 +15,14 @@ from effects import EFFECT_NAMES, get_effect
 from shared.cache import CachedObject
 from shared.encoding import OutputFormat, encode_lossless, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
-from shared.hashing import canonical_json, cutout_key, effect_key, input_key, sha256_hex
+from shared.hashing import (
+    canonical_json,
+    cutout_key,
+    cutout_view_key,
+    effect_key,
+    input_key,
+    sha256_hex,
+)
 from shared.idempotency import wait_for_job
 from shared.images import normalise_upload
 from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRecord, JobRequest, ResultRecord, Webhook, now
@@ -185,8 +192,8 @@ def _create_job(
         job = svc.jobs.create(job_id, request, options.webhook)
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
-        cached = _cached_results(svc, request)
-        _finish_cached(svc, job, cached)
+        source, cached = _cached_results(svc, request)
+        _finish_cached(svc, job, source, cached)
     with stage("enqueue"):
         _enqueue(svc, job_id, request, cached, options.webhook)
     return svc.jobs.get(job_id) if cached else job
@@ -224,25 +231,32 @@ def _store_input(svc: Services, data: bytes, sha: str) -> CachedObject:
     return stored
 
 
-def _cached_results(svc: Services, request: JobRequest) -> dict[str, CachedObject]:
-    """What already exists for this request under the model the workers run now."""
+def _cached_results(
+    svc: Services, request: JobRequest
+) -> tuple[str | None, dict[str, CachedObject]]:
+    """What already exists for this request under the model the workers run now:
+    the lossless cutout's key, and the results found (the cutout in the client's format)."""
     model_id = svc.cache.current_model()
     if model_id is None:
-        return {}
+        return None, {}
     source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
-    cutout = svc.cache.lookup(source, "cutout")
-    if cutout is None:
-        return {}
-    found = {CUTOUT: cutout}
+    view = None
+    if svc.cache.lookup(source, "cutout") is not None:
+        view = svc.cache.lookup(cutout_view_key(source, request.output))
+    if view is None:
+        return None, {}
+    found = {CUTOUT: view}
     for name in request.effect_order:
         key = effect_key(source, name, request.params.get(name, {}), request.output)
         hit = svc.cache.lookup(key, "effect")
         if hit is not None:
             found[name] = hit
-    return found
+    return source, found
 
 
-def _finish_cached(svc: Services, job: JobRecord, cached: dict[str, CachedObject]) -> None:
+def _finish_cached(
+    svc: Services, job: JobRecord, source: str | None, cached: dict[str, CachedObject]
+) -> None:
     if CUTOUT in cached:
         svc.jobs.set_model_id(job.id, svc.cache.current_model() or "")
     for name in job.request.result_names:
@@ -257,6 +271,7 @@ def _finish_cached(svc: Services, job: JobRecord, cached: dict[str, CachedObject
                 width=hit.width,
                 height=hit.height,
                 cached=True,
+                source_key=source if name == CUTOUT else None,
                 timings={"queued_at": job.created_at, "started_at": now()},
             )
             svc.jobs.finish_result(job.id, record)

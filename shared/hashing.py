@@ -30,6 +30,13 @@ def cutout_key(input_sha256: str, max_side: int, model_id: str) -> str:
     return f"cutouts/{digest[:2]}/{digest}.png"
 
 
+def cutout_view_key(source: str, output: OutputFormat) -> str:
+    """The cutout in the client's format; a PNG request gets the lossless cutout itself."""
+    if output.name == "png":
+        return source
+    return effect_key(source, "cutout", {}, output)
+
+
 def effect_key(cutout: str, effect: str, params: dict[str, Any], output: OutputFormat) -> str:
     """The key of an effect result; its cutout's key already names input and model."""
     digest = _digest(

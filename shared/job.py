@@ -74,6 +74,8 @@ class ResultRecord:
     name: str
     status: str = PENDING
     key: str | None = None
+    #: For the cutout: the lossless PNG the effects start from (key is the client's format).
+    source_key: str | None = None
     content_type: str | None = None
     byte_size: int | None = None
     width: int | None = None

@@ -13,8 +13,8 @@ from celery import Celery
 
 from effects import EffectError, apply_effect
 from shared.cache import CachedObject
-from shared.encoding import decode_lossless, encode_lossless, encode_rgba
-from shared.hashing import cutout_key, effect_key
+from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
+from shared.hashing import cutout_key, cutout_view_key, effect_key
 from shared.job import CUTOUT, PENDING, RESULT_FAILED, RESULT_SUCCEEDED, JobRecord, ResultRecord
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.queues import enqueue_effects
@@ -57,11 +57,12 @@ def run_segment(ctx: WorkerContext, job_id: str, enqueue: Enqueue) -> None:
     ctx.jobs.set_model_id(job_id, model.model_id)
     key = cutout_key(job.request.input_sha256, ctx.settings.max_side, model.model_id)
     watch = _Stopwatch()
-    cutout = ctx.cache.lookup(key, "cutout")
-    record.cached = cutout is not None
-    if cutout is None:
-        cutout, record.cached = _segment_once(ctx, job, model, key, watch)
-    _succeed(record, cutout, watch)
+    source = ctx.cache.lookup(key, "cutout")
+    record.cached = source is not None
+    if source is None:
+        source, record.cached = _segment_once(ctx, job, model, key, watch)
+    _succeed(record, _cutout_view(ctx, source, job.request.output, watch), watch)
+    record.source_key = source.key
     _observe_stages(ctx, record, "cutout")
     ctx.jobs.finish_result(job_id, record)
     logger.info("cutout ready", extra={"cached": record.cached, **watch.timings})
@@ -91,7 +92,26 @@ def _segment_once(
         height, width = rgba.shape[:2]
         stored = CachedObject(key, CUTOUT_CONTENT_TYPE, len(data), int(width), int(height))
         ctx.cache.remember(stored)
+        _remember_pixels(key, rgba)
         return stored, False
+
+
+def _cutout_view(
+    ctx: WorkerContext, source: CachedObject, output: OutputFormat, watch: _Stopwatch
+) -> CachedObject:
+    """The cutout in the format the client asked for (WebP is ~15x smaller than the PNG)."""
+    key = cutout_view_key(source.key, output)
+    if key == source.key:
+        return source
+    known = ctx.cache.lookup(key)
+    if known is not None:
+        return known
+    data = encode_rgba(_cutout_pixels(ctx, source.key), output)
+    ctx.storage.put(key, data, output.content_type)
+    watch.lap("view")
+    view = CachedObject(key, output.content_type, len(data), source.width, source.height)
+    ctx.cache.remember(view)
+    return view
 
 
 def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
@@ -99,7 +119,8 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
     record = job.results[effect_name]
     if not _may_start(ctx, job_id, record):
         return
-    source_key = job.results[CUTOUT].key
+    cutout = job.results[CUTOUT]
+    source_key = cutout.source_key or cutout.key
     if source_key is None:
         raise RuntimeError(f"effect {effect_name} queued before the cutout of job {job_id} exists")
     request = job.request
@@ -189,10 +210,14 @@ def _cutout_pixels(ctx: WorkerContext, key: str) -> npt.NDArray[np.uint8]:
         _cutouts.move_to_end(key)
         return _cutouts[key]
     pixels = decode_lossless(ctx.storage.get(key))
+    _remember_pixels(key, pixels)
+    return pixels
+
+
+def _remember_pixels(key: str, pixels: npt.NDArray[np.uint8]) -> None:
     _cutouts[key] = pixels
     if len(_cutouts) > CUTOUT_CACHE_SIZE:
         _cutouts.popitem(last=False)
-    return pixels
 
 
 def celery_enqueue(celery: Celery) -> Enqueue:

@@ -12,7 +12,7 @@ from tests.helpers import sample_variant
 
 pytestmark = pytest.mark.e2e
 
-RESULTS = {"cutout.png", "color.webp", "enhancedblackwhite.webp", "popart.webp", "dithering.webp"}
+RESULTS = {"cutout.webp", "color.webp", "enhancedblackwhite.webp", "popart.webp", "dithering.webp"}
 
 
 @pytest.fixture

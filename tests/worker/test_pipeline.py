@@ -30,7 +30,7 @@ def test_a_photo_becomes_a_cutout_and_four_effects(e2e_client):
         assert image.mode == "RGBA", f"{name} keeps the cutout's transparency"
         assert result["timings"]["queued_at"] <= result["timings"]["started_at"]
         assert result["timings"]["started_at"] <= result["timings"]["finished_at"]
-    assert job["results"]["cutout"]["content_type"] == "image/png"
+    assert job["results"]["cutout"]["content_type"] == "image/webp", "in the format asked for"
     assert job["results"]["popart"]["content_type"] == "image/webp"
     assert job["results"]["cutout"]["timings"]["inference_s"] > 0
     assert job["timings"]["total_s"] >= job["results"]["cutout"]["timings"]["inference_s"]
@@ -51,6 +51,13 @@ def test_events_put_the_cutout_first_and_the_primary_effect_starts_first(e2e_cli
     others = [started[name] for name in ("color", "enhancedblackwhite", "dithering")]
     assert started["popart"] <= min(others) + 0.05
     assert started["cutout"] < started["popart"]
+
+
+def test_a_png_job_gets_the_lossless_cutout(e2e_client):
+    body = submit(e2e_client, sample_variant(), effects="color", format="png").get_json()
+    cutout = wait_finished(e2e_client, body["id"])["results"]["cutout"]
+    assert cutout["content_type"] == "image/png"
+    assert decode(e2e_client.get(cutout["url"]).data).mode == "RGBA"
 
 
 def test_a_failing_effect_leaves_the_others_intact(e2e_client):

@@ -87,7 +87,7 @@ def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings,
     assert types == ["result.succeeded"] * 3 + ["job.finished"], "only the chosen types, in order"
     assert events[0]["data"]["name"] == "cutout", "effects start only once the cutout exists"
     assert {e["data"]["name"] for e in events[1:3]} == {"popart", "color"}
-    assert events[0]["data"]["result"]["url"].startswith("/v1/files/cutouts/")
+    assert events[0]["data"]["result"]["url"].startswith("/v1/files/results/")
     ids = [event["id"] for event in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
