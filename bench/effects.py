@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import median_ms, write_section
-from effects import EFFECT_NAMES, apply_effect
+from effects import EFFECT_NAMES, apply_effect, get_effect
 from shared.encoding import OutputFormat, encode_rgba
 
 SIZES = {"1024×1024": (1024, 1024), "12 MP (4000×3000)": (3000, 4000)}
@@ -66,7 +66,13 @@ def main() -> None:
         )
         outputs = [apply_effect(n, rgba) for n in EFFECT_NAMES]
         encode = median_ms(
-            time_call(lambda done=outputs: [encode_rgba(o, OutputFormat()) for o in done], runs)
+            time_call(
+                lambda done=outputs: [
+                    encode_rgba(o, OutputFormat(), get_effect(n).flat_colours)
+                    for o, n in zip(done, EFFECT_NAMES, strict=True)
+                ],
+                runs,
+            )
         )
         cells = " | ".join(f"{per_effect[n]:.1f}" for n in EFFECT_NAMES)
         rows.append(f"| {label} | {cells} | **{all_four:.1f}** | {encode:.1f} |")

@@ -61,7 +61,7 @@ def through_the_service(client: CutfxClient, photos: list[Path]) -> dict[str, li
 
 
 def in_one_process(photos: list[Path]) -> list[float]:
-    from effects import EFFECT_NAMES, apply_effect
+    from effects import EFFECT_NAMES, apply_effect, get_effect
     from shared.encoding import OutputFormat, encode_lossless, encode_rgba
     from shared.settings import Settings
     from worker.model import load_model
@@ -75,7 +75,7 @@ def in_one_process(photos: list[Path]) -> list[float]:
         cutout = model.segment(rgb)
         encode_lossless(cutout)
         for name in EFFECT_NAMES:
-            encode_rgba(apply_effect(name, cutout), OutputFormat())
+            encode_rgba(apply_effect(name, cutout), OutputFormat(), get_effect(name).flat_colours)
         times.append(time.monotonic() - started)
     return times
 

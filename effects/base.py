@@ -95,6 +95,9 @@ class Effect:
     description: str
     function: EffectFunction
     params: tuple[Param, ...] = field(default_factory=tuple)
+    #: Few flat colours (posters, dots): lossless WebP is smaller, faster and exact there,
+    #: where lossy WebP would smear the palette.
+    flat_colours: bool = False
 
     def validate_params(self, raw: Mapping[str, object] | None) -> Params:
         """Complete a client's parameters with defaults, or raise InvalidEffectParameter."""

@@ -81,6 +81,7 @@ EFFECT = Effect(
     name="dithering",
     description="Black dots on white, spaced Floyd–Steinberg error diffusion.",
     function=dithering,
+    flat_colours=True,
     params=(
         Param("pixel_spacing", int, 2, 1, 5, description="Grid step between dots."),
         Param("dot_size", int, 2, 1, 3, description="Side of each dot in pixels."),

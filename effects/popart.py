@@ -154,6 +154,7 @@ EFFECT = Effect(
     name="popart",
     description="Flat, loud poster in eight colours; strongly coloured areas keep their hue.",
     function=popart,
+    flat_colours=True,
     params=(
         Param("contrast", float, 2.5, 0.5, 5.0, description="Per-channel contrast boost."),
         Param("saturation", float, 2.0, 0.0, 5.0, description="Saturation boost."),

@@ -61,10 +61,15 @@ def output_format(name: str | None, quality: int | None) -> OutputFormat:
     return OutputFormat(name, quality)
 
 
-def encode_rgba(rgba: npt.NDArray[np.uint8], output: OutputFormat) -> bytes:
+def encode_rgba(
+    rgba: npt.NDArray[np.uint8], output: OutputFormat, flat_colours: bool = False
+) -> bytes:
+    """Encode a result; flat-colour images become lossless WebP (bench/RESULTS.md, encoders)."""
     image = Image.fromarray(rgba, "RGBA")
     buffer = io.BytesIO()
-    if output.name == "webp":
+    if output.name == "webp" and flat_colours:
+        image.save(buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD)
+    elif output.name == "webp":
         image.save(buffer, "WEBP", quality=output.quality, method=WEBP_METHOD)
     elif output.name == "png":
         image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)

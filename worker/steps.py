@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from celery import Celery
 
-from effects import EffectError, apply_effect
+from effects import EffectError, apply_effect, get_effect
 from shared.cache import CachedObject
 from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
@@ -137,7 +137,7 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
             _fail(ctx, job_id, record, "effect_failed", str(exc))
             return
         watch.lap("effect")
-        data = encode_rgba(result, request.output)
+        data = encode_rgba(result, request.output, get_effect(effect_name).flat_colours)
         watch.lap("encode")
         ctx.storage.put(key, data, request.output.content_type)
         watch.lap("upload")
