@@ -68,13 +68,24 @@ def midtone_sharpen(g: Grey, strength: float) -> Grey:
 
 
 def halation(g: Grey, strength: float) -> Grey:
-    # The mask is 0/1: blurring it as 8-bit 0/255 is exact to 1/255, far below a grey level.
+    # The mask is 0/1: blurring and mixing it as 8-bit 0/255 is exact to 1/255, far below
+    # a grey level once scaled by the strength, and several times faster than float.
     bright = (g > HALATION_THRESHOLD).view(np.uint8) * np.uint8(255)
-    halo = sum(
-        np.float32(weight / 255.0) * cv2.GaussianBlur(bright, kernel, sigma).astype(np.float32)
-        for kernel, sigma, weight in (HALATION_WIDE, HALATION_NARROW)
+    (wide_kernel, wide_sigma, wide_weight), (narrow_kernel, narrow_sigma, narrow_weight) = (
+        HALATION_WIDE,
+        HALATION_NARROW,
     )
-    return np.clip(g + halo * np.float32(strength) * (1 - g * g), 0, 1)
+    halo = cv2.addWeighted(
+        cv2.GaussianBlur(bright, wide_kernel, wide_sigma),
+        wide_weight,
+        cv2.GaussianBlur(bright, narrow_kernel, narrow_sigma),
+        narrow_weight,
+        0,
+    )
+    if not halo.any():
+        return g
+    glow = halo.astype(np.float32) * np.float32(strength / 255.0)
+    return np.clip(g + glow * (1 - g * g), 0, 1)
 
 
 def film_grain(g: Grey, strength: float, size: float, seed: int) -> Grey:
