@@ -7,16 +7,13 @@ every result), over 50 times faster than the cold job. Writes bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from bench.common import median_ms, p95_ms, write_section
-from bench.latency import photo_variants
+from bench.runs import deployment, photo_variants, scratch
 from cli.client import CutfxClient
-from cli.stack import LocalStack, free_port
 
 TARGET_REPEAT_MS = 50
 TARGET_SPEEDUP = 50
@@ -45,29 +42,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from worker.checkpoint import ensure_random_checkpoint
-
-    workdir = Path(tempfile.mkdtemp(prefix="cutfx-bench-"))
-    os.environ.update(
-        CUTFX_MODEL_MODE="fast",
-        CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
-        CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
-        CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
-    )
-    stack = LocalStack(workdir / "logs", free_port(8300))
-    stack.start()
+    workdir = scratch()
     colds: list[float] = []
     repeats: list[float] = []
-    try:
-        client = CutfxClient(stack.base_url)
-        stack.wait_ready(client)
+    with deployment(None, workdir) as client:
         for photo in photo_variants(args.jobs, workdir):
             cold, repeat_times = cold_then_repeat(client, photo, args.repeats)
             colds.append(cold)
             repeats.extend(repeat_times)
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     speedup = median_ms(colds) / median_ms(repeats)
     body = (
         f"`python -m bench.cache --jobs {args.jobs} --repeats {args.repeats}` — 1024×681 photos, "

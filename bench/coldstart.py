@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
-from bench.latency import photo_variants
+from bench.runs import photo_variants, scratch, use_local_settings
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port
 from shared.workers import live_workers
@@ -57,15 +56,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from bench.common import write_section
-    from worker.checkpoint import ensure_random_checkpoint
 
-    workdir = Path(tempfile.mkdtemp(prefix="cutfx-coldstart-"))
-    os.environ.update(
-        CUTFX_MODEL_MODE="fast",
-        CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
-        CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
-        CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
-    )
+    workdir = scratch()
+    use_local_settings(workdir)
     photos = photo_variants(2, workdir)
     empty_cache = workdir / "numba-empty"
     results = {"empty": one_start(workdir, empty_cache, photos[0])}

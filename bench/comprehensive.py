@@ -14,8 +14,7 @@ import time
 
 from bench import quick, server_timing
 from bench.common import median_ms, write_section
-from bench.latency import photo_variants
-from bench.runs import deployment, run_job, scratch
+from bench.runs import deployment, photo_variants, run_job, scratch
 
 OLD_SERVICE = {
     "cold start": "30–60 s (user reported)",

@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import median_ms, p95_ms
-from bench.latency import photo_variants
-from bench.runs import JobRun, deployment, run_job, scratch
+from bench.runs import JobRun, measure_jobs
 
 
 def table(runs: list[JobRun]) -> str:
@@ -24,7 +23,7 @@ def table(runs: list[JobRun]) -> str:
         rows.append(f"| {label} | {median_ms(values):.0f} ms | {p95_ms(values):.0f} ms |")
     kilobytes = sorted(r.bytes_downloaded / 1024 for r in runs)
     rows.append(
-        f"| downloaded per job (cutout PNG + 4 WebP) | {kilobytes[len(kilobytes) // 2]:.0f} KB "
+        f"| downloaded per job (cutout + 4 effects) | {kilobytes[len(kilobytes) // 2]:.0f} KB "
         f"| {kilobytes[-1]:.0f} KB |"
     )
     return "\n".join(rows)
@@ -35,10 +34,7 @@ def main() -> None:
     parser.add_argument("--api-url")
     parser.add_argument("--jobs", type=int, default=5)
     args = parser.parse_args()
-    workdir = scratch()
-    with deployment(args.api_url, workdir) as client:
-        runs = [run_job(client, photo) for photo in photo_variants(args.jobs, workdir)]
-    print(table(runs))
+    print(table(measure_jobs(args.api_url, args.jobs)))
 
 
 if __name__ == "__main__":

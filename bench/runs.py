@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port
+
+SAMPLE = Path("samples/chelsea.png")
+LONG_SIDE = 1024
 
 
 @dataclass
@@ -55,12 +61,8 @@ def stage_seconds(job: dict[str, Any]) -> dict[str, list[float]]:
     return stages
 
 
-@contextmanager
-def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
-    """The deployment at api_url, or a local stack (fast mode, generated checkpoint) for the run."""
-    if api_url:
-        yield CutfxClient(api_url, os.environ.get("CUTFX_API_KEY"))
-        return
+def use_local_settings(workdir: Path) -> None:
+    """Settings for a local stack: fast mode, the generated checkpoint, Redis database 12."""
     from worker.checkpoint import ensure_random_checkpoint
 
     os.environ.update(
@@ -69,6 +71,15 @@ def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
         CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
         CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
     )
+
+
+@contextmanager
+def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
+    """The deployment at api_url, or a local stack started for the run."""
+    if api_url:
+        yield CutfxClient(api_url, os.environ.get("CUTFX_API_KEY"))
+        return
+    use_local_settings(workdir)
     stack = LocalStack(workdir / "logs", free_port(8500))
     stack.start()
     try:
@@ -81,3 +92,25 @@ def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
 
 def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="cutfx-bench-"))
+
+
+def photo_variants(count: int, folder: Path) -> list[Path]:
+    """The sample at 1024 px, one pixel changed per copy so each is new to the cache."""
+    base = Image.open(SAMPLE).convert("RGB")
+    height = round(base.height * LONG_SIDE / base.width)
+    base = base.resize((LONG_SIDE, height), Image.Resampling.LANCZOS)
+    paths = []
+    for index in range(count):
+        pixels = np.asarray(base).copy()
+        pixels[0, 0] = (index % 256, index // 256 % 256, 7)
+        path = folder / f"photo-{index}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
+
+
+def measure_jobs(api_url: str | None, jobs: int) -> list[JobRun]:
+    """Run `jobs` distinct photos one after another against a deployment."""
+    workdir = scratch()
+    with deployment(api_url, workdir) as client:
+        return [run_job(client, photo) for photo in photo_variants(jobs, workdir)]

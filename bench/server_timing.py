@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import median_ms, p95_ms
-from bench.latency import photo_variants
-from bench.runs import JobRun, deployment, run_job, scratch, stage_seconds
+from bench.runs import JobRun, measure_jobs, stage_seconds
 
 
 def table(runs: list[JobRun]) -> str:
@@ -34,10 +33,7 @@ def main() -> None:
     parser.add_argument("--api-url")
     parser.add_argument("--jobs", type=int, default=5)
     args = parser.parse_args()
-    workdir = scratch()
-    with deployment(args.api_url, workdir) as client:
-        runs = [run_job(client, photo) for photo in photo_variants(args.jobs, workdir)]
-    print(table(runs))
+    print(table(measure_jobs(args.api_url, args.jobs)))
 
 
 if __name__ == "__main__":
