@@ -25,13 +25,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
 def median_ms(seconds: Sequence[float]) -> float:
     return statistics.median(seconds) * 1000
 
 
 def p95_ms(seconds: Sequence[float]) -> float:
-    ordered = sorted(seconds)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))] * 1000
+    return p95(seconds) * 1000
 
 
 def write_section(name: str, body: str) -> None:

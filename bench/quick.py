@@ -7,10 +7,10 @@ without it a local stack is started.
 
 from __future__ import annotations
 
-import argparse
+import statistics
 
-from bench.common import median_ms, p95_ms
-from bench.runs import JobRun, measure_jobs
+from bench.common import median_ms, p95, p95_ms
+from bench.runs import JobRun, report_jobs
 
 
 def table(runs: list[JobRun]) -> str:
@@ -21,21 +21,13 @@ def table(runs: list[JobRun]) -> str:
         ("all results (job finished)", [r.all_results_s for r in runs]),
     ):
         rows.append(f"| {label} | {median_ms(values):.0f} ms | {p95_ms(values):.0f} ms |")
-    kilobytes = sorted(r.bytes_downloaded / 1024 for r in runs)
+    kilobytes = [r.bytes_downloaded / 1024 for r in runs]
     rows.append(
-        f"| downloaded per job (cutout + 4 effects) | {kilobytes[len(kilobytes) // 2]:.0f} KB "
-        f"| {kilobytes[-1]:.0f} KB |"
+        f"| downloaded per job (cutout + 4 effects) | {statistics.median(kilobytes):.0f} KB "
+        f"| {p95(kilobytes):.0f} KB |"
     )
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--api-url")
-    parser.add_argument("--jobs", type=int, default=5)
-    args = parser.parse_args()
-    print(table(measure_jobs(args.api_url, args.jobs)))
-
-
 if __name__ == "__main__":
-    main()
+    report_jobs(__doc__, table)

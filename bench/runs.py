@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,3 +115,12 @@ def measure_jobs(api_url: str | None, jobs: int) -> list[JobRun]:
     workdir = scratch()
     with deployment(api_url, workdir) as client:
         return [run_job(client, photo) for photo in photo_variants(jobs, workdir)]
+
+
+def report_jobs(description: str | None, table: Callable[[list[JobRun]], str]) -> None:
+    """The command line of a benchmark that measures jobs and prints one table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--api-url", help="a running deployment (default: a local stack)")
+    parser.add_argument("--jobs", type=int, default=5)
+    args = parser.parse_args()
+    print(table(measure_jobs(args.api_url, args.jobs)))

@@ -5,10 +5,8 @@ Server-Timing header; median and p95 over --jobs distinct photos.
 
 from __future__ import annotations
 
-import argparse
-
 from bench.common import median_ms, p95_ms
-from bench.runs import JobRun, measure_jobs, stage_seconds
+from bench.runs import JobRun, report_jobs, stage_seconds
 
 
 def table(runs: list[JobRun]) -> str:
@@ -28,13 +26,5 @@ def table(runs: list[JobRun]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--api-url")
-    parser.add_argument("--jobs", type=int, default=5)
-    args = parser.parse_args()
-    print(table(measure_jobs(args.api_url, args.jobs)))
-
-
 if __name__ == "__main__":
-    main()
+    report_jobs(__doc__, table)
