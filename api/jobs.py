@@ -9,7 +9,8 @@ from flask import Blueprint, request
 from api.auth import key_id
 from api.presenters import job_links, present_job
 from api.services import services
-from api.submission import parse_options, read_upload, submit_job
+from api.submission import submit_job
+from api.validation import parse_options, read_upload
 from shared.errors import InvalidParameter
 from shared.events import STREAM_ID, read_events
 from shared.idempotency import check_key

@@ -1,0 +1,114 @@
+"""The form of POST /v1/jobs, validated: effects, primary, format, params, webhook, upload."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from effects import EFFECT_NAMES, get_effect
+from shared.encoding import OutputFormat, output_format
+from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
+from shared.job import Webhook
+from shared.webhooks import WEBHOOK_EVENT_TYPES
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """The validated form fields of POST /v1/jobs, apart from the image."""
+
+    effects: tuple[str, ...]
+    primary: str | None
+    output: OutputFormat
+    params: dict[str, dict[str, Any]]
+    webhook: Webhook | None = None
+
+
+def parse_options(form: MultiDict[str, str], key_id: str = "") -> JobOptions:
+    effects = _parse_effects(form.get("effects"))
+    primary = form.get("primary") or None
+    if primary is not None and primary not in effects:
+        raise InvalidParameter(
+            f"primary must be one of the requested effects ({', '.join(effects)})", field="primary"
+        )
+    output = output_format(form.get("format"), _parse_quality(form.get("quality")))
+    return JobOptions(
+        effects,
+        primary or effects[0],
+        output,
+        _parse_params(form.get("params"), effects),
+        _parse_webhook(form.get("callback_url"), form.get("callback_events"), key_id),
+    )
+
+
+def _parse_webhook(url: str | None, events: str | None, key_id: str) -> Webhook | None:
+    if not url:
+        if events:
+            raise InvalidParameter("callback_events needs a callback_url", field="callback_events")
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidParameter("callback_url must be an http(s) URL", field="callback_url")
+    chosen = tuple(name.strip() for name in (events or "").split(",") if name.strip())
+    unknown = [name for name in chosen if name not in WEBHOOK_EVENT_TYPES]
+    if unknown:
+        raise InvalidParameter(
+            f"unknown event types {unknown}; choose from {', '.join(WEBHOOK_EVENT_TYPES)}",
+            field="callback_events",
+        )
+    return Webhook(url, chosen or WEBHOOK_EVENT_TYPES, key_id)
+
+
+def _parse_effects(raw: str | None) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return EFFECT_NAMES
+    names: list[str] = []
+    for name in (part.strip() for part in raw.split(",")):
+        if name and name not in names:
+            get_effect(name)
+            names.append(name)
+    if not names:
+        raise InvalidParameter("effects must name at least one effect", field="effects")
+    return tuple(names)
+
+
+def _parse_quality(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"quality must be an integer; got {raw!r}", field="quality"
+        ) from None
+
+
+def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    supplied: Any = {}
+    if raw:
+        try:
+            supplied = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedRequest(f"params is not valid JSON: {exc}", field="params") from None
+    if not isinstance(supplied, dict):
+        raise MalformedRequest("params must be a JSON object keyed by effect", field="params")
+    for name, value in supplied.items():
+        if name not in effects:
+            raise InvalidParameter(
+                f"params names {name!r}, which is not among the requested effects", field="params"
+            )
+        if not isinstance(value, dict):
+            raise InvalidParameter(f"params.{name} must be an object", field=f"params.{name}")
+    return {name: get_effect(name).validate_params(supplied.get(name)) for name in effects}
+
+
+def read_upload(upload: FileStorage | None, max_bytes: int) -> bytes:
+    if upload is None:
+        raise MalformedRequest("the multipart field 'image' is required", field="image")
+    data = upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the image is larger than {max_bytes} bytes", field="image")
+    return data
