@@ -59,9 +59,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         waited = stack.wait_ready(client, on_wait=lambda reason: say(f"  waiting: {reason}"))
         say(f"ready after {waited:.1f} s (the first run compiles numba kernels: a minute or two)")
-        return submit_and_save(client, args.image, args.output)
+        code = submit_and_save(client, args.image, args.output)
+        if args.keep_running:
+            say(f"the web page is at {stack.base_url}/ — Ctrl-C stops everything")
+            wait_for_interrupt()
+        return code
     finally:
         stack.stop()
+
+
+def wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping")
 
 
 def submit_and_save(client: CutfxClient, image: Path, output: Path) -> int:
@@ -96,4 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the service up to try the web page"
+    )
     parser.set_defaults(handler=run)
