@@ -20,7 +20,7 @@ import requests
 
 from bench.common import median_ms, p95_ms, write_section
 from cli.client import parse_sse
-from cli.stack import free_port
+from cli.stack import GUNICORN_CONFIG, free_port
 from shared.encoding import OutputFormat
 from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRequest, ResultRecord
 from shared.jobstore import JobStore, new_job_id
@@ -32,7 +32,7 @@ EFFECTS = ("color", "enhancedblackwhite", "popart", "dithering")
 def start_api(port: int, storage: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CUTFX_REDIS_URL": REDIS_URL, "CUTFX_LOCAL_STORAGE_DIR": str(storage)}
     command = [
-        sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py",
+        sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null",
         "api:create_app()",
     ]  # fmt: skip

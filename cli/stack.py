@@ -13,6 +13,8 @@ from pathlib import Path
 from cli.client import CutfxClient
 
 READY_TIMEOUT_S = 900
+#: Found from the installed package, so the stack starts from any folder.
+GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "api" / "gunicorn_conf.py"
 STOP_TIMEOUT_S = 20
 
 
@@ -63,7 +65,7 @@ class LocalStack:
         self._spawn(
             "api",
             [
-                sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py",
+                sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
                 "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "api:create_app()",
             ],
         )  # fmt: skip
