@@ -81,7 +81,9 @@ def test_missing_image_field(client, redis_client):
 def test_too_many_pixels(settings, redis_client):
     from api import create_app
 
-    small = create_app({"CUTFX_SETTINGS": settings.with_overrides(max_pixels=1000)}).test_client()
+    small = create_app(
+        {"TESTING": True, "CUTFX_SETTINGS": settings.with_overrides(max_pixels=1000)}
+    ).test_client()
     assert_error(submit(small, image_bytes(50, 50)), 413, "image_too_large", field="image")
     assert_nothing_queued(redis_client)
 
@@ -167,7 +169,9 @@ def test_unknown_route_is_404_in_the_error_shape(client):
 def test_api_keys_are_enforced_when_configured(settings, redis_client):
     from api import create_app
 
-    keyed = create_app({"CUTFX_SETTINGS": settings.with_overrides(api_keys=("k1",))}).test_client()
+    keyed = create_app(
+        {"TESTING": True, "CUTFX_SETTINGS": settings.with_overrides(api_keys=("k1",))}
+    ).test_client()
     assert_error(submit(keyed, image_bytes()), 401, "unauthorized")
     response = keyed.post(
         "/v1/jobs",

@@ -122,7 +122,7 @@ def test_each_api_key_has_its_own_secret(settings):
     from api import create_app
 
     keyed = create_app(
-        {"CUTFX_SETTINGS": settings.with_overrides(api_keys=("k1", "k2"))}
+        {"TESTING": True, "CUTFX_SETTINGS": settings.with_overrides(api_keys=("k1", "k2"))}
     ).test_client()
     first = keyed.get("/v1/webhooks/secret", headers={"Authorization": "Bearer k1"}).get_json()[
         "secret"
