@@ -62,9 +62,15 @@ def curved_grey(rgba: RGBA, contrast: float) -> Grey:
 
 
 def midtone_sharpen(g: Grey, strength: float) -> Grey:
-    detail = g - cv2.GaussianBlur(g, SHARPEN_KERNEL, SHARPEN_SIGMA)
-    midtone_weight = 4 * g * (1 - g)
-    return np.clip(g + detail * np.float32(strength) * midtone_weight, 0, 1)
+    # In place where possible: at a megapixel, allocating each temporary costs as much
+    # as the arithmetic on it.
+    detail = np.subtract(g, cv2.GaussianBlur(g, SHARPEN_KERNEL, SHARPEN_SIGMA))
+    midtone_weight = np.subtract(np.float32(1), g)
+    midtone_weight *= g
+    midtone_weight *= np.float32(4 * strength)
+    detail *= midtone_weight
+    detail += g
+    return np.clip(detail, 0, 1, out=detail)
 
 
 def halation(g: Grey, strength: float) -> Grey:
@@ -84,21 +90,32 @@ def halation(g: Grey, strength: float) -> Grey:
     )
     if not halo.any():
         return g
-    glow = halo.astype(np.float32) * np.float32(strength / 255.0)
-    return np.clip(g + glow * (1 - g * g), 0, 1)
+    glow = halo.astype(np.float32)
+    glow *= np.float32(strength / 255.0)
+    headroom = np.multiply(g, g)
+    np.subtract(np.float32(1), headroom, out=headroom)
+    glow *= headroom
+    glow += g
+    return np.clip(glow, 0, 1, out=glow)
 
 
 def film_grain(g: Grey, strength: float, size: float, seed: int) -> Grey:
     height, width = g.shape
     rng = np.random.default_rng(seed)
-    fine = rng.standard_normal((height, width), dtype=np.float32) * np.float32(GRAIN_FINE_SIGMA)
+    mixed = rng.standard_normal((height, width), dtype=np.float32)
+    mixed *= np.float32(GRAIN_FINE_WEIGHT * GRAIN_FINE_SIGMA)
     coarse_shape = (max(1, round(height / size)), max(1, round(width / size)))
     coarse_small = rng.standard_normal(coarse_shape, dtype=np.float32)
     coarse = cv2.resize(coarse_small, (width, height), interpolation=cv2.INTER_LINEAR)
-    grain = GRAIN_FINE_WEIGHT * fine + (1 - GRAIN_FINE_WEIGHT) * GRAIN_COARSE_SIGMA * coarse
-    grain = cv2.GaussianBlur(grain.astype(np.float32), (3, 3), GRAIN_BLUR_SIGMA)
-    shadow_weight = np.clip(np.float32(1.2) - g, 0.3, 1.0)
-    return np.clip(g + grain * shadow_weight * np.float32(strength), 0, 1)
+    # mixed = 0.7·fine + 0.3·coarse, fine ~ N(0, 0.4) and coarse ~ N(0, 0.6), in place.
+    cv2.scaleAdd(coarse, (1 - GRAIN_FINE_WEIGHT) * GRAIN_COARSE_SIGMA, mixed, dst=mixed)
+    grain: Grey = np.asarray(cv2.GaussianBlur(mixed, (3, 3), GRAIN_BLUR_SIGMA), dtype=np.float32)
+    shadow_weight = np.subtract(np.float32(1.2), g)
+    np.clip(shadow_weight, 0.3, 1.0, out=shadow_weight)
+    grain *= shadow_weight
+    grain *= np.float32(strength)
+    grain += g
+    return np.clip(grain, 0, 1, out=grain)
 
 
 def protect_highlights(g: Grey) -> Grey:
@@ -117,7 +134,8 @@ def enhanced_black_white(rgba: RGBA, params: Params) -> RGBA:
         g = film_grain(g, grain_strength, number(params, "grain_size"), seed)
     if params["preserve_highlights"]:
         g = protect_highlights(g)
-    grey = np.rint(g * np.float32(255.0)).astype(np.uint8)
+    g = np.multiply(g, np.float32(255.0))
+    grey = np.rint(g, out=g).astype(np.uint8)
     return grey_with_alpha(grey, rgba)
 
 
