@@ -32,7 +32,7 @@ TRANSIENT_ERRORS = (
 )
 MAX_RETRIES = 3
 RETRY_BACKOFF_MAX_S = 30
-#: About 10 minutes of retries (1, 2, 4 … 300 s, jittered) before an event is given up.
+#: Ten retries (1, 2, 4 … capped at 300 s, jittered: up to ~14 min) before an event is given up.
 WEBHOOK_MAX_RETRIES = 10
 WEBHOOK_BACKOFF_MAX_S = 300
 
