@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from api.services import Services
 from api.timing import stage
 from api.validation import JobOptions
-from shared.cache import CachedObject
+from shared.cache import CachedObject, record_stored
 from shared.encoding import encode_lossless
 from shared.hashing import (
     canonical_json,
@@ -19,7 +19,7 @@ from shared.hashing import (
 )
 from shared.idempotency import wait_for_job
 from shared.images import normalise_upload
-from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRecord, JobRequest, ResultRecord, Webhook, now
+from shared.job import CUTOUT, JobRecord, JobRequest, ResultRecord, Webhook, now
 from shared.jobstore import new_job_id
 from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
@@ -156,17 +156,11 @@ def _finish_cached(
         svc.jobs.set_model_id(job.id, svc.cache.current_model() or "")
     for name in job.request.result_names:
         if name in cached:
-            hit = cached[name]
             record = ResultRecord(
                 name=name,
-                status=RESULT_SUCCEEDED,
-                key=hit.key,
-                content_type=hit.content_type,
-                byte_size=hit.byte_size,
-                width=hit.width,
-                height=hit.height,
                 cached=True,
                 source_key=source if name == CUTOUT else None,
                 timings={"queued_at": job.created_at, "started_at": now()},
             )
+            record_stored(record, cached[name])
             svc.jobs.finish_result(job.id, record)

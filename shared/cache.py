@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from shared.job import CUTOUT
+from shared.job import CUTOUT, RESULT_SUCCEEDED, ResultRecord
 from shared.metrics import CACHE_LOOKUPS, Metrics
 from shared.storage import Storage
 
@@ -68,3 +68,14 @@ class ResultCache:
 
     def publish_model(self, model_id: str) -> None:
         self.redis.set(CURRENT_MODEL_KEY, model_id)
+
+
+def record_stored(record: ResultRecord, stored: CachedObject) -> None:
+    """Mark a result succeeded with what is known of the object that holds it."""
+    record.status = RESULT_SUCCEEDED
+    record.key = stored.key
+    record.content_type = stored.content_type
+    record.byte_size = stored.byte_size
+    record.width = stored.width
+    record.height = stored.height
+    record.error = None

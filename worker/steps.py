@@ -12,7 +12,7 @@ import numpy.typing as npt
 from celery import Celery
 
 from effects import EffectError, apply_effect, get_effect
-from shared.cache import CachedObject
+from shared.cache import CachedObject, record_stored
 from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
 from shared.job import CUTOUT, PENDING, RESULT_FAILED, RESULT_SUCCEEDED, JobRecord, ResultRecord
@@ -167,13 +167,7 @@ def _may_start(ctx: WorkerContext, job_id: str, record: ResultRecord) -> bool:
 
 
 def _succeed(record: ResultRecord, stored: CachedObject, watch: _Stopwatch) -> None:
-    record.status = RESULT_SUCCEEDED
-    record.key = stored.key
-    record.content_type = stored.content_type
-    record.byte_size = stored.byte_size
-    record.width = stored.width
-    record.height = stored.height
-    record.error = None
+    record_stored(record, stored)
     record.timings.update(watch.timings)
 
 
