@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from api.services import Services
 from api.timing import stage
@@ -87,11 +87,11 @@ def _create_job(
         job = svc.jobs.create(job_id, request, options.webhook)
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
-        source, cached = _cached_results(svc, request)
-        _finish_cached(svc, job, source, cached)
+        hits = _cached_results(svc, request)
+        _finish_cached(svc, job, hits)
     with stage("enqueue"):
-        _enqueue(svc, job_id, request, cached, options.webhook)
-    return svc.jobs.get(job_id) if cached else job
+        _enqueue(svc, job_id, request, hits.results, options.webhook)
+    return svc.jobs.get(job_id) if hits.results else job
 
 
 def _enqueue(
@@ -126,41 +126,45 @@ def _store_input(svc: Services, data: bytes, sha: str) -> CachedObject:
     return stored
 
 
-def _cached_results(
-    svc: Services, request: JobRequest
-) -> tuple[str | None, dict[str, CachedObject]]:
-    """What already exists for this request under the model the workers run now:
-    the lossless cutout's key, and the results found (the cutout in the client's format)."""
+@dataclass(frozen=True)
+class CacheHits:
+    """What already exists for a request: the model it was made with, the lossless
+    cutout the effects start from, and each result found (the cutout in the client's format)."""
+
+    model_id: str = ""
+    source_key: str | None = None
+    results: dict[str, CachedObject] = field(default_factory=dict)
+
+
+def _cached_results(svc: Services, request: JobRequest) -> CacheHits:
     model_id = svc.cache.current_model()
     if model_id is None:
-        return None, {}
+        return CacheHits()
     source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
     view = None
     if svc.cache.lookup(source, "cutout") is not None:
         view = svc.cache.lookup(cutout_view_key(source, request.output))
     if view is None:
-        return None, {}
+        return CacheHits()
     found = {CUTOUT: view}
     for name in request.effect_order:
         key = effect_key(source, name, request.params.get(name, {}), request.output)
         hit = svc.cache.lookup(key, "effect")
         if hit is not None:
             found[name] = hit
-    return source, found
+    return CacheHits(model_id, source, found)
 
 
-def _finish_cached(
-    svc: Services, job: JobRecord, source: str | None, cached: dict[str, CachedObject]
-) -> None:
-    if CUTOUT in cached:
-        svc.jobs.set_model_id(job.id, svc.cache.current_model() or "")
+def _finish_cached(svc: Services, job: JobRecord, hits: CacheHits) -> None:
+    if CUTOUT in hits.results:
+        svc.jobs.set_model_id(job.id, hits.model_id)
     for name in job.request.result_names:
-        if name in cached:
+        if name in hits.results:
             record = ResultRecord(
                 name=name,
                 cached=True,
-                source_key=source if name == CUTOUT else None,
+                source_key=hits.source_key if name == CUTOUT else None,
                 timings={"queued_at": job.created_at, "started_at": now()},
             )
-            record_stored(record, cached[name])
+            record_stored(record, hits.results[name])
             svc.jobs.finish_result(job.id, record)

@@ -124,7 +124,8 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
     if source_key is None:
         raise RuntimeError(f"effect {effect_name} queued before the cutout of job {job_id} exists")
     request = job.request
-    key = effect_key(source_key, effect_name, request.params.get(effect_name, {}), request.output)
+    params = request.params.get(effect_name, {})
+    key = effect_key(source_key, effect_name, params, request.output)
     watch = _Stopwatch()
     stored = ctx.cache.lookup(key, "effect")
     record.cached = stored is not None
@@ -132,7 +133,7 @@ def run_effect(ctx: WorkerContext, job_id: str, effect_name: str) -> None:
         rgba = _cutout_pixels(ctx, source_key)
         watch.lap("download")
         try:
-            result = apply_effect(effect_name, rgba, request.params.get(effect_name, {}))
+            result = apply_effect(effect_name, rgba, params)
         except EffectError as exc:
             _fail(ctx, job_id, record, "effect_failed", str(exc))
             return
