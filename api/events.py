@@ -8,11 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from api.presenters import present_result
 from api.services import Services, services
 from shared.errors import InvalidParameter, JobNotFound
 from shared.events import START_OF_STREAM, STREAM_ID, JobEvent, follow_events
-from shared.job import ResultRecord
+from shared.job_view import event_view
 
 blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
 
@@ -35,11 +34,7 @@ def resume_point() -> str:
 
 def enrich(event: JobEvent, svc: Services) -> dict[str, Any]:
     """Result events get a fresh signed URL; the stream itself stores only the key."""
-    data = dict(event.data)
-    if "result" in data:
-        record = ResultRecord(**data["result"])
-        data["result"] = present_result(record, svc.storage, svc.settings.url_ttl_s)
-    return data
+    return event_view(event.data, svc.storage, svc.settings.url_ttl_s, url_base=request.host_url)
 
 
 def format_event(event: JobEvent, data: dict[str, Any]) -> str:

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urljoin
 
 from flask import request, url_for
 
 from shared.job import JobRecord, ResultRecord
 from shared.job_view import result_view
 from shared.storage import Storage
-
-
-def absolute(url: str) -> str:
-    """Local signed links are relative to the API; GCS ones are absolute already."""
-    return urljoin(request.host_url, url)
 
 
 def job_links(job_id: str) -> dict[str, str]:
@@ -25,10 +19,7 @@ def job_links(job_id: str) -> dict[str, str]:
 
 
 def present_result(result: ResultRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
-    shown = result_view(result, storage, url_ttl_s)
-    if "url" in shown:
-        shown["url"] = absolute(shown["url"])
-    return shown
+    return result_view(result, storage, url_ttl_s, url_base=request.host_url)
 
 
 def job_timings(job: JobRecord) -> dict[str, float]:

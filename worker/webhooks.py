@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import requests
 
 from shared.events import START_OF_STREAM, JobEvent, read_events
-from shared.job import ResultRecord, Webhook
-from shared.job_view import result_view
+from shared.job import Webhook
+from shared.job_view import event_view
 from shared.jobstore import JobStore
 from shared.webhooks import (
     EVENT_HEADER,
@@ -77,10 +76,7 @@ def _deliver_after_cursor(ctx: WorkerContext, job_id: str, webhook: Webhook) -> 
 
 
 def _payload(ctx: WorkerContext, job_id: str, event: JobEvent) -> bytes:
-    data: dict[str, Any] = dict(event.data)
-    if "result" in data:
-        record = ResultRecord(**data["result"])
-        data["result"] = result_view(record, ctx.storage, ctx.settings.url_ttl_s)
+    data = event_view(event.data, ctx.storage, ctx.settings.url_ttl_s)
     body = {"id": event.id, "type": event.type, "job_id": job_id, "data": data}
     return json.dumps(body, separators=(",", ":")).encode()
 
