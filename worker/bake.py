@@ -10,31 +10,25 @@ the same steps.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-CHUNK = 8 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 60
 
 
 def fetch_verified(url: str, sha256: str, destination: Path) -> Path:
-    if destination.is_file() and file_sha256(destination) == sha256:
+    from worker.checkpoint import ChecksumMismatch, download_verified, has_digest
+
+    if has_digest(destination, "sha256", sha256):
         return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_suffix(".partial")
-    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as handle:
-        shutil.copyfileobj(response, handle, CHUNK)
-    actual = file_sha256(partial)
-    if actual != sha256:
-        partial.unlink()
-        raise SystemExit(f"checkpoint checksum mismatch: expected {sha256}, got {actual}")
-    os.replace(partial, destination)
-    return destination
+    try:
+        return download_verified(url, destination, "sha256", sha256, DOWNLOAD_TIMEOUT_S)
+    except ChecksumMismatch as exc:
+        raise SystemExit(f"checkpoint checksum mismatch: {exc}") from None
 
 
 def place_random_checkpoint(source: Path, destination: Path) -> Path:
@@ -47,14 +41,6 @@ def place_random_checkpoint(source: Path, destination: Path) -> Path:
     shutil.copyfile(source, destination)
     shutil.copyfile(str(source) + RANDOM_MARKER_SUFFIX, str(destination) + RANDOM_MARKER_SUFFIX)
     return destination
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def warm(checkpoint: Path, mode: str) -> dict[str, float | str]:

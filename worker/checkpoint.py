@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,7 @@ def checkpoint_digest(path: Path) -> str:
             return str(cached["sha256"])
     except (OSError, ValueError, KeyError):
         pass
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    sha = digest.hexdigest()
+    sha = file_digest(path)
     try:
         sidecar.write_text(json.dumps({"stamp": stamp, "sha256": sha}))
     except OSError:
@@ -95,44 +92,61 @@ def release_checkpoint_path(mode: str) -> Path:
     return Path(home) / ".transparent-background" / str(_mode_config(mode).ckpt_name)
 
 
-def fetch_release_checkpoint(mode: str, timeout_s: float = 15.0) -> Path | None:
-    """The real checkpoint: already downloaded, or downloaded now; None when offline."""
-    import urllib.error
-    import urllib.request
-
-    config = _mode_config(mode)
-    target = release_checkpoint_path(mode)
-    if target.is_file() and _md5_matches(target, config.md5):
-        return target
-    partial = target.with_suffix(".partial")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            urllib.request.urlopen(str(config.url), timeout=timeout_s) as response,
-            partial.open("wb") as handle,
-        ):
-            while chunk := response.read(_HASH_CHUNK):
-                handle.write(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
-        logger.warning("release checkpoint not downloadable", extra={"reason": str(exc)})
-        return None
-    if not _md5_matches(partial, config.md5):
-        partial.unlink(missing_ok=True)
-        logger.warning("downloaded checkpoint failed its checksum", extra={"url": str(config.url)})
-        return None
-    os.replace(partial, target)
-    return target
+class ChecksumMismatch(Exception):
+    pass
 
 
-def _md5_matches(path: Path, expected: str | None) -> bool:
-    if not expected:
-        return True
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with path.open("rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest() == expected
+    return digest.hexdigest()
+
+
+def has_digest(path: Path, algorithm: str, expected: str | None) -> bool:
+    """The file exists and matches (any file matches when no digest is published)."""
+    return path.is_file() and (not expected or file_digest(path, algorithm) == expected)
+
+
+def download_verified(
+    url: str, destination: Path, algorithm: str, expected: str | None, timeout_s: float
+) -> Path:
+    """Download beside the destination, check the digest, then move it in place.
+
+    Raises OSError (urllib's errors included) when the download fails and
+    ChecksumMismatch when the bytes are not the ones expected.
+    """
+    import urllib.request
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_suffix(".partial")
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=timeout_s) as response,
+            partial.open("wb") as handle,
+        ):
+            shutil.copyfileobj(response, handle, _HASH_CHUNK)
+        if expected and (actual := file_digest(partial, algorithm)) != expected:
+            raise ChecksumMismatch(f"{url}: expected {algorithm} {expected}, got {actual}")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, destination)
+    return destination
+
+
+def fetch_release_checkpoint(mode: str, timeout_s: float = 15.0) -> Path | None:
+    """The real checkpoint: already downloaded, or downloaded now; None when offline."""
+    config = _mode_config(mode)
+    target = release_checkpoint_path(mode)
+    if has_digest(target, "md5", config.md5):
+        return target
+    try:
+        return download_verified(str(config.url), target, "md5", config.md5, timeout_s)
+    except (OSError, TimeoutError, ChecksumMismatch) as exc:
+        logger.warning("release checkpoint not downloadable", extra={"reason": str(exc)})
+        return None
 
 
 def _mode_config(mode: str) -> Any:
