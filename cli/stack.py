@@ -16,6 +16,7 @@ READY_TIMEOUT_S = 900
 #: Found from the installed package, so the stack starts from any folder.
 GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "api" / "gunicorn_conf.py"
 STOP_TIMEOUT_S = 20
+WEBHOOK_THREADS = 8
 
 
 def free_port(preferred: int) -> int:
@@ -25,6 +26,22 @@ def free_port(preferred: int) -> int:
     with socket.socket() as spare:
         spare.bind(("127.0.0.1", 0))
         return int(spare.getsockname()[1])
+
+
+def worker_commands(node_prefix: str = "", cpu_concurrency: int = 2) -> dict[str, list[str]]:
+    """The three workers of one machine, as production runs them: a solo gpu process that
+    loads the model, prefork cpu processes for effects, a threads pool for webhooks."""
+    worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
+    quiet = ["--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+    pools = {
+        "gpu": ["--pool", "solo"],
+        "cpu": ["--pool", "prefork", "-c", str(cpu_concurrency)],
+        "webhooks": ["--pool", "threads", "-c", str(WEBHOOK_THREADS)],
+    }
+    return {
+        f"worker-{queue}": [*worker, "-Q", queue, "-n", f"{node_prefix}{queue}@%h", *pool, *quiet]
+        for queue, pool in pools.items()
+    }
 
 
 class LocalStack:
@@ -40,28 +57,8 @@ class LocalStack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
-        quiet = ["--without-gossip", "--without-mingle", "--loglevel", "INFO"]
-        self._spawn("worker-gpu", [*worker, "-Q", "gpu", "-n", "gpu@%h", "--pool", "solo", *quiet])
-        self._spawn(
-            "worker-cpu",
-            [*worker, "-Q", "cpu", "-n", "cpu@%h", "-c", str(self.cpu_concurrency), *quiet],
-        )
-        self._spawn(
-            "worker-webhooks",
-            [
-                *worker,
-                "-Q",
-                "webhooks",
-                "-n",
-                "webhooks@%h",
-                "--pool",
-                "threads",
-                "-c",
-                "8",
-                *quiet,
-            ],
-        )
+        for name, command in worker_commands(cpu_concurrency=self.cpu_concurrency).items():
+            self._spawn(name, command)
         self._spawn(
             "api",
             [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -102,29 +101,20 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcesses:
-    """A gpu worker (solo pool, model warmed) and a cpu worker (prefork), as in production."""
+    """The workers of cli.stack (gpu solo, cpu prefork, webhooks threads) on test settings."""
 
     def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str]) -> None:
         self.settings = settings
         self.log_dir = log_dir
         self.env = {**os.environ, **settings_env(settings), **extra_env, "PYTHONPATH": str(REPO)}
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.names: list[str] = []
 
     def start(self) -> None:
-        suffix = uuid.uuid4().hex[:6]
-        for queue, pool in (
-            ("gpu", ["--pool", "solo"]),
-            ("cpu", ["--pool", "prefork", "-c", "2"]),
-            ("webhooks", ["--pool", "threads", "-c", "4"]),
-        ):
-            name = f"test-{queue}-{suffix}@%h"
-            log = (self.log_dir / f"worker-{queue}.log").open("wb")
-            command = [
-                sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-                "-Q", queue, "-n", name, *pool,
-                "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-            ]  # fmt: skip
+        from cli.stack import worker_commands
+
+        node_prefix = f"test-{uuid.uuid4().hex[:6]}-"
+        for name, command in worker_commands(node_prefix).items():
+            log = (self.log_dir / f"{name}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
                     command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
