@@ -1,14 +1,8 @@
 """color: the cutout itself, in full colour on a transparent background."""
 
-from effects.base import RGBA, Effect, Params
+from effects.base import RGBA
+from effects.params import Params
 
 
 def color(rgba: RGBA, params: Params) -> RGBA:
     return rgba.copy()
-
-
-EFFECT = Effect(
-    name="color",
-    description="The subject in full colour on a transparent background.",
-    function=color,
-)

@@ -6,16 +6,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import (
-    RGBA,
-    Effect,
-    Param,
-    Params,
-    channel_mix,
-    grey_with_alpha,
-    integer,
-    number,
-)
+from effects.base import RGBA
+from effects.params import Params, integer, number
+from effects.pixels import channel_mix, grey_with_alpha
 
 BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 EDGE_KERNEL = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], dtype=np.float32) / 8
@@ -75,18 +68,3 @@ def dithering(rgba: RGBA, params: Params) -> RGBA:
     black = paint_dots(black_points, grey.shape, spacing, integer(params, "dot_size")) & opaque
     grey_out = np.where(black, np.uint8(BLACK), np.uint8(WHITE)).astype(np.uint8)
     return grey_with_alpha(grey_out, rgba)
-
-
-EFFECT = Effect(
-    name="dithering",
-    description="Black dots on white, spaced Floyd–Steinberg error diffusion.",
-    function=dithering,
-    flat_colours=True,
-    params=(
-        Param("pixel_spacing", int, 2, 1, 5, description="Grid step between dots."),
-        Param("dot_size", int, 2, 1, 3, description="Side of each dot in pixels."),
-        Param("gamma", float, 0.45, 0.3, 0.7, description="Tone curve before dithering."),
-        Param("edge_strength", float, 0.3, 0.0, 2.0, description="Edge boost."),
-        Param("adaptive_threshold", bool, True, description="Local threshold; false uses 128."),
-    ),
-)

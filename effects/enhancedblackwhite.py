@@ -8,16 +8,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import (
-    RGBA,
-    Effect,
-    Param,
-    Params,
-    derived_seed,
-    grey_with_alpha,
-    integer,
-    number,
-)
+from effects.base import RGBA
+from effects.params import Params, integer, number
+from effects.pixels import derived_seed, grey_with_alpha
 
 Grey = npt.NDArray[np.float32]
 
@@ -137,27 +130,3 @@ def enhanced_black_white(rgba: RGBA, params: Params) -> RGBA:
     g = np.multiply(g, np.float32(255.0))
     grey = np.rint(g, out=g).astype(np.uint8)
     return grey_with_alpha(grey, rgba)
-
-
-EFFECT = Effect(
-    name="enhancedblackwhite",
-    description="Tri-X film black and white: film curve, mid-tone sharpening, halation, grain.",
-    function=enhanced_black_white,
-    params=(
-        Param("contrast", float, 1.12, 0.5, 2.0, description="Film-curve contrast."),
-        Param("edge_strength", float, 0.9, 0.0, 3.0, description="Mid-tone sharpening."),
-        Param("halation_strength", float, 0.12, 0.0, 1.0, description="Glow around highlights."),
-        Param("grain_strength", float, 0.08, 0.0, 0.5, description="Film grain; 0 turns it off."),
-        Param("grain_size", float, 2.0, 1.0, 8.0, description="Coarse grain scale."),
-        Param("preserve_highlights", bool, True, description="Lift the brightest tones."),
-        Param(
-            "seed",
-            int,
-            None,
-            0,
-            2**32 - 1,
-            nullable=True,
-            description="Grain seed; null derives it from the image.",
-        ),
-    ),
-)

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import RGBA, Effect, Param, Params, integer, number
+from effects.base import RGBA
+from effects.params import Params, integer, number
 
 BLACK = (0, 0, 0)
 BLUE_VIOLET = (138, 43, 226)
@@ -148,16 +149,3 @@ def popart(rgba: RGBA, params: Params) -> RGBA:
     words |= rgba[..., 3].astype("<u4") << 24
     out: RGBA = words.view(np.uint8).reshape(rgba.shape)
     return out
-
-
-EFFECT = Effect(
-    name="popart",
-    description="Flat, loud poster in eight colours; strongly coloured areas keep their hue.",
-    function=popart,
-    flat_colours=True,
-    params=(
-        Param("contrast", float, 2.5, 0.5, 5.0, description="Per-channel contrast boost."),
-        Param("saturation", float, 2.0, 0.0, 5.0, description="Saturation boost."),
-        Param("levels", int, 3, 2, 8, description="Posterisation levels per channel."),
-    ),
-)

@@ -5,17 +5,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-from effects import color, dithering, enhancedblackwhite, popart
 from effects.base import RGBA, Effect
+from effects.catalog import BUILTIN_EFFECTS
 from effects.exceptions import UnknownEffect
 
-#: The built-in effects, in the order a job runs them by default.
-BUILTIN_EFFECTS: tuple[Effect, ...] = (
-    color.EFFECT,
-    enhancedblackwhite.EFFECT,
-    popart.EFFECT,
-    dithering.EFFECT,
-)
 EFFECT_NAMES: tuple[str, ...] = tuple(effect.name for effect in BUILTIN_EFFECTS)
 
 _registry: dict[str, Effect] = {effect.name: effect for effect in BUILTIN_EFFECTS}

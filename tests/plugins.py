@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from effects.base import RGBA, Effect, Params
+from effects.base import RGBA, Effect
+from effects.params import Params
 from effects.registry import register
 
 CRASH_MARKER_ENV = "CUTFX_TEST_CRASH_MARKER"
