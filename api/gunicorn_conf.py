@@ -7,12 +7,14 @@ give each stream a whole thread or process).
 """
 
 import multiprocessing
-import os
 
-bind = os.environ.get("CUTFX_BIND", "0.0.0.0:8000")
+from shared.settings import Settings
+
+_settings = Settings.from_env()
+bind = _settings.bind
 worker_class = "gevent"
-workers = int(os.environ.get("CUTFX_API_WORKERS", str(min(4, multiprocessing.cpu_count()))))
-worker_connections = int(os.environ.get("CUTFX_API_CONNECTIONS", "2000"))
+workers = _settings.api_workers or min(4, multiprocessing.cpu_count())
+worker_connections = _settings.api_connections
 # Streams stay open far longer than any request; gevent workers heartbeat on their own.
 timeout = 120
 graceful_timeout = 30

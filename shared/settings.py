@@ -1,27 +1,35 @@
-"""Typed settings, read once from CUTFX_* environment variables."""
+"""Typed settings, read once from CUTFX_* environment variables (pydantic-settings).
+
+`Settings(...)` takes explicit values only (tests, tools); `Settings.from_env()`
+reads the environment. A bad value stops start-up with one line per value,
+naming the variable.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.errors import ConfigurationError
 
 ENV_PREFIX = "CUTFX_"
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_STORAGE = "local"
-DEFAULT_LOCAL_STORAGE_DIR = "var/storage"
-DEFAULT_PUBLIC_BASE_URL = ""
+DEFAULT_LOCAL_STORAGE_DIR = Path("var/storage")
 DEFAULT_SIGNING_KEY = "cutfx-development-signing-key"
 DEFAULT_URL_TTL_S = 3600
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
-DEFAULT_MODEL_MODE = "base"
-DEFAULT_DEVICE = "auto"
-DEFAULT_PRECISION = "fp16"
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SIDE = 2048
@@ -30,91 +38,129 @@ DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 #: Redis allows 10,000 clients by default; each open event stream holds one connection.
 DEFAULT_REDIS_MAX_CONNECTIONS = 4000
 MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "cutfx"
+DEFAULT_BIND = "0.0.0.0:8000"
+DEFAULT_API_CONNECTIONS = 2000
 
-STORAGE_BACKENDS = ("local", "gcs")
-MODEL_MODES = ("base", "fast", "base-nightly")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp16", "bf16", "fp32")
+StorageBackend = Literal["local", "gcs"]
+ModelMode = Literal["base", "fast", "base-nightly"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp16", "bf16", "fp32"]
+#: A comma list in the environment ("a, b,,"), a tuple in the program.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseSettings):
     """Every setting, with the default the service runs with out of the box."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
     redis_url: str = DEFAULT_REDIS_URL
-    redis_max_connections: int = DEFAULT_REDIS_MAX_CONNECTIONS
-    storage: str = DEFAULT_STORAGE
-    local_storage_dir: Path = Path(DEFAULT_LOCAL_STORAGE_DIR)
-    public_base_url: str = DEFAULT_PUBLIC_BASE_URL
+    redis_max_connections: PositiveInt = DEFAULT_REDIS_MAX_CONNECTIONS
+    storage: StorageBackend = "local"
+    local_storage_dir: Path = DEFAULT_LOCAL_STORAGE_DIR
+    public_base_url: str = ""
     gcs_bucket: str = ""
     gcs_prefix: str = "cutfx"
     gcs_signer_email: str = ""
-    signing_key: str = DEFAULT_SIGNING_KEY
-    url_ttl_s: int = DEFAULT_URL_TTL_S
-    result_ttl_s: int = DEFAULT_RESULT_TTL_S
-    idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
-    model_mode: str = DEFAULT_MODEL_MODE
+    signing_key: str = Field(default=DEFAULT_SIGNING_KEY, min_length=1)
+    url_ttl_s: Annotated[int, Field(ge=1, le=MAX_SIGNED_URL_TTL_S)] = DEFAULT_URL_TTL_S
+    result_ttl_s: PositiveInt = DEFAULT_RESULT_TTL_S
+    idempotency_ttl_s: PositiveInt = DEFAULT_IDEMPOTENCY_TTL_S
+    model_mode: ModelMode = "base"
     model_ckpt: str = ""
-    device: str = DEFAULT_DEVICE
-    precision: str = DEFAULT_PRECISION
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_side: int = DEFAULT_MAX_SIDE
-    api_keys: tuple[str, ...] = ()
-    effect_plugins: tuple[str, ...] = ()
-    task_max_attempts: int = DEFAULT_TASK_MAX_ATTEMPTS
+    device: Device = "auto"
+    precision: Precision = "fp16"
+    max_upload_bytes: PositiveInt = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
+    max_side: PositiveInt = DEFAULT_MAX_SIDE
+    api_keys: CommaList = ()
+    effect_plugins: CommaList = ()
+    task_max_attempts: PositiveInt = DEFAULT_TASK_MAX_ATTEMPTS
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    #: The API server (api/gunicorn_conf.py): address, processes (0 = min(4, cores)), streams.
+    bind: str = DEFAULT_BIND
+    api_workers: Annotated[int, Field(ge=0)] = 0
+    api_connections: PositiveInt = DEFAULT_API_CONNECTIONS
 
-    def __post_init__(self) -> None:
-        _check_choice("STORAGE", self.storage, STORAGE_BACKENDS)
-        _check_choice("MODEL_MODE", self.model_mode, MODEL_MODES)
-        _check_choice("DEVICE", self.device, DEVICES)
-        _check_choice("PRECISION", self.precision, PRECISIONS)
-        if self.storage == "gcs" and not self.gcs_bucket:
-            raise ConfigurationError("CUTFX_GCS_BUCKET is required when CUTFX_STORAGE=gcs")
-        if not self.signing_key:
-            raise ConfigurationError("CUTFX_SIGNING_KEY must not be empty")
-        if not 1 <= self.url_ttl_s <= MAX_SIGNED_URL_TTL_S:
-            raise ConfigurationError(
-                f"CUTFX_URL_TTL_S must be between 1 and {MAX_SIGNED_URL_TTL_S} (7 days)"
-            )
-        for name in ("result_ttl_s", "max_upload_bytes", "max_pixels", "max_side"):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"CUTFX_{name.upper()} must be positive")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit values only: from_env() is the one way the environment comes in.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None:
-                values[field.name] = _parse(field.name, str(field.type), raw)
-        return cls(**values)
+        """The settings from `environ` (default: the process environment)."""
+        values = _EnvironSource(cls, environ)()
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_one_line_per_error(exc)) from None
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        return replace(self, **overrides)
+        try:
+            return type(self)(**{**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigurationError(_one_line_per_error(exc)) from None
 
     @property
     def uses_development_signing_key(self) -> bool:
         return self.signing_key == DEFAULT_SIGNING_KEY
 
+    @field_validator("api_keys", "effect_plugins", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
-def _parse(name: str, annotation: str, raw: str) -> Any:
-    env_name = ENV_PREFIX + name.upper()
-    if annotation == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigurationError(f"{env_name} must be an integer, got {raw!r}") from None
-    if annotation == "Path":
-        return Path(raw)
-    if annotation.startswith("tuple"):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
-    return raw
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        # ConfigurationError is no ValueError: pydantic lets it through as it is.
+        if self.storage == "gcs" and not self.gcs_bucket:
+            raise ConfigurationError("CUTFX_GCS_BUCKET is required when CUTFX_STORAGE=gcs")
+        return self
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigurationError(
-            f"{ENV_PREFIX}{name} must be one of {', '.join(choices)}; got {value!r}"
-        )
+class _EnvironSource(EnvSettingsSource):
+    """The environment source over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None):
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=False, env_prefix=ENV_PREFIX)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self._environ is None:
+            return super()._load_env_vars()
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _one_line_per_error(exc: ValidationError) -> str:
+    return "\n".join(_describe(error) for error in exc.errors())
+
+
+def _describe(error: ErrorDetails) -> str:
+    field_name = str(error["loc"][0]) if error["loc"] else ""
+    env_name = ENV_PREFIX + field_name.upper()
+    given = error.get("input")
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    if kind == "literal_error":
+        choices = get_args(Settings.model_fields[field_name].annotation)
+        return f"{env_name} must be one of {', '.join(choices)}; got {given!r}"
+    if kind == "int_parsing":
+        return f"{env_name} must be an integer, got {given!r}"
+    if kind in ("greater_than", "greater_than_equal") and ctx.get("gt") == 0:
+        return f"{env_name} must be positive, got {given!r}"
+    if field_name == "url_ttl_s" and kind in ("greater_than_equal", "less_than_equal"):
+        return f"{env_name} must be between 1 and {MAX_SIGNED_URL_TTL_S} (7 days), got {given!r}"
+    return f"{env_name}: {error['msg']}, got {given!r}"

@@ -6,7 +6,6 @@ here; scripts/bake-worker.sh, which the worker image runs, runs in CI too.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import re
@@ -23,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 KNOWN_QUEUES = {QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS}
-SETTING_NAMES = {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+SETTING_NAMES = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 CELERY_POOLS = {"solo", "prefork", "threads", "gevent", "eventlet"}
 
 

@@ -46,3 +46,35 @@ def test_bad_values_stop_start_up_with_one_clear_line(environ, message):
         Settings.from_env(environ)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_explicit_settings_ignore_the_environment(monkeypatch):
+    monkeypatch.setenv("CUTFX_MAX_SIDE", "77")
+    assert Settings().max_side == 2048
+    assert Settings.from_env().max_side == 77
+
+
+def test_each_bad_value_gets_its_own_line():
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"CUTFX_MAX_SIDE": "big", "CUTFX_DEVICE": "tpu"})
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("CUTFX_MAX_SIDE") for line in lines)
+    assert any(line.startswith("CUTFX_DEVICE") for line in lines)
+
+
+def test_every_cutfx_variable_the_service_reads_is_a_setting():
+    """No module reads a CUTFX_* variable past the settings (the batch client has its own)."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    reads = re.compile(r"environ(?:\.get)?\(?\[?\s*[\"'](CUTFX_[A-Z_]+)")
+    client_variables = {"CUTFX_API_URL", "CUTFX_API_KEY"}
+    fields = {"CUTFX_" + name.upper() for name in Settings.model_fields}
+    found = {
+        name
+        for folder in ("api", "worker", "shared", "effects", "cli")
+        for path in (repo / folder).rglob("*.py")
+        for name in reads.findall(path.read_text())
+    }
+    assert found - client_variables <= fields, found - client_variables - fields
