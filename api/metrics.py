@@ -6,7 +6,7 @@ import redis
 from flask import Blueprint, Response
 
 from api.services import services
-from shared.metrics import ALL_METRICS, gauge_lines, render
+from shared.metrics import ALL_METRICS, gauge, render
 from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 from shared.workers import live_workers
 
@@ -37,9 +37,7 @@ def ready_workers(client: redis.Redis) -> dict[str, float]:
 def metrics() -> Response:
     client = services().redis
     gauges = [
-        *gauge_lines("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(client), "queue"),
-        *gauge_lines(
-            "cutfx_ready_workers", "Ready workers per queue", ready_workers(client), "queue"
-        ),
+        gauge("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(client), "queue"),
+        gauge("cutfx_ready_workers", "Ready workers per queue", ready_workers(client), "queue"),
     ]
     return Response(render(client, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)

@@ -1,39 +1,54 @@
 """Counters and histograms kept in Redis, so every API and worker process adds to one set.
 
 Prometheus scrapes GET /metrics on any API process; all of them read the same
-Redis hashes, so the figures do not depend on which process answers.
+Redis hashes, so the figures do not depend on which process answers. The text
+is rendered by prometheus_client, through a collector that reads those hashes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.core import Metric as Family
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 COUNTERS_KEY = "cutfx:metrics:counters"
 HISTOGRAMS_KEY = "cutfx:metrics:histograms"
 #: Seconds: fine enough for a 30 ms effect, wide enough for a 15 s CPU inference.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def _label_text(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in sorted(labels.items()))
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+#: Separates a histogram series from its bucket or sum in a hash field.
+_PART = "|"
+_INFINITY = "+Inf"
+_SUM = "sum"
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
     help: str
-    kind: str  # "counter" or "histogram"
+    kind: Literal["counter", "histogram"]
     buckets: Sequence[float] = field(default=DEFAULT_BUCKETS)
+
+
+def _series(metric: Metric, labels: Mapping[str, str] | None) -> str:
+    """A hash field naming one series: the metric's name and its labels, sorted."""
+    return json.dumps([metric.name, sorted((labels or {}).items())], separators=(",", ":"))
+
+
+def _parse_series(raw: str) -> tuple[str, dict[str, str]]:
+    name, labels = json.loads(raw)
+    return str(name), {str(k): str(v) for k, v in labels}
 
 
 class Metrics:
@@ -43,69 +58,92 @@ class Metrics:
     def increment(
         self, metric: Metric, labels: Mapping[str, str] | None = None, by: int = 1
     ) -> None:
-        self.redis.hincrby(COUNTERS_KEY, metric.name + _label_text(labels or {}), by)
+        self.redis.hincrby(COUNTERS_KEY, _series(metric, labels), by)
 
     def observe(
         self, metric: Metric, seconds: float, labels: Mapping[str, str] | None = None
     ) -> None:
-        series = metric.name + _label_text(labels or {})
+        series = _series(metric, labels)
         with self.redis.pipeline(transaction=False) as pipe:
             for bound in metric.buckets:
                 if seconds <= bound:
-                    pipe.hincrby(HISTOGRAMS_KEY, f"{series}|le={bound}", 1)
-            pipe.hincrby(HISTOGRAMS_KEY, f"{series}|le=+Inf", 1)
-            pipe.hincrbyfloat(HISTOGRAMS_KEY, f"{series}|sum", seconds)
+                    pipe.hincrby(HISTOGRAMS_KEY, f"{series}{_PART}{bound}", 1)
+            pipe.hincrby(HISTOGRAMS_KEY, f"{series}{_PART}{_INFINITY}", 1)
+            pipe.hincrbyfloat(HISTOGRAMS_KEY, f"{series}{_PART}{_SUM}", seconds)
             pipe.execute()
 
     def counter_value(self, metric: Metric, labels: Mapping[str, str] | None = None) -> int:
-        raw = self.redis.hget(COUNTERS_KEY, metric.name + _label_text(labels or {}))
+        raw = self.redis.hget(COUNTERS_KEY, _series(metric, labels))
         return int(raw) if raw else 0
 
 
-def render(client: redis.Redis, metrics: Iterable[Metric], gauges: Iterable[str] = ()) -> str:
-    """Prometheus text exposition of every series of the given metrics, plus ready-made gauges."""
-    counters = {_text(k): _text(v) for k, v in client.hgetall(COUNTERS_KEY).items()}
-    histograms = {_text(k): _text(v) for k, v in client.hgetall(HISTOGRAMS_KEY).items()}
-    lines: list[str] = []
-    for metric in metrics:
-        lines.append(f"# HELP {metric.name} {metric.help}")
-        lines.append(f"# TYPE {metric.name} {metric.kind}")
-        if metric.kind == "counter":
-            lines += [
-                f"{series} {value}"
-                for series, value in sorted(counters.items())
-                if _named(series, metric)
-            ]
-        else:
-            lines += _histogram_lines(metric, histograms)
-    lines += list(gauges)
-    return "\n".join(lines) + "\n"
+class RedisMetricsCollector(Collector):
+    """Turns the shared Redis hashes into metric families, plus gauges computed at scrape time."""
+
+    def __init__(
+        self, client: redis.Redis, metrics: Iterable[Metric], gauges: Iterable[Family] = ()
+    ) -> None:
+        self.client = client
+        self.metrics = tuple(metrics)
+        self.gauges = tuple(gauges)
+
+    def collect(self) -> Iterator[Family]:
+        stored_counters: Any = self.client.hgetall(COUNTERS_KEY)
+        stored_histograms: Any = self.client.hgetall(HISTOGRAMS_KEY)
+        counters = _by_series(stored_counters)
+        histograms = _by_series(stored_histograms, split=True)
+        for metric in self.metrics:
+            if metric.kind == "counter":
+                yield _counter_family(metric, counters)
+            else:
+                yield _histogram_family(metric, histograms)
+        yield from self.gauges
 
 
-def _histogram_lines(metric: Metric, stored: dict[str, str]) -> list[str]:
-    lines = []
-    series_names = sorted(
-        {key.split("|", 1)[0] for key in stored if _named(key.split("|", 1)[0], metric)}
-    )
-    for series in series_names:
-        name, _, labels = series.partition("{")
-        labels = labels.rstrip("}")
-        prefix = labels + "," if labels else ""
-        for bound in [*metric.buckets, "+Inf"]:
-            count = stored.get(f"{series}|le={bound}", "0")
-            lines.append(f'{name}_bucket{{{prefix}le="{bound}"}} {count}')
-        label_block = "{" + labels + "}" if labels else ""
-        lines.append(f"{name}_sum{label_block} {stored.get(series + '|sum', '0')}")
-        lines.append(f"{name}_count{label_block} {stored.get(series + '|le=+Inf', '0')}")
-    return lines
+def _by_series(fields: Mapping[str, str], split: bool = False) -> dict[str, dict[str, str]]:
+    """Hash fields grouped by series; histogram fields split into their bucket or sum."""
+    grouped: dict[str, dict[str, str]] = {}
+    for raw_field, value in fields.items():
+        series, _, part = raw_field.rpartition(_PART) if split else (raw_field, "", "")
+        grouped.setdefault(series, {})[part] = value
+    return grouped
 
 
-def _named(series: str, metric: Metric) -> bool:
-    return series == metric.name or series.startswith(metric.name + "{")
+def _labelled(
+    metric: Metric, grouped: Mapping[str, dict[str, str]]
+) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    for series, parts in sorted(grouped.items()):
+        name, labels = _parse_series(series)
+        if name == metric.name:
+            yield labels, parts
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _counter_family(metric: Metric, counters: Mapping[str, dict[str, str]]) -> Family:
+    family = CounterMetricFamily(metric.name, metric.help)
+    for labels, parts in _labelled(metric, counters):
+        family.samples.append(Sample(f"{family.name}_total", labels, float(parts[""])))
+    return family
+
+
+def _histogram_family(metric: Metric, histograms: Mapping[str, dict[str, str]]) -> Family:
+    family = HistogramMetricFamily(metric.name, metric.help)
+    for labels, parts in _labelled(metric, histograms):
+        for bound in (*(str(b) for b in metric.buckets), _INFINITY):
+            bucket_labels = {**labels, "le": bound}
+            family.samples.append(
+                Sample(f"{metric.name}_bucket", bucket_labels, float(parts.get(bound, 0)))
+            )
+        count = float(parts.get(_INFINITY, 0))
+        family.samples.append(Sample(f"{metric.name}_count", labels, count))
+        family.samples.append(Sample(f"{metric.name}_sum", labels, float(parts.get(_SUM, 0))))
+    return family
+
+
+def render(client: redis.Redis, metrics: Iterable[Metric], gauges: Iterable[Family] = ()) -> str:
+    """Prometheus text exposition of every series of the given metrics, plus gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisMetricsCollector(client, metrics, gauges))
+    return generate_latest(registry).decode()
 
 
 # The series cutfx keeps.
@@ -154,10 +192,9 @@ ALL_METRICS = (
 )
 
 
-def gauge_lines(name: str, help_text: str, values: Mapping[str, float], label: str) -> list[str]:
+def gauge(name: str, help_text: str, values: Mapping[str, float], label: str) -> Family:
     """A gauge computed at scrape time (queue depth, ready workers)."""
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    lines += [
-        f'{name}{{{label}="{_escape(key)}"}} {value}' for key, value in sorted(values.items())
-    ]
-    return lines
+    family = GaugeMetricFamily(name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family

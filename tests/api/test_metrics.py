@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.metrics import Metric, Metrics, render
 from tests.helpers import sample_variant, submit, wait_finished
@@ -85,14 +86,21 @@ def test_responses_carry_server_timing(client):
     assert "total;dur=" in client.get("/healthz").headers["Server-Timing"]
 
 
-def test_histograms_render_cumulative_buckets(redis_client):
+def test_histograms_render_cumulative_buckets(text_redis):
     histogram = Metric("demo_seconds", "demo", "histogram", buckets=(0.1, 1.0))
-    metrics = Metrics(redis_client)
+    metrics = Metrics(text_redis)
     for seconds in (0.05, 0.5, 5.0):
         metrics.observe(histogram, seconds, {"stage": "x"})
-    text = render(redis_client, [histogram])
-    assert 'demo_seconds_bucket{stage="x",le="0.1"} 1' in text
-    assert 'demo_seconds_bucket{stage="x",le="1.0"} 2' in text
-    assert 'demo_seconds_bucket{stage="x",le="+Inf"} 3' in text
-    assert 'demo_seconds_count{stage="x"} 3' in text
-    assert 'demo_seconds_sum{stage="x"} 5.55' in text
+    text = render(text_redis, [histogram])
+    # Label order within braces is the renderer's (prometheus_client sorts them): read
+    # the samples back with its parser instead of matching text.
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("demo_seconds_bucket", (("le", "0.1"), ("stage", "x")))] == 1
+    assert samples[("demo_seconds_bucket", (("le", "1.0"), ("stage", "x")))] == 2
+    assert samples[("demo_seconds_bucket", (("le", "+Inf"), ("stage", "x")))] == 3
+    assert samples[("demo_seconds_count", (("stage", "x"),))] == 3
+    assert samples[("demo_seconds_sum", (("stage", "x"),))] == 5.55
