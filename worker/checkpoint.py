@@ -11,35 +11,32 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from shared.settings import Settings
+
 logger = logging.getLogger(__name__)
 
-CACHE_DIR_ENV = "CUTFX_CACHE_DIR"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "cutfx"
 RANDOM_SEED = 0
 RANDOM_MARKER_SUFFIX = ".random"
 DIGEST_SUFFIX = ".sha256.json"
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV, str(DEFAULT_CACHE_DIR)))
-
-
-def random_checkpoint_path(mode: str) -> Path:
-    return cache_dir() / f"inspyrenet-swinb-{mode}-random-seed{RANDOM_SEED}.pth"
+def random_checkpoint_path(mode: str, cache_dir: Path | None = None) -> Path:
+    """Where the stand-in for `mode` is kept: in CUTFX_CACHE_DIR unless told otherwise."""
+    folder = cache_dir if cache_dir is not None else Settings.from_env().cache_dir
+    return folder / f"inspyrenet-swinb-{mode}-random-seed{RANDOM_SEED}.pth"
 
 
 def is_random_checkpoint(path: Path) -> bool:
     return Path(str(path) + RANDOM_MARKER_SUFFIX).exists()
 
 
-def ensure_random_checkpoint(mode: str) -> Path:
+def ensure_random_checkpoint(mode: str, cache_dir: Path | None = None) -> Path:
     """Make (once) and return a randomly initialised checkpoint for `mode`."""
-    path = random_checkpoint_path(mode)
+    path = random_checkpoint_path(mode, cache_dir)
     if path.exists() and is_random_checkpoint(path):
         return path
     import torch
@@ -112,28 +109,27 @@ def has_digest(path: Path, algorithm: str, expected: str | None) -> bool:
 def download_verified(
     url: str, destination: Path, algorithm: str, expected: str | None, timeout_s: float
 ) -> Path:
-    """Download beside the destination, check the digest, then move it in place.
+    """Download with pooch, which checks the digest before it moves the file in place.
 
-    Raises OSError (urllib's errors included) when the download fails and
-    ChecksumMismatch when the bytes are not the ones expected.
+    A file already there with the right digest is kept. Raises OSError
+    (requests' errors are OSErrors) when the download fails and
+    ChecksumMismatch when the bytes are not the ones expected; either way
+    nothing is left half-written.
     """
-    import urllib.request
+    import pooch
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_suffix(".partial")
+    pooch.get_logger().setLevel(logging.WARNING)
     try:
-        with (
-            urllib.request.urlopen(url, timeout=timeout_s) as response,
-            partial.open("wb") as handle,
-        ):
-            shutil.copyfileobj(response, handle, _HASH_CHUNK)
-        if expected and (actual := file_digest(partial, algorithm)) != expected:
-            raise ChecksumMismatch(f"{url}: expected {algorithm} {expected}, got {actual}")
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, destination)
-    return destination
+        fetched = pooch.retrieve(
+            url,
+            known_hash=f"{algorithm}:{expected}" if expected else None,
+            fname=destination.name,
+            path=destination.parent,
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=timeout_s),
+        )
+    except ValueError as exc:
+        raise ChecksumMismatch(f"{url}: {exc}") from None
+    return Path(fetched)
 
 
 def fetch_release_checkpoint(mode: str, timeout_s: float = 15.0) -> Path | None:
