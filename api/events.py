@@ -10,8 +10,9 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from api.services import Services, services
 from shared.errors import InvalidParameter, JobNotFound
-from shared.events import START_OF_STREAM, STREAM_ID, JobEvent, follow_events
-from shared.job_view import event_view
+from shared.jobs.events import STREAM_ID, JobEvent, follow_events
+from shared.jobs.store import START_OF_STREAM
+from shared.jobs.view import event_view
 
 blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
 

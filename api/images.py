@@ -22,7 +22,6 @@ class NormalisedImage:
     """An upload turned upright, RGB, its long side capped."""
 
     pixels: npt.NDArray[np.uint8]
-    source_format: str
     source_width: int
     source_height: int
 
@@ -48,7 +47,7 @@ def normalise_upload(data: bytes, max_pixels: int, max_side: int) -> NormalisedI
     rgb = _flatten_to_rgb(upright)
     if max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return NormalisedImage(np.asarray(rgb, dtype=np.uint8), image.format or "", width, height)
+    return NormalisedImage(np.asarray(rgb, dtype=np.uint8), width, height)
 
 
 def _open(data: bytes) -> Image.Image:

@@ -7,13 +7,13 @@ from typing import Any
 from flask import Blueprint, request
 
 from api.auth import key_id
+from api.idempotency import check_key
 from api.presenters import job_links, present_job
 from api.services import services
 from api.submission import submit_job
 from api.validation import parse_options, read_upload
 from shared.errors import InvalidParameter
-from shared.events import STREAM_ID, read_events
-from shared.idempotency import check_key
+from shared.jobs.events import STREAM_ID, read_events
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 

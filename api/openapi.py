@@ -6,6 +6,7 @@ from typing import Any
 
 from effects import list_effects
 from shared.encoding import OUTPUT_FORMATS
+from shared.jobs.model import JobStatus, ResultStatus
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -27,7 +28,7 @@ RESULT_SCHEMA = {
     "type": "object",
     "required": ["status", "cached", "timings"],
     "properties": {
-        "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed"]},
+        "status": {"type": "string", "enum": list(ResultStatus)},
         "cached": {"type": "boolean"},
         "url": {"type": "string", "format": "uri"},
         "url_expires_at": {"type": "integer", "description": "Unix time"},
@@ -47,7 +48,7 @@ JOB_SCHEMA = {
         "id": {"type": "string"},
         "status": {
             "type": "string",
-            "enum": ["queued", "running", "succeeded", "failed", "partial"],
+            "enum": list(JobStatus),
         },
         "created_at": {"type": "number"},
         "finished_at": {"type": ["number", "null"]},

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import redis
 from celery import Celery
 from flask import Flask, current_app
 
-from shared.cache import ResultCache
-from shared.idempotency import IdempotencyStore
-from shared.job_summary import summarise_finished_jobs
-from shared.jobstore import JobStore
-from shared.metrics import Metrics
+from api.idempotency import IdempotencyStore
+from shared.context import ServiceContext, build_context
 from shared.queues import celery_config
 from shared.settings import Settings
-from shared.storage import Storage, storage_from_settings
 
 EXTENSION_NAME = "cutfx"
 #: How long a request waits for a free Redis connection before it is a 503.
 POOL_WAIT_S = 5
+#: The API's cache lookups are counted as made at submit.
+CACHE_LOOKUPS_FROM = "submit"
 
 
 @dataclass(frozen=True)
-class Services:
-    settings: Settings
-    redis: redis.Redis
-    storage: Storage
-    jobs: JobStore
+class Services(ServiceContext):
+    """The shared service context plus what only the API uses."""
+
     celery: Celery
-    cache: ResultCache
     idempotency: IdempotencyStore
-    metrics: Metrics
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -43,26 +37,24 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     return celery
 
 
-def init_services(app: Flask, settings: Settings) -> Services:
-    # Each open event stream holds one connection while it waits on Redis.
+def redis_pool_client(settings: Settings) -> redis.Redis:
+    """A blocking pool: each open event stream holds one connection while it waits on Redis."""
     pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=POOL_WAIT_S,
         health_check_interval=30,
+        decode_responses=True,
     )
-    client = redis.Redis(connection_pool=pool)
-    storage = storage_from_settings(settings)
-    metrics = Metrics(client)
+    return redis.Redis(connection_pool=pool)
+
+
+def init_services(app: Flask, settings: Settings) -> Services:
+    context = build_context(settings, redis_pool_client(settings), CACHE_LOOKUPS_FROM)
     built = Services(
-        settings=settings,
-        redis=client,
-        storage=storage,
-        jobs=summarise_finished_jobs(JobStore(client, settings.result_ttl_s), metrics),
-        metrics=metrics,
+        **{item.name: getattr(context, item.name) for item in fields(context)},
         celery=celery_init_app(app, settings),
-        cache=ResultCache(client, storage, settings.result_ttl_s, where="submit"),
-        idempotency=IdempotencyStore(client, settings.idempotency_ttl_s),
+        idempotency=IdempotencyStore(context.redis, settings.idempotency_ttl_s),
     )
     app.extensions[EXTENSION_NAME] = built
     return built

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from api.idempotency import wait_for_job
+from api.images import normalise_upload
 from api.services import Services
 from api.timing import stage
 from api.validation import JobOptions
-from shared.cache import CachedObject, record_stored
+from shared.cache import Rendered
 from shared.encoding import encode_lossless
 from shared.hashing import (
     canonical_json,
@@ -17,10 +19,7 @@ from shared.hashing import (
     input_key,
     sha256_hex,
 )
-from shared.idempotency import wait_for_job
-from shared.images import normalise_upload
-from shared.job import CUTOUT, JobRecord, JobRequest, ResultRecord, Webhook, now
-from shared.jobstore import new_job_id
+from shared.jobs.model import CUTOUT, JobRecord, JobRequest, StoredObject, Webhook, new_job_id
 from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 
@@ -88,7 +87,7 @@ def _create_job(
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
         hits = _cached_results(svc, request)
-        _finish_cached(svc, job, hits)
+        svc.jobs.finish_from_cache(job, hits.results, hits.model_id, hits.source_key)
     with stage("enqueue"):
         _enqueue(svc, job_id, request, hits.results, options.webhook)
     return svc.jobs.get(job_id) if hits.results else job
@@ -98,7 +97,7 @@ def _enqueue(
     svc: Services,
     job_id: str,
     request: JobRequest,
-    cached: dict[str, CachedObject],
+    cached: dict[str, StoredObject],
     webhook: Webhook | None,
 ) -> None:
     if CUTOUT not in cached:
@@ -111,19 +110,17 @@ def _enqueue(
         enqueue_webhook_delivery(svc.celery, job_id)
 
 
-def _store_input(svc: Services, data: bytes, sha: str) -> CachedObject:
+def _store_input(svc: Services, data: bytes, sha: str) -> StoredObject:
     """The normalised input, decoded and stored once per distinct upload."""
     settings = svc.settings
-    key = input_key(sha, settings.max_side)
-    known = svc.cache.lookup(key)
-    if known is not None:
-        return known
-    image = normalise_upload(data, settings.max_pixels, settings.max_side)
-    encoded = encode_lossless(image.pixels)
-    svc.storage.put(key, encoded, INPUT_CONTENT_TYPE)
-    stored = CachedObject(key, INPUT_CONTENT_TYPE, len(encoded), image.width, image.height)
-    svc.cache.remember(stored)
-    return stored
+
+    def normalised() -> Rendered:
+        image = normalise_upload(data, settings.max_pixels, settings.max_side)
+        return Rendered(
+            encode_lossless(image.pixels), INPUT_CONTENT_TYPE, image.width, image.height
+        )
+
+    return svc.cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ class CacheHits:
 
     model_id: str = ""
     source_key: str | None = None
-    results: dict[str, CachedObject] = field(default_factory=dict)
+    results: dict[str, StoredObject] = field(default_factory=dict)
 
 
 def _cached_results(svc: Services, request: JobRequest) -> CacheHits:
@@ -153,18 +150,3 @@ def _cached_results(svc: Services, request: JobRequest) -> CacheHits:
         if hit is not None:
             found[name] = hit
     return CacheHits(model_id, source, found)
-
-
-def _finish_cached(svc: Services, job: JobRecord, hits: CacheHits) -> None:
-    if CUTOUT in hits.results:
-        svc.jobs.set_model_id(job.id, hits.model_id)
-    for name in job.request.result_names:
-        if name in hits.results:
-            record = ResultRecord(
-                name=name,
-                cached=True,
-                source_key=hits.source_key if name == CUTOUT else None,
-                timings={"queued_at": job.created_at, "started_at": now()},
-            )
-            record_stored(record, hits.results[name])
-            svc.jobs.finish_result(job.id, record)

@@ -12,7 +12,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from effects import EFFECT_NAMES, get_effect
 from shared.encoding import OutputFormat, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
-from shared.job import Webhook
+from shared.jobs.model import EventType, Webhook
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
 
@@ -59,7 +59,7 @@ def _parse_webhook(url: str | None, events: str | None, key_id: str) -> Webhook 
             f"unknown event types {unknown}; choose from {', '.join(WEBHOOK_EVENT_TYPES)}",
             field="callback_events",
         )
-    return Webhook(url, chosen or WEBHOOK_EVENT_TYPES, key_id)
+    return Webhook(url, tuple(EventType(name) for name in chosen) or WEBHOOK_EVENT_TYPES, key_id)
 
 
 def _parse_effects(raw: str | None) -> tuple[str, ...]:

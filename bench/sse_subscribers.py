@@ -22,8 +22,7 @@ from bench.common import median_ms, p95_ms, write_section
 from cli.client import parse_sse
 from cli.stack import GUNICORN_CONFIG, free_port
 from shared.encoding import OutputFormat
-from shared.job import CUTOUT, RESULT_SUCCEEDED, JobRequest, ResultRecord
-from shared.jobstore import JobStore, new_job_id
+from shared.jobs import CUTOUT, JobRequest, JobStore, ResultRecord, StoredObject, new_job_id
 
 REDIS_URL = os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 EFFECTS = ("color", "enhancedblackwhite", "popart", "dithering")
@@ -80,7 +79,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=300)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     client.flushdb()
     jobs = JobStore(client, 600)
     job_id = new_job_id()
@@ -110,7 +109,8 @@ def main() -> None:
         time.sleep(0.5)
         finished_at = time.monotonic()
         for name in (CUTOUT, *EFFECTS):
-            jobs.finish_result(job_id, ResultRecord(name=name, status=RESULT_SUCCEEDED))
+            stored = StoredObject(f"results/00/{name}.png", "image/png", 1, 10, 10)
+            jobs.succeed_result(job_id, ResultRecord(name=name), stored, cached=False)
             time.sleep(0.1)
         for thread in threads:
             thread.join(timeout=120)

@@ -9,11 +9,13 @@ object has gone from storage is dropped and counts as a miss, never served.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis
 
-from shared.job import CUTOUT, RESULT_SUCCEEDED, ResultRecord
+from shared.jobs.model import StoredObject
 from shared.metrics import CACHE_LOOKUPS, Metrics
 from shared.storage import Storage
 
@@ -23,34 +25,41 @@ CURRENT_MODEL_KEY = "cutfx:model:current"
 
 
 @dataclass(frozen=True)
-class CachedObject:
-    key: str
+class Rendered:
+    """An object made to be stored: its bytes and what the cache remembers of it."""
+
+    data: bytes
     content_type: str
-    byte_size: int
     width: int
     height: int
 
 
-def result_kind(name: str) -> str:
-    return "cutout" if name == CUTOUT else "effect"
+@dataclass(frozen=True)
+class Lookup:
+    """What get_or_store found or made, and whether it was already there."""
+
+    stored: StoredObject
+    hit: bool
 
 
 class ResultCache:
-    def __init__(self, client: redis.Redis, storage: Storage, ttl_s: int, where: str) -> None:
+    def __init__(
+        self, client: redis.Redis, storage: Storage, metrics: Metrics, ttl_s: int, where: str
+    ) -> None:
+        """`client` decodes replies; `where` labels the lookups (the API at submit, a worker)."""
         self.redis = client
         self.storage = storage
+        self.metrics = metrics
         self.ttl_s = ttl_s
-        # The API looks at submit, a worker again before it works: counted apart.
         self.where = where
-        self.metrics = Metrics(client)
 
-    def lookup(self, key: str, kind: str | None = None) -> CachedObject | None:
+    def lookup(self, key: str, kind: str | None = None) -> StoredObject | None:
         """The cached object, or None; counted as a hit or miss of `kind` when one is given."""
         raw = self.redis.get(ENTRY_PREFIX + key)
         found = None
         if raw is not None:
             if self.storage.exists(key):
-                found = CachedObject(**json.loads(raw))
+                found = StoredObject(**json.loads(raw))
             else:
                 self.redis.delete(ENTRY_PREFIX + key)  # repaired: the next run stores it again
         if kind is not None:
@@ -59,23 +68,28 @@ class ResultCache:
             self.metrics.increment(CACHE_LOOKUPS, labels)
         return found
 
-    def remember(self, cached: CachedObject) -> None:
-        self.redis.set(ENTRY_PREFIX + cached.key, json.dumps(asdict(cached)), ex=self.ttl_s)
+    def get_or_store(
+        self, key: str, make: Callable[[], Rendered], kind: str | None = None
+    ) -> Lookup:
+        """The object under `key`: found in the cache, or made, stored and remembered now.
+
+        The index entry is written only after storage took the bytes, so it never
+        points at an object that was not written.
+        """
+        found = self.lookup(key, kind)
+        if found is not None:
+            return Lookup(found, hit=True)
+        rendered = make()
+        self.storage.put(key, rendered.data, rendered.content_type)
+        stored = StoredObject(
+            key, rendered.content_type, len(rendered.data), rendered.width, rendered.height
+        )
+        self.redis.set(ENTRY_PREFIX + key, json.dumps(asdict(stored)), ex=self.ttl_s)
+        return Lookup(stored, hit=False)
 
     def current_model(self) -> str | None:
-        raw = self.redis.get(CURRENT_MODEL_KEY)
-        return raw.decode() if isinstance(raw, bytes) else raw
+        model_id: Any = self.redis.get(CURRENT_MODEL_KEY)
+        return str(model_id) if model_id is not None else None
 
     def publish_model(self, model_id: str) -> None:
         self.redis.set(CURRENT_MODEL_KEY, model_id)
-
-
-def record_stored(record: ResultRecord, stored: CachedObject) -> None:
-    """Mark a result succeeded with what is known of the object that holds it."""
-    record.status = RESULT_SUCCEEDED
-    record.key = stored.key
-    record.content_type = stored.content_type
-    record.byte_size = stored.byte_size
-    record.width = stored.width
-    record.height = stored.height
-    record.error = None

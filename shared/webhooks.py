@@ -11,19 +11,15 @@ import hashlib
 import hmac
 import time
 
+from shared.jobs.model import EventType
+
 SIGNATURE_HEADER = "Cutfx-Signature"
 EVENT_HEADER = "Cutfx-Event"
 EVENT_ID_HEADER = "Cutfx-Event-Id"
 JOB_ID_HEADER = "Cutfx-Job-Id"
 DEFAULT_TOLERANCE_S = 300
 #: Event types a job may subscribe to; the default is all of them.
-WEBHOOK_EVENT_TYPES = (
-    "job.accepted",
-    "job.started",
-    "result.succeeded",
-    "result.failed",
-    "job.finished",
-)
+WEBHOOK_EVENT_TYPES = tuple(EventType)
 
 
 class InvalidSignature(Exception):

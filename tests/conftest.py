@@ -45,6 +45,12 @@ def redis_client() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def text_redis(redis_client: redis.Redis) -> redis.Redis:
+    """The unit database through a client that decodes replies, as the job store needs."""
+    return redis.Redis.from_url(UNIT_REDIS_URL, decode_responses=True)
+
+
+@pytest.fixture
 def settings(redis_client: redis.Redis, tmp_path: Path) -> Settings:
     return make_settings(UNIT_REDIS_URL, tmp_path / "storage")
 

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from celery import Celery
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import (
     celeryd_after_setup,
     task_prerun,
@@ -22,9 +23,10 @@ from celery.signals import (
 from effects.registry import load_plugins
 from shared.logging import configure_logging
 from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
-from shared.queues import QUEUE_GPU, celery_config
+from shared.queues import celery_config
 from shared.settings import Settings
 from worker.heartbeat import Heartbeat, new_status
+from worker.process import this_process
 
 logger = logging.getLogger(__name__)
 
@@ -46,79 +48,67 @@ def create_celery(settings: Settings | None = None) -> Celery:
 app = create_celery()
 
 
-class _WorkerState:
-    queues: tuple[str, ...] = ()
-    forks: bool = False
-    heartbeat: Heartbeat | None = None
-
-
-_state = _WorkerState()
-
-
-def _serves_gpu() -> bool:
-    return QUEUE_GPU in _state.queues
-
-
 @celeryd_after_setup.connect
 def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     configure_logging("worker")
-    _state.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
-    _state.forks = "prefork" in str(getattr(instance.pool_cls, "__module__", instance.pool_cls))
-    if _serves_gpu() and not _state.forks:
+    process = this_process()
+    process.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
+    process.forks = _is_prefork(instance.pool_cls)
+    if process.serves_gpu and not process.forks:
         _warm_model()
+
+
+def _is_prefork(pool_cls: Any) -> bool:
+    return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
 
 
 @worker_process_init.connect
 def _setup_child(**_: Any) -> None:
     configure_logging("worker")
-    if _serves_gpu():
+    if this_process().serves_gpu:
         _warm_model()
 
 
 @worker_ready.connect
 def _announce_ready(sender: Any, **_: Any) -> None:
-    from worker.context import get_context
-
+    process = this_process()
     model_facts: dict[str, Any] = {}
-    if _serves_gpu() and not _state.forks:
-        from worker.model import get_model
-
-        model = get_model(get_context().settings)
-        get_context().cache.publish_model(model.model_id)
+    if process.serves_gpu and not process.forks:
+        model = process.model
+        process.context.cache.publish_model(model.model_id)
         model_facts = {
             "model_id": model.model_id,
             "device": model.device,
             "precision": model.precision,
             "random_weights": model.random_weights,
         }
-    status = new_status(sender.hostname, _state.queues, _started_at, **model_facts)
-    _state.heartbeat = Heartbeat(get_context().redis, status)
-    _state.heartbeat.start()
+    status = new_status(sender.hostname, process.queues, _started_at, **model_facts)
+    process.heartbeat = Heartbeat(process.context.redis, status)
+    process.heartbeat.start()
     logger.info(
-        "worker ready", extra={"queues": list(_state.queues), "ready_after_s": status.ready_after_s}
+        "worker ready",
+        extra={"queues": list(process.queues), "ready_after_s": status.ready_after_s},
     )
 
 
 @task_prerun.connect
 def _count_task(sender: Any = None, **_: Any) -> None:
-    from worker.context import get_context
-
-    get_context().metrics.increment(TASKS, {"task": str(getattr(sender, "name", sender))})
+    labels = {"task": str(getattr(sender, "name", sender))}
+    this_process().context.metrics.increment(TASKS, labels)
 
 
 @worker_shutdown.connect
 def _withdraw(**_: Any) -> None:
-    if _state.heartbeat is not None:
-        _state.heartbeat.stop()
+    heartbeat = this_process().heartbeat
+    if heartbeat is not None:
+        heartbeat.stop()
 
 
 def _warm_model() -> None:
-    from worker.context import get_context
-    from worker.model import get_model
-
-    context = get_context()
-    model = get_model(context.settings)
+    process = this_process()
+    model = process.model
     seconds = model.warm_up()
-    context.metrics.increment(COLD_STARTS)
-    context.metrics.observe(MODEL_LOAD_SECONDS, model.load_seconds + seconds)
+    metrics = process.context.metrics
+    metrics.increment(COLD_STARTS)
+    metrics.observe(MODEL_LOAD_SECONDS, model.load_seconds + seconds)
     logger.info("model warm", extra={"model_id": model.model_id, "warmup_s": round(seconds, 3)})

@@ -139,14 +139,3 @@ def load_model(settings: Settings) -> LoadedModel:
             extra={"checkpoint": str(resolved)},
         )
     return loaded
-
-
-_loaded: LoadedModel | None = None
-
-
-def get_model(settings: Settings) -> LoadedModel:
-    """The process's one model, loaded on first use."""
-    global _loaded
-    if _loaded is None:
-        _loaded = load_model(settings)
-    return _loaded

@@ -1,7 +1,8 @@
-"""Celery tasks: thin wrappers that give each step its context, retries and failure record."""
+"""Celery tasks: thin wrappers that give each step its process, retries and failure record."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -9,7 +10,7 @@ import redis
 from celery import Task, current_app, shared_task
 
 from shared.errors import TransientStorageError
-from shared.job import CUTOUT
+from shared.jobs.model import CUTOUT
 from shared.logging import job_context
 from shared.queues import (
     TASK_APPLY_EFFECT,
@@ -17,8 +18,8 @@ from shared.queues import (
     TASK_SEGMENT,
     enqueue_webhook_delivery,
 )
-from worker.context import get_context
-from worker.steps import celery_enqueue, fail_result, run_effect, run_segment
+from worker.process import this_process
+from worker.steps import fail_result, run_effect, run_segment
 from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ WEBHOOK_BACKOFF_MAX_S = 300
 
 
 class JobTask(Task):  # type: ignore[misc]
-    """Records a result as failed when its task fails for good, so no job hangs."""
+    """Records a result as failed when its task fails for good, so no job hangs.
+
+    The task's own parameters say which result it makes: `job_id`, and
+    `effect_name` for an effect (the cutout otherwise).
+    """
 
     autoretry_for = TRANSIENT_ERRORS
     max_retries = MAX_RETRIES
@@ -55,15 +60,16 @@ class JobTask(Task):  # type: ignore[misc]
         kwargs: dict[str, Any],
         einfo: Any,
     ) -> None:
-        job_id = args[0]
-        result_name = args[1] if len(args) > 1 else CUTOUT
+        called_with = inspect.signature(self.run).bind(*args, **kwargs).arguments
+        job_id = str(called_with["job_id"])
+        result_name = str(called_with.get("effect_name", CUTOUT))
         with job_context(job_id):
             logger.error(
                 "task failed", extra={"task": self.name, "result": result_name}, exc_info=exc
             )
             try:
                 fail_result(
-                    get_context(), job_id, result_name, "internal_error", type(exc).__name__
+                    this_process(), job_id, result_name, "internal_error", type(exc).__name__
                 )
             except Exception:
                 logger.exception("could not record the failure")
@@ -73,7 +79,7 @@ class JobTask(Task):  # type: ignore[misc]
 def notify_webhook(job_id: str) -> None:
     """Queue delivery of the job's new events, if it has a webhook (on its own queue)."""
     try:
-        if get_context().jobs.webhook(job_id) is not None:
+        if this_process().context.jobs.webhook(job_id) is not None:
             enqueue_webhook_delivery(current_app, job_id)
     except redis.RedisError:
         logger.warning("could not queue webhook delivery")
@@ -83,7 +89,7 @@ def notify_webhook(job_id: str) -> None:
 def segment(self: JobTask, job_id: str) -> None:
     with job_context(job_id):
         try:
-            run_segment(get_context(), job_id, celery_enqueue(current_app))
+            run_segment(this_process(), job_id, current_app)
         finally:
             notify_webhook(job_id)
 
@@ -92,7 +98,7 @@ def segment(self: JobTask, job_id: str) -> None:
 def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     with job_context(job_id):
         try:
-            run_effect(get_context(), job_id, effect_name)
+            run_effect(this_process(), job_id, effect_name)
         finally:
             notify_webhook(job_id)
 
@@ -109,4 +115,4 @@ def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
 )
 def deliver_webhooks(self: Task, job_id: str) -> int:
     with job_context(job_id):
-        return deliver_pending(get_context(), job_id)
+        return deliver_pending(this_process().context, job_id)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import requests
 
-from shared.events import START_OF_STREAM, JobEvent, read_events
-from shared.job import Webhook
-from shared.job_view import event_view
-from shared.jobstore import JobStore
+from shared.context import ServiceContext
+from shared.jobs.events import JobEvent, read_events
+from shared.jobs.keys import webhook_cursor_key, webhook_lock_key
+from shared.jobs.model import Webhook
+from shared.jobs.store import START_OF_STREAM
+from shared.jobs.view import event_view
 from shared.webhooks import (
     EVENT_HEADER,
     EVENT_ID_HEADER,
@@ -24,7 +27,6 @@ from shared.webhooks import (
     sign,
     webhook_secret,
 )
-from worker.context import WorkerContext
 
 logger = logging.getLogger(__name__)
 
@@ -41,41 +43,33 @@ class DeliveryBusy(Exception):
     """Another delivery for the job is running; try again shortly."""
 
 
-def cursor_key(job_id: str) -> str:
-    return f"{JobStore.job_key(job_id)}:webhook-cursor"
-
-
-def lock_key(job_id: str) -> str:
-    return f"{JobStore.job_key(job_id)}:webhook-lock"
-
-
-def deliver_pending(ctx: WorkerContext, job_id: str) -> int:
+def deliver_pending(ctx: ServiceContext, job_id: str) -> int:
     """Send the events the webhook has not received; return how many were sent."""
     webhook = ctx.jobs.webhook(job_id)
     if webhook is None:
         return 0
-    if not ctx.redis.set(lock_key(job_id), "1", nx=True, ex=LOCK_TTL_S):
+    if not ctx.redis.set(webhook_lock_key(job_id), "1", nx=True, ex=LOCK_TTL_S):
         raise DeliveryBusy(job_id)
     try:
         return _deliver_after_cursor(ctx, job_id, webhook)
     finally:
-        ctx.redis.delete(lock_key(job_id))
+        ctx.redis.delete(webhook_lock_key(job_id))
 
 
-def _deliver_after_cursor(ctx: WorkerContext, job_id: str, webhook: Webhook) -> int:
-    raw_cursor = ctx.redis.get(cursor_key(job_id))
-    cursor = raw_cursor.decode() if isinstance(raw_cursor, bytes) else START_OF_STREAM
+def _deliver_after_cursor(ctx: ServiceContext, job_id: str, webhook: Webhook) -> int:
+    stored_cursor: Any = ctx.redis.get(webhook_cursor_key(job_id))
+    cursor = str(stored_cursor or START_OF_STREAM)
     secret = webhook_secret(ctx.settings.signing_key, webhook.key_id)
     sent = 0
     for event in read_events(ctx.redis, job_id, cursor, block_ms=None):
         if event.type in webhook.events:
             _post(webhook.url, secret, job_id, event, _payload(ctx, job_id, event))
             sent += 1
-        ctx.redis.set(cursor_key(job_id), event.id, ex=ctx.settings.result_ttl_s)
+        ctx.redis.set(webhook_cursor_key(job_id), event.id, ex=ctx.settings.result_ttl_s)
     return sent
 
 
-def _payload(ctx: WorkerContext, job_id: str, event: JobEvent) -> bytes:
+def _payload(ctx: ServiceContext, job_id: str, event: JobEvent) -> bytes:
     data = event_view(event.data, ctx.storage, ctx.settings.url_ttl_s)
     body = {"id": event.id, "type": event.type, "job_id": job_id, "data": data}
     return json.dumps(body, separators=(",", ":")).encode()

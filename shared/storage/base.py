@@ -17,7 +17,7 @@ class SignedUrl:
 
 
 class Storage(ABC):
-    """put / get / exists / signed_url / delete_prefix over object keys."""
+    """put / get / exists / signed_url over object keys."""
 
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
@@ -30,10 +30,6 @@ class Storage(ABC):
 
     @abstractmethod
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl: ...
-
-    @abstractmethod
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every object whose key starts with prefix; return how many."""
 
 
 def check_key(key: str) -> str:

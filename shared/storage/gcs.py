@@ -141,14 +141,6 @@ class GcsStorage(Storage):
         )
         return SignedUrl(url, expires_at)
 
-    def delete_prefix(self, prefix: str) -> int:
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        with _mapped_errors(prefix):
-            blobs = list(self.bucket.list_blobs(prefix=full, timeout=TIMEOUT_S, retry=_retry()))
-            for blob in blobs:
-                blob.delete(timeout=TIMEOUT_S, retry=_retry())
-        return len(blobs)
-
 
 def set_lifecycle(bucket: Any, prefix: str, result_ttl_s: int) -> int:
     """Delete objects under the prefix once they are older than the result TTL (in whole days)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,18 +55,6 @@ class LocalStorage(Storage):
             {"expires": expires_at, "sig": link_signature(self.signing_key, key, expires_at)}
         )
         return SignedUrl(f"{self.public_base_url}{FILES_ROUTE}{key}?{query}", expires_at)
-
-    def delete_prefix(self, prefix: str) -> int:
-        deleted = 0
-        for path in sorted(self.root.rglob("*"), reverse=True):
-            relative = path.relative_to(self.root).as_posix()
-            if path.is_file() and relative.startswith(prefix):
-                path.unlink()
-                deleted += 1
-        for path in sorted(self.root.rglob("*"), reverse=True):
-            if path.is_dir() and not any(path.iterdir()):
-                shutil.rmtree(path, ignore_errors=True)
-        return deleted
 
 
 def content_type_of(key: str) -> str:

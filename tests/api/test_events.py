@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from cli.client import parse_sse
-from shared.job import CUTOUT, RESULT_SUCCEEDED, ResultRecord
+from shared.jobs import CUTOUT, ResultRecord, StoredObject
 from tests.helpers import image_bytes, submit
 
 
@@ -24,10 +24,9 @@ def jobs(app):
 
 
 def finish(jobs, job_id, name, storage=None):
-    record = ResultRecord(name=name, status=RESULT_SUCCEEDED, key=f"results/aa/{name}.png")
-    record.content_type, record.byte_size, record.width, record.height = "image/png", 3, 64, 48
+    stored = StoredObject(f"results/aa/{name}.png", "image/png", 3, 64, 48)
     jobs.start_result(job_id, ResultRecord(name=name))
-    jobs.finish_result(job_id, record)
+    jobs.succeed_result(job_id, ResultRecord(name=name), stored, cached=False)
 
 
 def stream(server, job_id, headers=None, params=None):

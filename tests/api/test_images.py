@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.images import normalise_upload
 from shared.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
-from shared.images import normalise_upload
 from tests.helpers import image_bytes
 
 

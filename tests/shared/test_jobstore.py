@@ -8,14 +8,27 @@ import pytest
 
 from shared.encoding import OutputFormat
 from shared.errors import JobNotFound
-from shared.events import read_events
-from shared.job import CUTOUT, RESULT_FAILED, RESULT_SUCCEEDED, JobRequest, ResultRecord
-from shared.jobstore import JobStore, new_job_id
+from shared.jobs import (
+    CUTOUT,
+    JobRecord,
+    JobRequest,
+    JobStore,
+    ResultRecord,
+    StoredObject,
+    new_job_id,
+    read_events,
+)
+from shared.jobs.keys import job_key
+from shared.jobs.model import ResultStatus
+
+RESULT_SUCCEEDED = ResultStatus.SUCCEEDED
+RESULT_FAILED = ResultStatus.FAILED
+STORED = StoredObject("results/ab/x.webp", "image/webp", 10, 10, 8)
 
 
 @pytest.fixture
-def store(redis_client):
-    return JobStore(redis_client, ttl_s=600)
+def store(text_redis):
+    return JobStore(text_redis, ttl_s=600)
 
 
 def request(effects=("color", "popart"), primary="popart") -> JobRequest:
@@ -32,7 +45,10 @@ def request(effects=("color", "popart"), primary="popart") -> JobRequest:
 
 
 def finish(store, job_id, name, status=RESULT_SUCCEEDED):
-    return store.finish_result(job_id, ResultRecord(name=name, status=status))
+    record = ResultRecord(name=name)
+    if status == RESULT_FAILED:
+        return store.fail_result(job_id, record, "failed", "test failure")
+    return store.succeed_result(job_id, record, STORED, cached=False)
 
 
 def event_types(store, job_id):
@@ -46,7 +62,7 @@ def test_create_and_read_back(store):
     assert job.status == "queued"
     assert list(job.results) == [CUTOUT, "popart", "color"]
     assert event_types(store, job_id) == ["job.accepted"]
-    assert store.redis.ttl(store.job_key(job_id)) > 0
+    assert store.redis.ttl(job_key(job_id)) > 0
 
 
 def test_unknown_job(store):
@@ -120,3 +136,15 @@ def test_concurrent_finishers_close_the_job_exactly_once(store):
     assert types.count("job.finished") == 1
     assert types.count("result.succeeded") == len(names)
     assert types[-1] == "job.finished"
+
+
+def test_the_finish_callback_given_at_construction_gets_the_closed_job_once(text_redis):
+    closed: list[JobRecord] = []
+    store = JobStore(text_redis, ttl_s=600, on_job_finished=closed.append)
+    job_id = new_job_id()
+    store.create(job_id, request(("color",), "color"))
+    finish(store, job_id, CUTOUT)
+    assert closed == []
+    finish(store, job_id, "color", RESULT_FAILED)
+    assert [(job.id, job.status) for job in closed] == [(job_id, "partial")]
+    assert closed[0].results["color"].error == {"code": "failed", "message": "test failure"}

@@ -43,15 +43,6 @@ def test_missing_object(storage):
         storage.get("results/aa/missing.png")
 
 
-def test_delete_prefix_deletes_only_below_it(storage):
-    for key in ("results/aa/1.png", "results/aa/2.png", "results/bb/3.png", "inputs/aa/4.png"):
-        storage.put(key, b"x", "image/png")
-    assert storage.delete_prefix("results/aa/") == 2
-    assert not storage.exists("results/aa/1.png")
-    assert storage.exists("results/bb/3.png")
-    assert storage.exists("inputs/aa/4.png")
-
-
 def test_signed_url_names_the_key_and_expires(storage):
     storage.put("results/aa/one.webp", b"first", "image/webp")
     signed = storage.signed_url("results/aa/one.webp", 120)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.cache import CachedObject
+from shared.jobs import StoredObject
 from shared.metrics import CACHE_LOOKUPS, MODEL_INFERENCES, TASKS, Metrics
 from tests.helpers import sample_variant, submit, wait_finished
 
@@ -112,7 +112,7 @@ def test_an_entry_whose_object_is_gone_is_a_miss_and_is_repaired(e2e_client, e2e
     assert job["results"]["color"]["cached"]
     assert e2e_client.get(job["results"]["popart"]["url"]).status_code == 200
     assert storage.exists(popart_key)
-    assert isinstance(cache.lookup(popart_key), CachedObject)
+    assert isinstance(cache.lookup(popart_key), StoredObject)
     assert (
         metrics.counter_value(
             CACHE_LOOKUPS, {"kind": "effect", "outcome": "miss", "where": "submit"}

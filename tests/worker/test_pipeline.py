@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from shared.events import read_events
+from shared.jobs import read_events
 from tests.helpers import decode, sample_variant, submit, wait_finished
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,37 @@
+"""The job: its model and vocabulary, the store that alone writes it, its events and views."""
+
+from shared.jobs.events import STREAM_ID, JobEvent, follow_events, read_events
+from shared.jobs.model import (
+    CUTOUT,
+    EventType,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    ResultRecord,
+    ResultStatus,
+    StoredObject,
+    Webhook,
+    new_job_id,
+    now,
+)
+from shared.jobs.store import START_OF_STREAM, JobStore
+
+__all__ = [
+    "CUTOUT",
+    "START_OF_STREAM",
+    "STREAM_ID",
+    "EventType",
+    "JobEvent",
+    "JobRecord",
+    "JobRequest",
+    "JobStatus",
+    "JobStore",
+    "ResultRecord",
+    "ResultStatus",
+    "StoredObject",
+    "Webhook",
+    "follow_events",
+    "new_job_id",
+    "now",
+    "read_events",
+]

@@ -1,0 +1,25 @@
+"""Where a job lives in Redis: its hash, its set of unfinished results, its event stream."""
+
+from __future__ import annotations
+
+KEY_PREFIX = "cutfx:job:"
+
+
+def job_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}{job_id}"
+
+
+def pending_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:pending"
+
+
+def events_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:events"
+
+
+def webhook_cursor_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:webhook-cursor"
+
+
+def webhook_lock_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:webhook-lock"

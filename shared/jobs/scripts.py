@@ -1,0 +1,100 @@
+"""The job store's Lua scripts, their vocabulary filled in from the enums of the job model.
+
+Every state and event name in the scripts is a `$placeholder` that is
+substituted here from JobStatus, ResultStatus and EventType, so the scripts
+cannot drift from the Python side: a placeholder without a value, or one left
+over, stops the import with ScriptVocabularyError.
+"""
+
+from __future__ import annotations
+
+import re
+from string import Template
+
+from shared.jobs.model import EventType, JobStatus, ResultStatus
+
+RESULT_FIELD_PREFIX = "result:"
+
+
+class ScriptVocabularyError(RuntimeError):
+    """A Lua script names a state or event that the job model does not define."""
+
+
+# KEYS: job hash, pending set, event stream
+# ARGV: result name, result json, event type, event json, ttl seconds, now, stream max length
+_FINISH_RESULT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], '$result_prefix' .. ARGV[1], ARGV[2], 'updated_at', ARGV[6])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[3], 'data', ARGV[4])
+if redis.call('SCARD', KEYS[2]) == 0 then
+  local failed, succeeded = 0, 0
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
+      local status = cjson.decode(fields[i + 1])['status']
+      if status == '$result_failed' then failed = failed + 1 else succeeded = succeeded + 1 end
+    end
+  end
+  local final = '$job_succeeded'
+  if succeeded == 0 then final = '$job_failed' elseif failed > 0 then final = '$job_partial' end
+  redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[6])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', '$event_finished',
+    'data', cjson.encode({status = final, succeeded = succeeded, failed = failed}))
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  return 2
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# KEYS: job hash, pending set, event stream
+# ARGV: result name, result json, ttl, now, stream max length
+_START_RESULT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], '$result_prefix' .. ARGV[1], ARGV[2], 'updated_at', ARGV[4])
+if redis.call('HGET', KEYS[1], 'status') == '$job_queued' then
+  redis.call('HSET', KEYS[1], 'status', '$job_running')
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', '$event_started',
+    'data', cjson.encode({status = '$job_running'}))
+end
+return 1
+"""
+
+VOCABULARY: dict[str, str] = {
+    "result_prefix": RESULT_FIELD_PREFIX,
+    "result_prefix_length": str(len(RESULT_FIELD_PREFIX)),
+    "result_failed": ResultStatus.FAILED,
+    "job_queued": JobStatus.QUEUED,
+    "job_running": JobStatus.RUNNING,
+    "job_succeeded": JobStatus.SUCCEEDED,
+    "job_failed": JobStatus.FAILED,
+    "job_partial": JobStatus.PARTIAL,
+    "event_started": EventType.STARTED,
+    "event_finished": EventType.FINISHED,
+}
+
+#: _FINISH_RESULT's answer when the result it recorded was the job's last.
+JOB_CLOSED = 2
+
+
+def render(source: str, vocabulary: dict[str, str] = VOCABULARY) -> str:
+    """The script with its vocabulary filled in; raises ScriptVocabularyError on any gap."""
+    try:
+        rendered = Template(source).substitute(vocabulary)
+    except (KeyError, ValueError) as exc:
+        raise ScriptVocabularyError(f"a job script names an unknown word: {exc}") from None
+    leftover = re.search(r"\$\w+", rendered)
+    if leftover:
+        raise ScriptVocabularyError(f"a job script keeps a placeholder: {leftover.group()}")
+    return rendered
+
+
+FINISH_RESULT = render(_FINISH_RESULT)
+START_RESULT = render(_START_RESULT)

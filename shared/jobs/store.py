@@ -1,0 +1,227 @@
+"""Job records in Redis, and the only code that changes them.
+
+A job is a hash, a set of unfinished results and an event stream. Every
+change of a result is written together with its event in one Lua script, so a
+subscriber never sees a state without its event or an event without its state,
+and the result that finishes last (whichever process records it) closes the
+job and runs the store's `on_job_finished` with the closed job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from shared.errors import JobNotFound
+from shared.jobs.keys import events_key, job_key, pending_key
+from shared.jobs.model import (
+    CUTOUT,
+    EventType,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    ResultRecord,
+    ResultStatus,
+    StoredObject,
+    Webhook,
+    now,
+)
+from shared.jobs.scripts import FINISH_RESULT, JOB_CLOSED, RESULT_FIELD_PREFIX, START_RESULT
+
+#: Events kept per job; a job makes a handful, this only bounds a runaway.
+STREAM_MAX_LEN = 1000
+#: The event id before a job's first event.
+START_OF_STREAM = "0-0"
+
+JobFinished = Callable[[JobRecord], None]
+
+
+class JobStore:
+    def __init__(
+        self, client: redis.Redis, ttl_s: int, on_job_finished: JobFinished | None = None
+    ) -> None:
+        """`client` must decode replies (decode_responses=True): every value here is text."""
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._on_job_finished = on_job_finished
+        self._finish = client.register_script(FINISH_RESULT)
+        self._start = client.register_script(START_RESULT)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        fields: Any = self.redis.hgetall(job_key(job_id))
+        if not fields:
+            raise JobNotFound(f"no job {job_id}")
+        request = JobRequest.from_json(fields["request"])
+        results = {
+            name: ResultRecord.from_json(fields[RESULT_FIELD_PREFIX + name])
+            for name in request.result_names
+        }
+        finished_at = fields.get("finished_at")
+        webhook = fields.get("webhook")
+        return JobRecord(
+            id=job_id,
+            status=JobStatus(fields["status"]),
+            created_at=float(fields["created_at"]),
+            request=request,
+            results=results,
+            model_id=fields.get("model_id"),
+            finished_at=float(finished_at) if finished_at else None,
+            webhook=Webhook.from_json(webhook) if webhook else None,
+        )
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.redis.exists(job_key(job_id)))
+
+    def webhook(self, job_id: str) -> Webhook | None:
+        raw: Any = self.redis.hget(job_key(job_id), "webhook")
+        return Webhook.from_json(raw) if raw else None
+
+    def last_event_id(self, job_id: str) -> str:
+        newest: Any = self.redis.xrevrange(events_key(job_id), count=1)
+        return str(newest[0][0]) if newest else START_OF_STREAM
+
+    def unfinished(self, job_id: str) -> set[str]:
+        members: Any = self.redis.smembers(pending_key(job_id))
+        return set(members)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def create(self, job_id: str, request: JobRequest, webhook: Webhook | None = None) -> JobRecord:
+        created_at = now()
+        results = {
+            name: ResultRecord(name=name, timings={"queued_at": created_at})
+            for name in request.result_names
+        }
+        mapping: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "created_at": created_at,
+            "updated_at": created_at,
+            "request": request.to_json(),
+        }
+        mapping.update({RESULT_FIELD_PREFIX + name: r.to_json() for name, r in results.items()})
+        if webhook is not None:
+            mapping["webhook"] = webhook.to_json()
+        accepted = {
+            "status": JobStatus.QUEUED,
+            "effects": list(request.effect_order),
+            "primary": request.primary,
+        }
+        keys = _keys(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys[0], mapping=mapping)  # type: ignore[arg-type]
+            pipe.sadd(keys[1], *request.result_names)
+            pipe.xadd(
+                keys[2],
+                {"type": EventType.ACCEPTED, "data": json.dumps(accepted)},
+                maxlen=STREAM_MAX_LEN,
+                approximate=True,
+            )
+            for key in keys:
+                pipe.expire(key, self.ttl_s)
+            pipe.execute()
+        return JobRecord(job_id, JobStatus.QUEUED, created_at, request, results, webhook=webhook)
+
+    def set_model_id(self, job_id: str, model_id: str) -> None:
+        self.redis.hset(job_key(job_id), "model_id", model_id)
+
+    def start_result(self, job_id: str, result: ResultRecord) -> bool:
+        """Mark a result running (and the job with it); False when it already finished."""
+        result.status = ResultStatus.RUNNING
+        result.attempts += 1
+        result.timings["started_at"] = now()
+        started = self._start(
+            keys=_keys(job_id),
+            args=[result.name, result.to_json(), self.ttl_s, now(), STREAM_MAX_LEN],
+        )
+        return bool(started)
+
+    def succeed_result(
+        self,
+        job_id: str,
+        result: ResultRecord,
+        stored: StoredObject,
+        *,
+        cached: bool,
+        timings: Mapping[str, float] | None = None,
+        source_key: str | None = None,
+    ) -> bool:
+        """Record a result as held by `stored`; once per result (False when already finished)."""
+        result.status = ResultStatus.SUCCEEDED
+        result.key = stored.key
+        result.content_type = stored.content_type
+        result.byte_size = stored.byte_size
+        result.width = stored.width
+        result.height = stored.height
+        result.cached = cached
+        result.error = None
+        if source_key is not None:
+            result.source_key = source_key
+        result.timings.update(timings or {})
+        return self._finish_result(job_id, result)
+
+    def fail_result(self, job_id: str, result: ResultRecord, code: str, message: str) -> bool:
+        """Record a result as failed for good; once per result (False when already finished)."""
+        result.status = ResultStatus.FAILED
+        result.error = {"code": code, "message": message}
+        return self._finish_result(job_id, result)
+
+    def fail_unfinished(self, job_id: str, code: str, message: str) -> None:
+        """Fail every result not finished yet (when the cutout they need failed)."""
+        for name in sorted(self.unfinished(job_id)):
+            self.fail_result(job_id, ResultRecord(name=name), code, message)
+
+    def finish_from_cache(
+        self,
+        job: JobRecord,
+        found: Mapping[str, StoredObject],
+        model_id: str,
+        source_key: str | None,
+    ) -> None:
+        """Record every result found in the cache at submit as succeeded, `cached`."""
+        if CUTOUT in found:
+            self.set_model_id(job.id, model_id)
+        for name in job.request.result_names:
+            if name in found:
+                record = ResultRecord(
+                    name=name, timings={"queued_at": job.created_at, "started_at": now()}
+                )
+                self.succeed_result(
+                    job.id,
+                    record,
+                    found[name],
+                    cached=True,
+                    source_key=source_key if name == CUTOUT else None,
+                )
+
+    def _finish_result(self, job_id: str, result: ResultRecord) -> bool:
+        result.timings["finished_at"] = now()
+        event_type = (
+            EventType.RESULT_FAILED
+            if result.status == ResultStatus.FAILED
+            else EventType.RESULT_SUCCEEDED
+        )
+        event = {"name": result.name, "result": result.to_dict()}
+        outcome = self._finish(
+            keys=_keys(job_id),
+            args=[
+                result.name,
+                result.to_json(),
+                event_type,
+                json.dumps(event),
+                self.ttl_s,
+                now(),
+                STREAM_MAX_LEN,
+            ],
+        )
+        if outcome == JOB_CLOSED and self._on_job_finished is not None:
+            self._on_job_finished(self.get(job_id))
+        return bool(outcome)
+
+
+def _keys(job_id: str) -> list[str]:
+    return [job_key(job_id), pending_key(job_id), events_key(job_id)]

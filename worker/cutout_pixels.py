@@ -1,0 +1,36 @@
+"""Decoded cutouts kept in memory: the effects of one job usually meet in one worker process."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+Pixels = npt.NDArray[np.uint8]
+#: Decoded cutouts kept per process; a 2048² RGBA cutout is 16 MB.
+CUTOUT_CACHE_SIZE = 4
+
+
+class CutoutPixels:
+    """A small least-recently-used map from a cutout's storage key to its decoded pixels."""
+
+    def __init__(self, size: int = CUTOUT_CACHE_SIZE) -> None:
+        self.size = size
+        self._pixels: OrderedDict[str, Pixels] = OrderedDict()
+
+    def get(self, key: str, load: Callable[[str], Pixels]) -> Pixels:
+        """The pixels of `key`, loaded (and remembered) on a miss."""
+        if key in self._pixels:
+            self._pixels.move_to_end(key)
+            return self._pixels[key]
+        pixels = load(key)
+        self.remember(key, pixels)
+        return pixels
+
+    def remember(self, key: str, pixels: Pixels) -> None:
+        self._pixels[key] = pixels
+        self._pixels.move_to_end(key)
+        while len(self._pixels) > self.size:
+            self._pixels.popitem(last=False)

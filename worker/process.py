@@ -1,0 +1,59 @@
+"""The state of one worker process, kept in one place: context, model, cutouts, role.
+
+Built lazily, after any fork: a prefork child makes its own connections and
+loads its own model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis
+
+from shared.context import ServiceContext, build_context
+from shared.queues import QUEUE_GPU
+from shared.settings import Settings
+from worker.cutout_pixels import CutoutPixels
+from worker.heartbeat import Heartbeat
+from worker.model import LoadedModel, load_model
+
+#: Workers count their cache lookups apart from the API's.
+CACHE_LOOKUPS_FROM = "worker"
+
+
+@dataclass
+class WorkerProcess:
+    """What this process holds. `queues`, `forks` and `heartbeat` are set in the main process."""
+
+    queues: tuple[str, ...] = ()
+    forks: bool = False
+    heartbeat: Heartbeat | None = None
+    cutouts: CutoutPixels = field(default_factory=CutoutPixels)
+    _context: ServiceContext | None = None
+    _model: LoadedModel | None = None
+
+    @property
+    def serves_gpu(self) -> bool:
+        return QUEUE_GPU in self.queues
+
+    @property
+    def context(self) -> ServiceContext:
+        if self._context is None:
+            settings = Settings.from_env()
+            client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            self._context = build_context(settings, client, CACHE_LOOKUPS_FROM)
+        return self._context
+
+    @property
+    def model(self) -> LoadedModel:
+        """The process's one model, loaded from its settings on first use."""
+        if self._model is None:
+            self._model = load_model(self.context.settings)
+        return self._model
+
+
+_this_process = WorkerProcess()
+
+
+def this_process() -> WorkerProcess:
+    return _this_process
