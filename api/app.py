@@ -1,4 +1,4 @@
-"""create_app: settings, services, blueprints and error handlers."""
+"""create_app: settings, services, blueprints, limits, headers and error handlers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,22 @@ from typing import Any
 
 from flask import Flask
 
-from api import catalog, errors, events, files, health, jobs, metrics, page, timing, webhooks
-from api.auth import require_api_key
+from api import (
+    catalog,
+    errors,
+    events,
+    files,
+    health,
+    jobs,
+    metrics,
+    page,
+    security_headers,
+    timing,
+    webhooks,
+)
+from api.auth import EXTENSION_NAME as API_KEYS_EXTENSION
+from api.auth import ApiKeys, require_api_key
+from api.limits import init_limits
 from api.services import init_services
 from effects.registry import load_plugins
 from shared.logging import configure_logging
@@ -24,6 +38,7 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     settings = (test_config or {}).get("CUTFX_SETTINGS") or Settings.from_env()
+    settings.require_safe_start("API")
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
         JSON_SORT_KEYS=False,
@@ -34,11 +49,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         configure_logging("api")
     load_plugins(settings.effect_plugins)
     init_services(app, settings)
+    app.extensions[API_KEYS_EXTENSION] = ApiKeys.from_keys(settings.api_keys)
     timing.register(app)
     app.before_request(require_api_key)
     for module in (jobs, events, files, health, catalog, page, webhooks, metrics):
         app.register_blueprint(module.blueprint)
+    init_limits(app, settings)
+    security_headers.register(app)
     errors.register(app)
-    if settings.uses_development_signing_key:
-        logger.warning("CUTFX_SIGNING_KEY is the development default; set your own in production")
+    if settings.development:
+        logger.warning("CUTFX_ENV=development: keys and limits are not enforced as in production")
     return app

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request, send_file
 
 from api.services import services
 from shared.errors import Forbidden, NotFound, ObjectNotFound
-from shared.signing import verify_link
+from shared.signing import Purpose, derive_key, verify_link
 from shared.storage.local import LocalStorage, content_type_of
 
 blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
@@ -23,7 +23,8 @@ def download(key: str) -> Response:
     expires, signature = request.args.get("expires"), request.args.get("sig")
     if not expires or not signature:
         raise Forbidden("the link is not signed")
-    verify_link(svc.settings.signing_key, key, expires, signature)
+    link_key = derive_key(svc.settings.signing_key, Purpose.FILE_LINKS)
+    verify_link(link_key, key, expires, signature, max_ttl_s=svc.settings.url_ttl_s)
     path = svc.storage.path_of(key)
     if not path.is_file():
         raise ObjectNotFound(f"no object {key}")

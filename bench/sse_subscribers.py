@@ -29,7 +29,13 @@ EFFECTS = ("color", "enhancedblackwhite", "popart", "dithering")
 
 
 def start_api(port: int, storage: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CUTFX_REDIS_URL": REDIS_URL, "CUTFX_LOCAL_STORAGE_DIR": str(storage)}
+    env = {
+        **os.environ,
+        "CUTFX_ENV": "development",
+        "CUTFX_READ_RATE_LIMIT": "1000000/minute",
+        "CUTFX_REDIS_URL": REDIS_URL,
+        "CUTFX_LOCAL_STORAGE_DIR": str(storage),
+    }
     command = [
         sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null",

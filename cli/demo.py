@@ -47,7 +47,18 @@ def choose_model() -> None:
     )
 
 
+def choose_environment() -> None:
+    """The demo runs on this machine alone: development mode, asked for out loud."""
+    if os.environ.setdefault("CUTFX_ENV", "development") == "development":
+        say(
+            "CUTFX_ENV=development: no API keys and a development signing key, for this "
+            "machine only (production refuses to start without them)"
+        )
+        os.environ.setdefault("CUTFX_WEBHOOK_ALLOW_LOOPBACK", "true")
+
+
 def run(args: argparse.Namespace) -> int:
+    choose_environment()
     choose_model()
     os.environ.setdefault("CUTFX_LOCAL_STORAGE_DIR", str(Path("var") / "storage"))
     port = free_port(args.port)

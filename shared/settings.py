@@ -41,7 +41,18 @@ MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "cutfx"
 DEFAULT_BIND = "0.0.0.0:8000"
 DEFAULT_API_CONNECTIONS = 2000
+#: Per API key (per client address when keys are off), in the limits library's notation.
+DEFAULT_SUBMIT_RATE_LIMIT = "60/minute;600/hour"
+DEFAULT_READ_RATE_LIMIT = "1200/minute"
+#: Unfinished jobs one API key may have; past it a submit is a 429.
+DEFAULT_MAX_ACTIVE_JOBS_PER_KEY = 50
+#: Uploads decoded at once per API process; past it a submit is a 503 with Retry-After.
+DEFAULT_DECODE_CONCURRENCY = 2
+#: The shortest signing key production accepts (32 bytes of hex from `openssl rand -hex 32`).
+MIN_PRODUCTION_SIGNING_KEY_LENGTH = 32
 
+Environment = Literal["production", "development"]
+CacheScope = Literal["tenant", "global"]
 StorageBackend = Literal["local", "gcs"]
 ModelMode = Literal["base", "fast", "base-nightly"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -57,6 +68,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
+    #: production refuses to start without API keys and a signing key of its own.
+    env: Environment = "production"
     redis_url: str = DEFAULT_REDIS_URL
     redis_max_connections: PositiveInt = DEFAULT_REDIS_MAX_CONNECTIONS
     storage: StorageBackend = "local"
@@ -84,6 +97,16 @@ class Settings(BaseSettings):
     bind: str = DEFAULT_BIND
     api_workers: Annotated[int, Field(ge=0)] = 0
     api_connections: PositiveInt = DEFAULT_API_CONNECTIONS
+    submit_rate_limit: str = DEFAULT_SUBMIT_RATE_LIMIT
+    read_rate_limit: str = DEFAULT_READ_RATE_LIMIT
+    max_active_jobs_per_key: PositiveInt = DEFAULT_MAX_ACTIVE_JOBS_PER_KEY
+    decode_concurrency: PositiveInt = DEFAULT_DECODE_CONCURRENCY
+    #: tenant: each API key sees only its own cached results; global: one cache for all.
+    cache_scope: CacheScope = "tenant"
+    #: The bearer token GET /metrics needs; empty = /metrics only in development.
+    metrics_token: str = ""
+    #: Deliver webhooks to loopback addresses (tests and local development only).
+    webhook_allow_loopback: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -115,6 +138,34 @@ class Settings(BaseSettings):
     @property
     def uses_development_signing_key(self) -> bool:
         return self.signing_key == DEFAULT_SIGNING_KEY
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    def production_problems(self) -> list[str]:
+        """What makes these settings unsafe to face the internet ([] when none)."""
+        problems = []
+        if not self.api_keys:
+            problems.append("CUTFX_API_KEYS is empty: every route would be open")
+        if self.uses_development_signing_key:
+            problems.append("CUTFX_SIGNING_KEY is the development default")
+        elif len(self.signing_key) < MIN_PRODUCTION_SIGNING_KEY_LENGTH:
+            problems.append(
+                f"CUTFX_SIGNING_KEY is shorter than {MIN_PRODUCTION_SIGNING_KEY_LENGTH} characters"
+            )
+        if self.webhook_allow_loopback:
+            problems.append("CUTFX_WEBHOOK_ALLOW_LOOPBACK lets webhooks reach this machine")
+        return problems
+
+    def require_safe_start(self, service: str) -> None:
+        """Refuse a production start with unsafe settings; development must be asked for."""
+        problems = [] if self.development else self.production_problems()
+        if problems:
+            raise ConfigurationError(
+                f"the {service} will not start in production: {'; '.join(problems)} "
+                "(set them, or CUTFX_ENV=development to run without them on purpose)"
+            )
 
     @field_validator("api_keys", "effect_plugins", mode="before")
     @classmethod
@@ -157,6 +208,8 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "literal_error":
         choices = get_args(Settings.model_fields[field_name].annotation)
         return f"{env_name} must be one of {', '.join(choices)}; got {given!r}"
+    if kind == "bool_parsing":
+        return f"{env_name} must be true or false, got {given!r}"
     if kind == "int_parsing":
         return f"{env_name} must be an integer, got {given!r}"
     if kind in ("greater_than", "greater_than_equal") and ctx.get("gt") == 0:

@@ -12,6 +12,7 @@ import hmac
 import time
 
 from shared.jobs.model import EventType
+from shared.signing import Purpose, derive_key
 
 SIGNATURE_HEADER = "Cutfx-Signature"
 EVENT_HEADER = "Cutfx-Event"
@@ -28,7 +29,8 @@ class InvalidSignature(Exception):
 
 def webhook_secret(signing_key: str, key_id: str) -> str:
     """Each API key has its own webhook secret, derived so that none is stored."""
-    return hmac.new(signing_key.encode(), f"webhook:{key_id}".encode(), hashlib.sha256).hexdigest()
+    webhook_key = derive_key(signing_key, Purpose.WEBHOOKS)
+    return hmac.new(webhook_key.encode(), f"webhook:{key_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -54,5 +56,5 @@ def verify(
     if abs((time.time() if now is None else now) - stamp) > tolerance_s:
         raise InvalidSignature("timestamp outside the tolerance: a replay?")
     expected = sign(secret, body, stamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, given):
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")):
         raise InvalidSignature("signature does not match")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.settings import Settings
+from shared.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 #: Unit tests flush this database before each test.
@@ -25,15 +25,27 @@ WORKER_READY_TIMEOUT_S = 600
 PLUGINS = "tests.plugins"
 
 
+#: Tests submit far faster than any customer may; the limit tests set their own.
+TEST_RATE_LIMIT = "100000/minute"
+
+
 def make_settings(redis_url: str, storage_dir: Path, **overrides: object) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        local_storage_dir=storage_dir,
-        signing_key="test-signing-key",
-        model_mode="fast",
-        effect_plugins=(PLUGINS,),
-        **overrides,  # type: ignore[arg-type]
-    )
+    """Development settings (asked for explicitly, as the tests and the demo do), webhooks
+    allowed to reach the loopback receivers of the tests, limits out of the way."""
+    values: dict[str, object] = {
+        "env": "development",
+        "redis_url": redis_url,
+        "local_storage_dir": storage_dir,
+        "signing_key": "test-signing-key",
+        "model_mode": "fast",
+        "effect_plugins": (PLUGINS,),
+        "webhook_allow_loopback": True,
+        "submit_rate_limit": TEST_RATE_LIMIT,
+        "read_rate_limit": TEST_RATE_LIMIT,
+        "max_active_jobs_per_key": 10_000,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -93,16 +105,19 @@ def e2e_settings(checkpoint: Path, e2e_storage: Path) -> Settings:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the environment variable a worker process reads."""
+
+    def as_text(value: object) -> str:
+        if isinstance(value, tuple):
+            return ",".join(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
     return {
-        "CUTFX_GCS_PREFIX": settings.gcs_prefix,
-        "CUTFX_REDIS_URL": settings.redis_url,
-        "CUTFX_STORAGE": settings.storage,
-        "CUTFX_LOCAL_STORAGE_DIR": str(settings.local_storage_dir),
-        "CUTFX_SIGNING_KEY": settings.signing_key,
-        "CUTFX_MODEL_MODE": settings.model_mode,
-        "CUTFX_MODEL_CKPT": settings.model_ckpt,
-        "CUTFX_EFFECT_PLUGINS": ",".join(settings.effect_plugins),
-        "CUTFX_GCS_BUCKET": settings.gcs_bucket,
+        ENV_PREFIX + name.upper(): as_text(value)
+        for name, value in settings.model_dump().items()
+        if name != "cache_dir"
     }
 
 

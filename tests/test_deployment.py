@@ -115,3 +115,11 @@ def test_the_worker_image_bakes_with_the_script_ci_runs():
     assert any("bash scripts/bake-worker.sh" in line for line in lines)
     assert "bake-worker.sh" in (REPO / "scripts" / "test.sh").read_text()
     assert any(line.startswith("ARG CHECKPOINT_SHA256") for line in lines)
+
+
+def test_compose_requires_the_keys_and_runs_in_production():
+    raw = (REPO / "docker-compose.yml").read_text()
+    settings = COMPOSE["x-cutfx-settings"]
+    assert settings["CUTFX_ENV"] == "production"
+    for name in ("CUTFX_API_KEYS", "CUTFX_SIGNING_KEY", "CUTFX_METRICS_TOKEN"):
+        assert re.search(rf"{name}: \$\{{{name}:\?", raw), f"{name} must be required"

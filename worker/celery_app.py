@@ -38,6 +38,7 @@ _started_at = time.time()
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
+    settings.require_safe_start("workers")
     celery = Celery("cutfx", include=["worker.tasks"])
     celery.conf.update(celery_config(settings))
     celery.conf.worker_proc_alive_timeout = PROCESS_START_TIMEOUT_S

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.settings import Settings
+from shared.signing import Purpose, derive_key
 from shared.storage.base import Storage
 from shared.storage.local import LocalStorage
 
@@ -12,4 +13,5 @@ def storage_from_settings(settings: Settings) -> Storage:
         from shared.storage.gcs import GcsStorage
 
         return GcsStorage.from_settings(settings)
-    return LocalStorage(settings.local_storage_dir, settings.signing_key, settings.public_base_url)
+    link_key = derive_key(settings.signing_key, Purpose.FILE_LINKS)
+    return LocalStorage(settings.local_storage_dir, link_key, settings.public_base_url)

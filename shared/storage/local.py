@@ -17,9 +17,10 @@ FILES_ROUTE = "/v1/files/"
 
 
 class LocalStorage(Storage):
-    def __init__(self, root: Path, signing_key: str, public_base_url: str = "") -> None:
+    def __init__(self, root: Path, link_key: str, public_base_url: str = "") -> None:
+        """`link_key` signs download links (derived for that purpose from the signing key)."""
         self.root = root.resolve()
-        self.signing_key = signing_key
+        self.link_key = link_key
         self.public_base_url = public_base_url.rstrip("/")
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -52,7 +53,7 @@ class LocalStorage(Storage):
         check_key(key)
         expires_at = int(time.time()) + ttl_s
         query = urlencode(
-            {"expires": expires_at, "sig": link_signature(self.signing_key, key, expires_at)}
+            {"expires": expires_at, "sig": link_signature(self.link_key, key, expires_at)}
         )
         return SignedUrl(f"{self.public_base_url}{FILES_ROUTE}{key}?{query}", expires_at)
 

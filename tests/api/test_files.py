@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from api.services import EXTENSION_NAME
-from shared.signing import link_signature
+from shared.signing import Purpose, derive_key, link_signature
 
 
 @pytest.fixture
@@ -15,6 +15,10 @@ def stored(app):
     storage = app.extensions[EXTENSION_NAME].storage
     storage.put("results/ab/object.webp", b"RIFF0000WEBPdata", "image/webp")
     return storage
+
+
+def link_key(settings) -> str:
+    return derive_key(settings.signing_key, Purpose.FILE_LINKS)
 
 
 def split(url: str) -> tuple[str, dict[str, str]]:
@@ -54,7 +58,7 @@ def test_expired_link_is_refused(client, stored, settings):
     expired_at = 1_000_000
     query = {
         "expires": expired_at,
-        "sig": link_signature(settings.signing_key, "results/ab/object.webp", expired_at),
+        "sig": link_signature(link_key(settings), "results/ab/object.webp", expired_at),
     }
     response = client.get(f"/v1/files/results/ab/object.webp?{urlencode(query)}")
     assert response.status_code == 403
