@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
+from api.auth import key_id
 from api.services import Services, services
-from shared.errors import InvalidParameter, JobNotFound
-from shared.jobs.events import STREAM_ID, JobEvent, follow_events
+from shared.errors import MalformedRequest
+from shared.jobs.events import JobEvent, check_event_id, follow_events
 from shared.jobs.store import START_OF_STREAM
 from shared.jobs.view import event_view
 
@@ -18,6 +19,9 @@ blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
 
 #: Idle connections get a comment this often, so proxies keep them open.
 KEEPALIVE_MS = 15_000
+#: Bounds of ?keepalive_ms=: never 0 (XREAD BLOCK 0 waits for ever), never so long
+#: that a vanished client holds its connection past the Redis socket timeout.
+KEEPALIVE_MS_RANGE = (100, 60_000)
 #: Tells EventSource how long to wait before it reconnects.
 RETRY_MS = 2_000
 SSE_HEADERS = {
@@ -28,9 +32,19 @@ SSE_HEADERS = {
 
 def resume_point() -> str:
     after = request.headers.get("Last-Event-ID") or request.args.get("since") or START_OF_STREAM
-    if not STREAM_ID.match(after):
-        raise InvalidParameter(f"not an event id: {after!r}", field="since")
-    return after
+    return check_event_id(after)
+
+
+def keepalive_interval() -> int:
+    raw = request.args.get("keepalive_ms")
+    if raw is None:
+        return KEEPALIVE_MS
+    low, high = KEEPALIVE_MS_RANGE
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise MalformedRequest(
+            f"keepalive_ms must be a whole number from {low} to {high}", field="keepalive_ms"
+        )
+    return int(raw)
 
 
 def enrich(event: JobEvent, svc: Services) -> dict[str, Any]:
@@ -45,16 +59,19 @@ def format_event(event: JobEvent, data: dict[str, Any]) -> str:
 @blueprint.get("/<job_id>/events")
 def job_events(job_id: str) -> Response:
     svc = services()
-    if not svc.jobs.exists(job_id):
-        raise JobNotFound(f"no job {job_id}")
+    svc.jobs.require_owned(job_id, key_id())
     after = resume_point()
-    keepalive_ms = int(request.args.get("keepalive_ms", KEEPALIVE_MS))
+    keepalive_ms = keepalive_interval()
+    # A finished job's stream is history: replay what is left without waiting, then end.
+    block_ms = None if svc.jobs.is_finished(job_id) else keepalive_ms
 
     def stream() -> Iterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
-        for event in follow_events(svc.redis, job_id, after, keepalive_ms):
+        for event in follow_events(svc.redis, job_id, after, block_ms):
             if event is None:
-                if not svc.jobs.exists(job_id):
+                if block_ms is None or not svc.jobs.exists(job_id):
+                    return
+                if svc.jobs.is_finished(job_id):
                     return
                 yield ": keep-alive\n\n"
                 continue

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from shared.errors import IdempotencyConflict, MalformedRequest
+from shared.signing import keyed_digest
 
 PREFIX = "cutfx:idempotency:"
 MAX_KEY_LENGTH = 255
@@ -32,20 +34,21 @@ def check_key(raw: str) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, naming_key: str) -> None:
+        """`naming_key` keys the digests that name entries, so no client key is stored."""
         self.redis = client
         self.ttl_s = ttl_s
+        self.naming_key = naming_key
 
-    @staticmethod
-    def _name(scope: str, key: str) -> str:
-        return f"{PREFIX}{scope}:{key}"
+    def _name(self, scope: str, key: str) -> str:
+        return f"{PREFIX}{scope}:{keyed_digest(self.naming_key, key)}"
 
     def claim(self, scope: str, key: str, fingerprint: str, job_id: str) -> str | None:
         """None when this request now owns the key; else the job id of the earlier one."""
         entry = json.dumps({"fingerprint": fingerprint, "job_id": job_id})
         if self.redis.set(self._name(scope, key), entry, nx=True, ex=self.ttl_s):
             return None
-        raw = self.redis.get(self._name(scope, key))
+        raw: Any = self.redis.get(self._name(scope, key))
         if raw is None:  # expired between the two calls: claim it afresh
             return self.claim(scope, key, fingerprint, job_id)
         earlier = json.loads(raw)

@@ -13,7 +13,7 @@ from api.services import services
 from api.submission import submit_job
 from api.validation import parse_options, read_upload
 from shared.errors import InvalidParameter
-from shared.jobs.events import STREAM_ID, read_events
+from shared.jobs.events import check_event_id, read_events
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -26,11 +26,13 @@ MAX_WAIT_S = 30.0
 @blueprint.post("")
 def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
-    options = parse_options(request.form, key_id=key_id())
+    options = parse_options(
+        request.form, key_id=key_id(), allow_loopback_callbacks=svc.settings.webhook_allow_loopback
+    )
     data = read_upload(request.files.get("image"), svc.settings.max_upload_bytes)
     raw_key = request.headers.get(IDEMPOTENCY_HEADER)
     idempotency_key = check_key(raw_key) if raw_key is not None else None
-    submission = submit_job(svc, data, options, idempotency_key, scope=key_id())
+    submission = submit_job(svc, data, options, idempotency_key, owner=key_id())
     job = submission.job
     links = job_links(job.id)
     body: dict[str, Any] = {"id": job.id, "status": job.status, "links": links}
@@ -47,12 +49,10 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
 def get_job(job_id: str) -> dict[str, Any]:
     """The job; with ?wait=N, held until it changes (after ?since=<event id>) or N s pass."""
     svc = services()
-    job = svc.jobs.get(job_id)
+    job = svc.jobs.get_owned(job_id, key_id())
     wait_s = parse_wait(request.args.get("wait"))
     if wait_s and not job.finished:
-        since = request.args.get("since") or svc.jobs.last_event_id(job_id)
-        if not STREAM_ID.match(since):
-            raise InvalidParameter(f"not an event id: {since!r}", field="since")
+        since = check_event_id(request.args.get("since") or svc.jobs.last_event_id(job_id))
         if read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000)):
             job = svc.jobs.get(job_id)
     body = present_job(job, svc.storage, svc.settings.url_ttl_s)

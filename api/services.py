@@ -8,14 +8,20 @@ import redis
 from celery import Celery
 from flask import Flask, current_app
 
+from api.decoding import DecodePool
 from api.idempotency import IdempotencyStore
 from shared.context import ServiceContext, build_context
 from shared.queues import celery_config
 from shared.settings import Settings
+from shared.signing import Purpose, derive_key
 
 EXTENSION_NAME = "cutfx"
 #: How long a request waits for a free Redis connection before it is a 503.
 POOL_WAIT_S = 5
+#: Longer than the longest blocking read (a 30 s long-poll, a 60 s keep-alive wait), so a
+#: connection whose peer vanished is dropped instead of held for ever.
+REDIS_SOCKET_TIMEOUT_S = 75
+REDIS_CONNECT_TIMEOUT_S = 5
 #: The API's cache lookups are counted as made at submit.
 CACHE_LOOKUPS_FROM = "submit"
 
@@ -26,6 +32,7 @@ class Services(ServiceContext):
 
     celery: Celery
     idempotency: IdempotencyStore
+    decoder: DecodePool
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -43,6 +50,8 @@ def redis_pool_client(settings: Settings) -> redis.Redis:
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=POOL_WAIT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         health_check_interval=30,
         decode_responses=True,
     )
@@ -54,7 +63,12 @@ def init_services(app: Flask, settings: Settings) -> Services:
     built = Services(
         **{item.name: getattr(context, item.name) for item in fields(context)},
         celery=celery_init_app(app, settings),
-        idempotency=IdempotencyStore(context.redis, settings.idempotency_ttl_s),
+        idempotency=IdempotencyStore(
+            context.redis,
+            settings.idempotency_ttl_s,
+            derive_key(settings.signing_key, Purpose.IDEMPOTENCY),
+        ),
+        decoder=DecodePool(settings.decode_concurrency),
     )
     app.extensions[EXTENSION_NAME] = built
     return built

@@ -9,8 +9,9 @@ from api.images import normalise_upload
 from api.services import Services
 from api.timing import stage
 from api.validation import JobOptions
-from shared.cache import Rendered
+from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import encode_lossless
+from shared.errors import TooManyActiveJobs
 from shared.hashing import (
     canonical_json,
     cutout_key,
@@ -24,6 +25,8 @@ from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 
 INPUT_CONTENT_TYPE = "image/png"
+#: How soon a client over its unfinished-job cap should try again.
+ACTIVE_CAP_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -37,22 +40,37 @@ def submit_job(
     data: bytes,
     options: JobOptions,
     idempotency_key: str | None = None,
-    scope: str = "",
+    owner: str = "",
 ) -> Submission:
-    """Create and queue a job; with an Idempotency-Key, a repeat returns the first job."""
+    """Create and queue a job for `owner` (an API key id); with an Idempotency-Key, a
+    repeat returns the first job."""
     sha = sha256_hex(data)
     job_id = new_job_id()
     if idempotency_key is not None:
-        earlier = svc.idempotency.claim(scope, idempotency_key, fingerprint(sha, options), job_id)
+        earlier = svc.idempotency.claim(owner, idempotency_key, fingerprint(sha, options), job_id)
         if earlier is not None:
             wait_for_job(svc.jobs.exists, earlier)
-            return Submission(svc.jobs.get(earlier), replayed=True)
+            return Submission(svc.jobs.get_owned(earlier, owner), replayed=True)
     try:
-        return Submission(_create_job(svc, job_id, data, sha, options))
+        _claim_active_slot(svc, owner, job_id)
+        try:
+            return Submission(_create_job(svc, job_id, data, sha, options, owner))
+        except BaseException:
+            svc.jobs.release_active_slot(owner, job_id)
+            raise
     except BaseException:
         if idempotency_key is not None:
-            svc.idempotency.release(scope, idempotency_key)
+            svc.idempotency.release(owner, idempotency_key)
         raise
+
+
+def _claim_active_slot(svc: Services, owner: str, job_id: str) -> None:
+    cap = svc.settings.max_active_jobs_per_key
+    if not svc.jobs.claim_active_slot(owner, job_id, cap):
+        raise TooManyActiveJobs(
+            f"this API key already has {cap} unfinished jobs; wait for some to finish",
+            retry_after_s=ACTIVE_CAP_RETRY_AFTER_S,
+        )
 
 
 def fingerprint(input_sha256: str, options: JobOptions) -> str:
@@ -68,10 +86,11 @@ def fingerprint(input_sha256: str, options: JobOptions) -> str:
 
 
 def _create_job(
-    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions
+    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions, owner: str
 ) -> JobRecord:
+    cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner))
     with stage("input"):
-        stored_input = _store_input(svc, data, sha)
+        stored_input = _store_input(svc, cache, data, sha)
     request = JobRequest(
         input_sha256=sha,
         input_key=stored_input.key,
@@ -83,10 +102,10 @@ def _create_job(
         params=options.params,
     )
     with stage("record"):
-        job = svc.jobs.create(job_id, request, options.webhook)
+        job = svc.jobs.create(job_id, request, options.webhook, owner=owner)
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
-        hits = _cached_results(svc, request)
+        hits = _cached_results(svc, cache, request)
         svc.jobs.finish_from_cache(job, hits.results, hits.model_id, hits.source_key)
     with stage("enqueue"):
         _enqueue(svc, job_id, request, hits.results, options.webhook)
@@ -110,17 +129,24 @@ def _enqueue(
         enqueue_webhook_delivery(svc.celery, job_id)
 
 
-def _store_input(svc: Services, data: bytes, sha: str) -> StoredObject:
-    """The normalised input, decoded and stored once per distinct upload."""
+def _store_input(svc: Services, cache: ResultCache, data: bytes, sha: str) -> StoredObject:
+    """The normalised input, decoded and stored once per distinct upload.
+
+    Decoding runs in the process's decode pool, off the event loop that serves
+    every other request and stream of this process.
+    """
     settings = svc.settings
 
     def normalised() -> Rendered:
-        image = normalise_upload(data, settings.max_pixels, settings.max_side)
-        return Rendered(
-            encode_lossless(image.pixels), INPUT_CONTENT_TYPE, image.width, image.height
-        )
+        return svc.decoder.run(_normalise_and_encode, data, settings.max_pixels, settings.max_side)
 
-    return svc.cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
+    return cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
+
+
+def _normalise_and_encode(data: bytes, max_pixels: int, max_side: int) -> Rendered:
+    image = normalise_upload(data, max_pixels, max_side)
+    encoded = encode_lossless(image.pixels)
+    return Rendered(encoded, INPUT_CONTENT_TYPE, image.width, image.height)
 
 
 @dataclass(frozen=True)
@@ -133,20 +159,20 @@ class CacheHits:
     results: dict[str, StoredObject] = field(default_factory=dict)
 
 
-def _cached_results(svc: Services, request: JobRequest) -> CacheHits:
-    model_id = svc.cache.current_model()
+def _cached_results(svc: Services, cache: ResultCache, request: JobRequest) -> CacheHits:
+    model_id = cache.current_model()
     if model_id is None:
         return CacheHits()
     source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
     view = None
-    if svc.cache.lookup(source, "cutout") is not None:
-        view = svc.cache.lookup(cutout_view_key(source, request.output))
+    if cache.lookup(source, "cutout") is not None:
+        view = cache.lookup(cutout_view_key(source, request.output))
     if view is None:
         return CacheHits()
     found = {CUTOUT: view}
     for name in request.effect_order:
         key = effect_key(source, name, request.params.get(name, {}), request.output)
-        hit = svc.cache.lookup(key, "effect")
+        hit = cache.lookup(key, "effect")
         if hit is not None:
             found[name] = hit
     return CacheHits(model_id, source, found)

@@ -4,6 +4,10 @@ A result's object key already names everything that determines it (input
 digest, model identity, effect, canonical parameters, format and quality), so
 the cache only remembers what is known of each stored object. An entry whose
 object has gone from storage is dropped and counts as a miss, never served.
+
+The index is kept per scope: per API key by default (CUTFX_CACHE_SCOPE=tenant),
+so a hit never tells one tenant that another uploaded the same photo; the
+objects themselves are content-addressed and may be shared.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from shared.metrics import CACHE_LOOKUPS, Metrics
 from shared.storage import Storage
 
 ENTRY_PREFIX = "cutfx:cache:"
+GLOBAL_SCOPE = "global"
 #: The identity of the model the gpu workers run, published when one is ready.
 CURRENT_MODEL_KEY = "cutfx:model:current"
 
@@ -42,9 +47,20 @@ class Lookup:
     hit: bool
 
 
+def cache_scope(setting: str, owner: str) -> str:
+    """The index scope of `owner`'s results under CUTFX_CACHE_SCOPE (`tenant` or `global`)."""
+    return GLOBAL_SCOPE if setting == GLOBAL_SCOPE else f"tenant:{owner}"
+
+
 class ResultCache:
     def __init__(
-        self, client: redis.Redis, storage: Storage, metrics: Metrics, ttl_s: int, where: str
+        self,
+        client: redis.Redis,
+        storage: Storage,
+        metrics: Metrics,
+        ttl_s: int,
+        where: str,
+        scope: str = GLOBAL_SCOPE,
     ) -> None:
         """`client` decodes replies; `where` labels the lookups (the API at submit, a worker)."""
         self.redis = client
@@ -52,16 +68,24 @@ class ResultCache:
         self.metrics = metrics
         self.ttl_s = ttl_s
         self.where = where
+        self.scope = scope
+
+    def scoped(self, scope: str) -> ResultCache:
+        """The same cache, looking only at the index of `scope`."""
+        return ResultCache(self.redis, self.storage, self.metrics, self.ttl_s, self.where, scope)
+
+    def _entry(self, key: str) -> str:
+        return f"{ENTRY_PREFIX}{self.scope}:{key}"
 
     def lookup(self, key: str, kind: str | None = None) -> StoredObject | None:
         """The cached object, or None; counted as a hit or miss of `kind` when one is given."""
-        raw = self.redis.get(ENTRY_PREFIX + key)
+        raw = self.redis.get(self._entry(key))
         found = None
         if raw is not None:
             if self.storage.exists(key):
                 found = StoredObject(**json.loads(raw))
             else:
-                self.redis.delete(ENTRY_PREFIX + key)  # repaired: the next run stores it again
+                self.redis.delete(self._entry(key))  # repaired: the next run stores it again
         if kind is not None:
             outcome = "hit" if found else "miss"
             labels = {"kind": kind, "outcome": outcome, "where": self.where}
@@ -84,7 +108,7 @@ class ResultCache:
         stored = StoredObject(
             key, rendered.content_type, len(rendered.data), rendered.width, rendered.height
         )
-        self.redis.set(ENTRY_PREFIX + key, json.dumps(asdict(stored)), ex=self.ttl_s)
+        self.redis.set(self._entry(key), json.dumps(asdict(stored)), ex=self.ttl_s)
         return Lookup(stored, hit=False)
 
     def current_model(self) -> str | None:

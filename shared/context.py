@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.cache import ResultCache
+from shared.cache import ResultCache, cache_scope
 from shared.jobs.report import FinishedJobReporter
 from shared.jobs.store import JobStore
 from shared.metrics import Metrics
@@ -39,6 +39,15 @@ def build_context(
         redis=client,
         storage=storage,
         jobs=JobStore(client, settings.result_ttl_s, on_job_finished=FinishedJobReporter(metrics)),
-        cache=ResultCache(client, storage, metrics, settings.result_ttl_s, cache_lookups_from),
+        # Unscoped, the cache is the one of requests without a key (development);
+        # work for a job uses cache.scoped(...) with its owner's scope.
+        cache=ResultCache(
+            client,
+            storage,
+            metrics,
+            settings.result_ttl_s,
+            cache_lookups_from,
+            scope=cache_scope(settings.cache_scope, owner=""),
+        ),
         metrics=metrics,
     )

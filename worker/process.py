@@ -19,6 +19,9 @@ from worker.model import LoadedModel, load_model
 
 #: Workers count their cache lookups apart from the API's.
 CACHE_LOOKUPS_FROM = "worker"
+#: Workers never block on a Redis read: a reply slower than this means the server is gone.
+REDIS_SOCKET_TIMEOUT_S = 30
+REDIS_CONNECT_TIMEOUT_S = 5
 
 
 @dataclass
@@ -40,7 +43,13 @@ class WorkerProcess:
     def context(self) -> ServiceContext:
         if self._context is None:
             settings = Settings.from_env()
-            client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+            client = redis.Redis.from_url(
+                settings.redis_url,
+                decode_responses=True,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                health_check_interval=30,
+            )
             self._context = build_context(settings, client, CACHE_LOOKUPS_FROM)
         return self._context
 

@@ -8,7 +8,7 @@ import time
 from celery import Celery
 
 from effects import EffectError, apply_effect, get_effect
-from shared.cache import Rendered
+from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
 from shared.jobs.model import CUTOUT, JobRecord, ResultRecord, ResultStatus, StoredObject
@@ -50,11 +50,12 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     ctx.jobs.set_model_id(job_id, model.model_id)
     key = cutout_key(job.request.input_sha256, ctx.settings.max_side, model.model_id)
     watch = _Stopwatch()
-    source = ctx.cache.lookup(key, "cutout")
+    cache = _cache_of(worker, job)
+    source = cache.lookup(key, "cutout")
     cached = source is not None
     if source is None:
-        source, cached = _segment_once(worker, job, key, watch)
-    view = _cutout_view(worker, source, job.request.output, watch)
+        source, cached = _segment_once(worker, cache, job, key, watch)
+    view = _cutout_view(worker, cache, source, job.request.output, watch)
     _observe_stages(worker, record, watch, "cutout")
     ctx.jobs.succeed_result(
         job_id, record, view, cached=cached, timings=watch.timings, source_key=source.key
@@ -63,8 +64,14 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     enqueue_effects(celery, job_id, job.request.effect_order, job.request.primary)
 
 
+def _cache_of(worker: WorkerProcess, job: JobRecord) -> ResultCache:
+    """The cache index the job's owner may see."""
+    ctx = worker.context
+    return ctx.cache.scoped(cache_scope(ctx.settings.cache_scope, job.owner))
+
+
 def _segment_once(
-    worker: WorkerProcess, job: JobRecord, key: str, watch: _Stopwatch
+    worker: WorkerProcess, cache: ResultCache, job: JobRecord, key: str, watch: _Stopwatch
 ) -> tuple[StoredObject, bool]:
     """Run the model for `key` unless another worker is already doing so: then wait and reuse."""
     ctx = worker.context
@@ -85,14 +92,18 @@ def _segment_once(
         f"cutfx:lock:{key}", timeout=SEGMENT_LOCK_TTL_S, blocking_timeout=SEGMENT_LOCK_WAIT_S
     )
     with lock:
-        found = ctx.cache.get_or_store(key, segmented)
+        found = cache.get_or_store(key, segmented)
     if not found.hit:
         watch.lap("upload")
     return found.stored, found.hit
 
 
 def _cutout_view(
-    worker: WorkerProcess, source: StoredObject, output: OutputFormat, watch: _Stopwatch
+    worker: WorkerProcess,
+    cache: ResultCache,
+    source: StoredObject,
+    output: OutputFormat,
+    watch: _Stopwatch,
 ) -> StoredObject:
     """The cutout in the format the client asked for (WebP is ~15x smaller than the PNG)."""
     key = cutout_view_key(source.key, output)
@@ -103,7 +114,7 @@ def _cutout_view(
         data = encode_rgba(_cutout_pixels(worker, source.key), output)
         return Rendered(data, output.content_type, source.width, source.height)
 
-    found = worker.context.cache.get_or_store(key, encoded)
+    found = cache.get_or_store(key, encoded)
     if not found.hit:
         watch.lap("view")
     return found.stored
@@ -134,7 +145,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
 
     key = effect_key(source_key, effect_name, params, request.output)
     try:
-        found = ctx.cache.get_or_store(key, rendered, "effect")
+        found = _cache_of(worker, job).get_or_store(key, rendered, "effect")
     except EffectError as exc:
         _fail(worker, job_id, record, "effect_failed", str(exc))
         return

@@ -10,11 +10,23 @@ from typing import Any
 
 import redis
 
+from shared.errors import InvalidParameter
 from shared.jobs.keys import events_key
 from shared.jobs.model import EventType
 
-STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 READ_BATCH = 100
+#: Redis stream ids are two unsigned 64-bit numbers.
+_STREAM_ID_PART_LIMIT = 2**64
+
+
+def check_event_id(raw: str) -> str:
+    """`raw` if it is a stream id Redis accepts; InvalidParameter (field `since`) otherwise."""
+    if not STREAM_ID.match(raw) or any(
+        int(part) >= _STREAM_ID_PART_LIMIT for part in raw.split("-")
+    ):
+        raise InvalidParameter(f"not an event id: {raw[:40]!r}", field="since")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -44,9 +56,10 @@ def read_events(
 
 
 def follow_events(
-    client: redis.Redis, job_id: str, after: str, block_ms: int
+    client: redis.Redis, job_id: str, after: str, block_ms: int | None
 ) -> Iterator[JobEvent | None]:
-    """Every event after `after` until the final one; None each time block_ms passes idle."""
+    """Every event after `after` until the final one; None each time block_ms passes idle
+    (at once when block_ms is None)."""
     cursor = after
     while True:
         batch = read_events(client, job_id, cursor, block_ms)

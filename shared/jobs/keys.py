@@ -17,6 +17,11 @@ def events_key(job_id: str) -> str:
     return f"{job_key(job_id)}:events"
 
 
+def active_jobs_key(owner: str) -> str:
+    """The unfinished jobs of one API key (a sorted set scored by submit time)."""
+    return f"cutfx:owner:{owner}:active"
+
+
 def webhook_cursor_key(job_id: str) -> str:
     return f"{job_key(job_id)}:webhook-cursor"
 

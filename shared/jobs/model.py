@@ -161,6 +161,8 @@ class JobRecord:
     model_id: str | None = None
     finished_at: float | None = None
     webhook: Webhook | None = None
+    #: The id of the API key that submitted the job ("" when keys are off).
+    owner: str = ""
 
     @property
     def finished(self) -> bool:

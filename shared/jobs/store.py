@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from shared.errors import JobNotFound
-from shared.jobs.keys import events_key, job_key, pending_key
+from shared.jobs.keys import active_jobs_key, events_key, job_key, pending_key
 from shared.jobs.model import (
     CUTOUT,
     EventType,
@@ -38,6 +38,17 @@ START_OF_STREAM = "0-0"
 
 JobFinished = Callable[[JobRecord], None]
 
+# KEYS: the owner's active set. ARGV: job id, now, oldest score still counted, cap.
+# Entries older than a job's lifetime are dropped first, so a lost close frees its slot.
+_CLAIM_ACTIVE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 1
+"""
+
 
 class JobStore:
     def __init__(
@@ -49,6 +60,7 @@ class JobStore:
         self._on_job_finished = on_job_finished
         self._finish = client.register_script(FINISH_RESULT)
         self._start = client.register_script(START_RESULT)
+        self._claim_slot = client.register_script(_CLAIM_ACTIVE_SLOT)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -63,6 +75,7 @@ class JobStore:
         }
         finished_at = fields.get("finished_at")
         webhook = fields.get("webhook")
+        owner = fields.get("owner", "")
         return JobRecord(
             id=job_id,
             status=JobStatus(fields["status"]),
@@ -72,7 +85,25 @@ class JobStore:
             model_id=fields.get("model_id"),
             finished_at=float(finished_at) if finished_at else None,
             webhook=Webhook.from_json(webhook) if webhook else None,
+            owner=owner,
         )
+
+    def get_owned(self, job_id: str, owner: str) -> JobRecord:
+        """The job, if `owner` submitted it; another owner gets JobNotFound, as for no job."""
+        job = self.get(job_id)
+        if job.owner != owner:
+            raise JobNotFound(f"no job {job_id}")
+        return job
+
+    def require_owned(self, job_id: str, owner: str) -> None:
+        """JobNotFound unless the job exists and `owner` submitted it."""
+        stored_owner: Any = self.redis.hget(job_key(job_id), "owner")
+        if stored_owner is None or stored_owner != owner:
+            raise JobNotFound(f"no job {job_id}")
+
+    def is_finished(self, job_id: str) -> bool:
+        status: Any = self.redis.hget(job_key(job_id), "status")
+        return status is not None and JobStatus(status).finished
 
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(job_key(job_id)))
@@ -91,7 +122,24 @@ class JobStore:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def create(self, job_id: str, request: JobRequest, webhook: Webhook | None = None) -> JobRecord:
+    def claim_active_slot(self, owner: str, job_id: str, cap: int) -> bool:
+        """Count a new unfinished job against its owner's cap; False when the cap is reached."""
+        current = now()
+        claimed = self._claim_slot(
+            keys=[active_jobs_key(owner)], args=[job_id, current, current - self.ttl_s, cap]
+        )
+        return bool(claimed)
+
+    def release_active_slot(self, owner: str, job_id: str) -> None:
+        self.redis.zrem(active_jobs_key(owner), job_id)
+
+    def create(
+        self,
+        job_id: str,
+        request: JobRequest,
+        webhook: Webhook | None = None,
+        owner: str = "",
+    ) -> JobRecord:
         created_at = now()
         results = {
             name: ResultRecord(name=name, timings={"queued_at": created_at})
@@ -102,6 +150,7 @@ class JobStore:
             "created_at": created_at,
             "updated_at": created_at,
             "request": request.to_json(),
+            "owner": owner,
         }
         mapping.update({RESULT_FIELD_PREFIX + name: r.to_json() for name, r in results.items()})
         if webhook is not None:
@@ -124,7 +173,9 @@ class JobStore:
             for key in keys:
                 pipe.expire(key, self.ttl_s)
             pipe.execute()
-        return JobRecord(job_id, JobStatus.QUEUED, created_at, request, results, webhook=webhook)
+        return JobRecord(
+            job_id, JobStatus.QUEUED, created_at, request, results, webhook=webhook, owner=owner
+        )
 
     def set_model_id(self, job_id: str, model_id: str) -> None:
         self.redis.hset(job_key(job_id), "model_id", model_id)
@@ -218,8 +269,11 @@ class JobStore:
                 STREAM_MAX_LEN,
             ],
         )
-        if outcome == JOB_CLOSED and self._on_job_finished is not None:
-            self._on_job_finished(self.get(job_id))
+        if outcome == JOB_CLOSED:
+            closed = self.get(job_id)
+            self.release_active_slot(closed.owner, job_id)
+            if self._on_job_finished is not None:
+                self._on_job_finished(closed)
         return bool(outcome)
 
 
