@@ -6,8 +6,10 @@ import logging
 
 import redis
 from flask import Flask, Response, jsonify
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from api.limits import as_cutfx_error
 from effects import InvalidEffectParameter, UnknownEffect
 from shared.errors import CutfxError
 
@@ -26,7 +28,10 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 def _cutfx_error(exc: CutfxError) -> Response:
     if exc.status >= 500:
         logger.error("request failed", extra={"code": exc.code, "reason": exc.message})
-    return error_response(exc.status, exc.code, exc.message, exc.field)
+    response = error_response(exc.status, exc.code, exc.message, exc.field)
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _invalid_effect_parameter(exc: InvalidEffectParameter) -> Response:
@@ -37,6 +42,11 @@ def _invalid_effect_parameter(exc: InvalidEffectParameter) -> Response:
 
 def _unknown_effect(exc: UnknownEffect) -> Response:
     return error_response(422, "unknown_effect", str(exc), field="effects")
+
+
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    # flask-limiter adds Retry-After and the X-RateLimit-* headers after this.
+    return _cutfx_error(as_cutfx_error(exc))
 
 
 def _too_large(exc: RequestEntityTooLarge) -> Response:
@@ -62,6 +72,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(CutfxError, _cutfx_error)
     app.register_error_handler(InvalidEffectParameter, _invalid_effect_parameter)
     app.register_error_handler(UnknownEffect, _unknown_effect)
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
     app.register_error_handler(RequestEntityTooLarge, _too_large)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_unavailable)

@@ -9,10 +9,14 @@ class CutfxError(Exception):
     code = "internal_error"
     status = 500
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, field: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        #: Sent as Retry-After: when trying again may succeed.
+        self.retry_after_s = retry_after_s
 
 
 class ConfigurationError(CutfxError):
@@ -72,6 +76,25 @@ class InvalidImage(CutfxError):
 class InvalidParameter(CutfxError):
     code = "invalid_parameter"
     status = 422
+
+
+class TooManyActiveJobs(CutfxError):
+    """An API key has as many unfinished jobs as it may."""
+
+    code = "too_many_active_jobs"
+    status = 429
+
+
+class RateLimited(CutfxError):
+    code = "rate_limited"
+    status = 429
+
+
+class ServiceBusy(CutfxError):
+    """This API process is decoding as many uploads as it may at once."""
+
+    code = "busy"
+    status = 503
 
 
 class ServiceNotReady(CutfxError):

@@ -41,3 +41,35 @@ def test_bad_bytes(data, error):
 def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(ImageTooLarge):
         normalise_upload(image_bytes(100, 100), 9_999, 1000)
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_yet_reaches_the_working_size():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.zeros((3000, 6000, 3), dtype=np.uint8)
+    pixels[:, :3000] = (200, 40, 40)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    normalised = normalise_upload(buffer.getvalue(), max_pixels=40_000_000, max_side=1024)
+    assert (normalised.width, normalised.height) == (1024, 512)
+    left = normalised.pixels[:, :400].reshape(-1, 3).mean(axis=0)
+    assert abs(left[0] - 200) < 6
+    assert abs(left[1] - 40) < 6
+
+
+def test_the_draft_picks_the_smallest_jpeg_scale_that_still_covers_the_working_size():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from api.images import _draft
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 6000, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    _draft(image, 1024)
+    assert image.size == (1500, 750), "1/4 scale: 1/8 would be 750 wide, below 1024"
