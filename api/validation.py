@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
@@ -13,6 +12,7 @@ from effects import EFFECT_NAMES, get_effect
 from shared.encoding import OutputFormat, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.jobs.model import EventType, Webhook
+from shared.webhook_targets import check_callback_address, check_callback_url
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
 
@@ -27,7 +27,9 @@ class JobOptions:
     webhook: Webhook | None = None
 
 
-def parse_options(form: MultiDict[str, str], key_id: str = "") -> JobOptions:
+def parse_options(
+    form: MultiDict[str, str], key_id: str = "", allow_loopback_callbacks: bool = False
+) -> JobOptions:
     effects = _parse_effects(form.get("effects"))
     primary = form.get("primary") or None
     if primary is not None and primary not in effects:
@@ -40,18 +42,20 @@ def parse_options(form: MultiDict[str, str], key_id: str = "") -> JobOptions:
         primary or effects[0],
         output,
         _parse_params(form.get("params"), effects),
-        _parse_webhook(form.get("callback_url"), form.get("callback_events"), key_id),
+        _parse_webhook(
+            form.get("callback_url"), form.get("callback_events"), key_id, allow_loopback_callbacks
+        ),
     )
 
 
-def _parse_webhook(url: str | None, events: str | None, key_id: str) -> Webhook | None:
+def _parse_webhook(
+    url: str | None, events: str | None, key_id: str, allow_loopback: bool
+) -> Webhook | None:
     if not url:
         if events:
             raise InvalidParameter("callback_events needs a callback_url", field="callback_events")
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidParameter("callback_url must be an http(s) URL", field="callback_url")
+    check_callback_url(url)
     chosen = tuple(name.strip() for name in (events or "").split(",") if name.strip())
     unknown = [name for name in chosen if name not in WEBHOOK_EVENT_TYPES]
     if unknown:
@@ -59,6 +63,7 @@ def _parse_webhook(url: str | None, events: str | None, key_id: str) -> Webhook 
             f"unknown event types {unknown}; choose from {', '.join(WEBHOOK_EVENT_TYPES)}",
             field="callback_events",
         )
+    check_callback_address(url, allow_loopback)
     return Webhook(url, tuple(EventType(name) for name in chosen) or WEBHOOK_EVENT_TYPES, key_id)
 
 
@@ -93,6 +98,8 @@ def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[s
             supplied = json.loads(raw)
         except ValueError as exc:
             raise MalformedRequest(f"params is not valid JSON: {exc}", field="params") from None
+        except RecursionError:
+            raise MalformedRequest("params is nested too deeply", field="params") from None
     if not isinstance(supplied, dict):
         raise MalformedRequest("params must be a JSON object keyed by effect", field="params")
     for name, value in supplied.items():

@@ -7,18 +7,28 @@ A failure raises, and Celery retries the task with backoff; the events wait.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
 
 import requests
+from redis.exceptions import LockError
+from redis.lock import Lock
 
 from shared.context import ServiceContext
+from shared.errors import InvalidParameter
 from shared.jobs.events import JobEvent, read_events
 from shared.jobs.keys import webhook_cursor_key, webhook_lock_key
 from shared.jobs.model import Webhook
 from shared.jobs.store import START_OF_STREAM
 from shared.jobs.view import event_view
+from shared.webhook_targets import (
+    DeliveryRefused,
+    delivery_manager,
+    post_within_limits,
+    redacted,
+)
 from shared.webhooks import (
     EVENT_HEADER,
     EVENT_ID_HEADER,
@@ -30,9 +40,7 @@ from shared.webhooks import (
 
 logger = logging.getLogger(__name__)
 
-DELIVERY_TIMEOUT_S = 10
 LOCK_TTL_S = 60
-USER_AGENT = "cutfx-webhooks/1"
 
 
 class WebhookDeliveryFailed(Exception):
@@ -48,22 +56,26 @@ def deliver_pending(ctx: ServiceContext, job_id: str) -> int:
     webhook = ctx.jobs.webhook(job_id)
     if webhook is None:
         return 0
-    if not ctx.redis.set(webhook_lock_key(job_id), "1", nx=True, ex=LOCK_TTL_S):
+    # An owner-token lock: a delivery that outlived its TTL cannot delete a successor's lock.
+    lock = ctx.redis.lock(webhook_lock_key(job_id), timeout=LOCK_TTL_S, blocking=False)
+    if not lock.acquire():
         raise DeliveryBusy(job_id)
     try:
-        return _deliver_after_cursor(ctx, job_id, webhook)
+        return _deliver_after_cursor(ctx, job_id, webhook, lock)
     finally:
-        ctx.redis.delete(webhook_lock_key(job_id))
+        with contextlib.suppress(LockError):
+            lock.release()
 
 
-def _deliver_after_cursor(ctx: ServiceContext, job_id: str, webhook: Webhook) -> int:
+def _deliver_after_cursor(ctx: ServiceContext, job_id: str, webhook: Webhook, lock: Lock) -> int:
     stored_cursor: Any = ctx.redis.get(webhook_cursor_key(job_id))
     cursor = str(stored_cursor or START_OF_STREAM)
     secret = webhook_secret(ctx.settings.signing_key, webhook.key_id)
     sent = 0
     for event in read_events(ctx.redis, job_id, cursor, block_ms=None):
+        lock.extend(LOCK_TTL_S, replace_ttl=True)
         if event.type in webhook.events:
-            _post(webhook.url, secret, job_id, event, _payload(ctx, job_id, event))
+            _post(ctx, webhook.url, secret, job_id, event, _payload(ctx, job_id, event))
             sent += 1
         ctx.redis.set(webhook_cursor_key(job_id), event.id, ex=ctx.settings.result_ttl_s)
     return sent
@@ -75,19 +87,22 @@ def _payload(ctx: ServiceContext, job_id: str, event: JobEvent) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _post(url: str, secret: str, job_id: str, event: JobEvent, body: bytes) -> None:
+def _post(
+    ctx: ServiceContext, url: str, secret: str, job_id: str, event: JobEvent, body: bytes
+) -> None:
     headers = {
         "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
         SIGNATURE_HEADER: sign(secret, body),
         EVENT_HEADER: event.type,
         EVENT_ID_HEADER: event.id,
         JOB_ID_HEADER: job_id,
     }
+    shown = redacted(url)
+    manager = delivery_manager(ctx.settings.webhook_allow_loopback)
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT_S)
-    except requests.RequestException as exc:
-        raise WebhookDeliveryFailed(f"{event.type} to {url}: {type(exc).__name__}") from exc
+        response = post_within_limits(manager, url, body, headers)
+    except (requests.RequestException, DeliveryRefused, InvalidParameter) as exc:
+        raise WebhookDeliveryFailed(f"{event.type} to {shown}: {type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:
-        raise WebhookDeliveryFailed(f"{event.type} to {url}: HTTP {response.status_code}")
+        raise WebhookDeliveryFailed(f"{event.type} to {shown}: HTTP {response.status_code}")
     logger.info("webhook delivered", extra={"event": event.type, "event_id": event.id})
