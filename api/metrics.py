@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import redis
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from api.services import services
+from shared.errors import Unauthorized
 from shared.metrics import ALL_METRICS, gauge, render
 from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 from shared.workers import live_workers
@@ -33,8 +37,27 @@ def ready_workers(client: redis.Redis) -> dict[str, float]:
     return {queue: float(sum(queue in w.queues and w.ready for w in workers)) for queue in QUEUES}
 
 
+def require_metrics_token() -> None:
+    """/metrics has its own token (CUTFX_METRICS_TOKEN); without one it is open in
+    development only."""
+    settings = services().settings
+    if not settings.metrics_token:
+        if settings.development:
+            return
+        raise Unauthorized(
+            "/metrics needs CUTFX_METRICS_TOKEN to be set and sent as a bearer token"
+        )
+    header = request.headers.get("Authorization", "")
+    presented = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    expected = hashlib.sha256(settings.metrics_token.encode()).digest()
+    given = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+    if not hmac.compare_digest(expected, given):
+        raise Unauthorized("/metrics needs its bearer token")
+
+
 @blueprint.get("/metrics")
 def metrics() -> Response:
+    require_metrics_token()
     client = services().redis
     gauges = [
         gauge("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(client), "queue"),

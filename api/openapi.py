@@ -88,6 +88,26 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+ERROR_DESCRIPTIONS = {
+    "400": "Malformed request or undecodable image",
+    "401": "Missing or invalid API key (or metrics token)",
+    "403": "Bad, expired or over-long signed link",
+    "404": "Unknown job or object (another API key's job is unknown too)",
+    "409": "Idempotency-Key reused for another request",
+    "413": "Upload too large",
+    "415": "Unsupported image format",
+    "422": "Invalid parameter",
+    "429": "Rate limit or unfinished-job cap reached (Retry-After says when to retry)",
+    "503": "Not ready, busy decoding, or Redis unavailable (Retry-After when known)",
+}
+#: What any route may answer: limits and an unavailable job store.
+COMMON_ERRORS = ("429", "503")
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _error(ERROR_DESCRIPTIONS[code]) for code in (*codes, *COMMON_ERRORS)}
+
+
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -114,6 +134,14 @@ def openapi_document() -> dict[str, Any]:
             "/v1/jobs": {
                 "post": {
                     "summary": "Queue a photo for background removal and effects",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "description": "Repeat safely: the same key returns the same job",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -158,11 +186,7 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         ),
-                        "400": _error("Malformed request or undecodable image"),
-                        "401": _error("Missing or invalid API key"),
-                        "413": _error("Upload too large"),
-                        "415": _error("Unsupported image format"),
-                        "422": _error("Invalid parameter"),
+                        **_errors("400", "401", "409", "413", "415", "422"),
                     },
                 }
             },
@@ -184,7 +208,10 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         },
                     ],
-                    "responses": {"200": _json("The job", job_ref), "404": _error("Unknown job")},
+                    "responses": {
+                        "200": _json("The job", job_ref),
+                        **_errors("401", "404", "422"),
+                    },
                 }
             },
             "/v1/jobs/{job_id}/events": {
@@ -193,18 +220,27 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _job_id_param(),
                         {"name": "since", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "keepalive_ms",
+                            "in": "query",
+                            "description": "Keep-alive comment interval (100 to 60000 ms)",
+                            "schema": {"type": "integer", "minimum": 100, "maximum": 60000},
+                        },
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                     ],
                     "responses": {
-                        "200": {"description": "text/event-stream"},
-                        "404": _error("Unknown job"),
+                        "200": {
+                            "description": "Server-Sent Events",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors("400", "401", "404", "422"),
                     },
                 }
             },
             "/v1/effects": {
                 "get": {
                     "summary": "The effects and their parameters",
-                    "responses": {"200": _json("The registry", {"type": "object"})},
+                    "responses": {"200": _json("The registry", {"type": "object"}), **_errors()},
                 }
             },
             "/v1/files/{key}": {
@@ -232,32 +268,41 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "The file"},
-                        "403": _error("Bad or expired link"),
+                        **_errors("403", "404"),
                     },
                 }
             },
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "responses": {"200": _json("OpenAPI 3", {"type": "object"})},
+                    "responses": {"200": _json("OpenAPI 3", {"type": "object"}), **_errors()},
                 }
             },
             "/v1/webhooks/secret": {
                 "get": {
                     "summary": "The secret that signs this API key's webhook deliveries",
-                    "responses": {"200": _json("The secret", {"type": "object"})},
+                    "responses": {"200": _json("The secret", {"type": "object"}), **_errors("401")},
                 }
             },
             "/v1/warmup": {
                 "post": {
                     "summary": "Announce a coming upload; reports whether a GPU worker is ready",
-                    "responses": {"200": _json("Readiness of the GPU queue", {"type": "object"})},
+                    "responses": {
+                        "200": _json("Readiness of the GPU queue", {"type": "object"}),
+                        **_errors("401"),
+                    },
                 }
             },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics of the API and the workers",
-                    "responses": {"200": {"description": "text/plain; version=0.0.4"}},
+                    "security": [{"bearer": []}],
+                    "description": "Needs CUTFX_METRICS_TOKEN as a bearer token.",
+                    "responses": {
+                        "200": {"description": "text/plain; version=0.0.4"},
+                        "401": _error(ERROR_DESCRIPTIONS["401"]),
+                        "503": _error(ERROR_DESCRIPTIONS["503"]),
+                    },
                 }
             },
             "/healthz": {

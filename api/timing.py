@@ -13,6 +13,9 @@ from api.services import services
 from shared.metrics import REQUEST_SECONDS, REQUESTS
 
 UNMATCHED_ROUTE = "unmatched"
+#: Any other method string is counted as OTHER_METHOD, so a client cannot mint series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 @contextmanager
@@ -36,7 +39,8 @@ def _finish(response: Response) -> Response:
         f"{name};dur={s * 1000:.1f}" for name, s in stages
     )
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
-    labels = {"route": route, "method": request.method, "status": str(response.status_code)}
+    method = request.method if request.method in KNOWN_METHODS else OTHER_METHOD
+    labels = {"route": route, "method": method, "status": str(response.status_code)}
     try:
         metrics = services().metrics
         metrics.increment(REQUESTS, labels)

@@ -4,10 +4,56 @@ const $ = (id) => document.getElementById(id);
 const LABELS = { cutout: "Cutout", color: "Color", enhancedblackwhite: "Black & white", popart: "Pop art", dithering: "Dithering" };
 let stream = null;
 let timer = null;
+// Each result image's loading: "All done" waits for them, so it means everything is visible.
+let shown = [];
 
 function apiKey() { return $("apikey").value.trim(); }
+// The key travels in a header only, never in a URL (URLs end up in logs and histories).
 function authHeaders() { return apiKey() ? { Authorization: "Bearer " + apiKey() } : {}; }
-function withKey(url) { return apiKey() ? url + (url.includes("?") ? "&" : "?") + "api_key=" + encodeURIComponent(apiKey()) : url; }
+
+// Server-Sent Events over fetch, so the key goes in a header (EventSource cannot send one).
+// Reconnects with Last-Event-ID after a dropped connection; stops after job.finished.
+function readEvents(url, handlers) {
+  const controller = new AbortController();
+  let lastId = "";
+  let finished = false;
+  const dispatch = (block) => {
+    let type = "message", data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("id:")) lastId = line.slice(3).trim();
+      else if (line.startsWith("event:")) type = line.slice(6).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
+    }
+    if (data && handlers[type]) handlers[type]({ data });
+    if (type === "job.finished") finished = true;
+  };
+  const connect = async () => {
+    const headers = { ...authHeaders(), Accept: "text/event-stream" };
+    if (lastId) headers["Last-Event-ID"] = lastId;
+    const response = await fetch(url, { headers, signal: controller.signal });
+    if (!response.ok) throw new Error(`events: HTTP ${response.status}`);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        dispatch(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  };
+  const run = async () => {
+    for (let attempt = 0; !finished && !controller.signal.aborted && attempt < 20; attempt += 1) {
+      try { await connect(); } catch (error) { if (controller.signal.aborted) return; }
+      if (!finished) await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  };
+  run();
+  return { close: () => controller.abort() };
+}
 
 function showError(message) { $("error").textContent = message; $("error").hidden = !message; }
 
@@ -47,6 +93,10 @@ function showResult(name, result, seconds) {
   image.alt = LABELS[name] || name;
   image.src = result.url;
   image.addEventListener("load", () => element.classList.add("loaded"));
+  shown.push(new Promise((resolve) => {
+    image.addEventListener("load", resolve);
+    image.addEventListener("error", resolve);
+  }));
   frame.replaceChildren(image);
   element.className = "card done";
   const link = document.createElement("a");
@@ -62,10 +112,9 @@ function follow(job, started) {
   const names = ["cutout", ...job.effects];
   $("results").replaceChildren(...names.map(card));
   let done = 0;
+  shown = [];
   const progress = () => { $("bar").value = done / names.length; };
   if (stream) stream.close();
-  stream = new EventSource(withKey(job.links.events));
-  stream.addEventListener("job.started", () => { $("status-text").textContent = "Removing the background…"; });
   const onResult = (event) => {
     const data = JSON.parse(event.data);
     done += 1;
@@ -73,14 +122,19 @@ function follow(job, started) {
     showResult(data.name, data.result, (performance.now() - started) / 1000);
     $("status-text").textContent = `${done} of ${names.length} ready`;
   };
-  stream.addEventListener("result.succeeded", onResult);
-  stream.addEventListener("result.failed", onResult);
-  stream.addEventListener("job.finished", (event) => {
-    const data = JSON.parse(event.data);
-    stream.close();
-    clearInterval(timer);
-    $("status-text").textContent = data.status === "succeeded" ? "All done" : `Finished: ${data.status}`;
-    document.body.dataset.job = data.status;
+  stream = readEvents(job.links.events, {
+    "job.started": () => { $("status-text").textContent = "Removing the background…"; },
+    "result.succeeded": onResult,
+    "result.failed": onResult,
+    "job.finished": (event) => {
+      const data = JSON.parse(event.data);
+      stream.close();
+      Promise.allSettled(shown).then(() => {
+        clearInterval(timer);
+        $("status-text").textContent = data.status === "succeeded" ? "All done" : `Finished: ${data.status}`;
+        document.body.dataset.job = data.status;
+      });
+    },
   });
 }
 
