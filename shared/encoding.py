@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageCms
 
 from shared.errors import InvalidParameter
 
@@ -26,6 +26,23 @@ PNG_COMPRESS_LEVEL = 6
 # Lossless intermediates (the stored input and cutout) are read back at once: speed wins.
 INTERMEDIATE_PNG_COMPRESS_LEVEL = 1
 JPEG_BACKGROUND = (255, 255, 255)
+#: Where an ICC header keeps its creation time, and its MD5 profile id (ICC.1:2010, 7.2).
+_ICC_DATE = slice(24, 36)
+_ICC_PROFILE_ID = slice(84, 100)
+
+
+def _reproducible_srgb_profile() -> bytes:
+    """Little CMS's sRGB profile without its creation time (and so without the id that
+    hashes it): the same bytes in every process, so re-encoding a result repeats it."""
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile[_ICC_DATE] = bytes(12)
+    profile[_ICC_PROFILE_ID] = bytes(16)  # all zero: "not computed", as ICC allows
+    return bytes(profile)
+
+
+#: Every encoded image says it is sRGB (uploads are converted to it), so viewers
+#: show the colours as computed. The profile is the only metadata a result carries.
+SRGB_ICC = _reproducible_srgb_profile()
 
 
 @dataclass(frozen=True)
@@ -68,22 +85,26 @@ def encode_rgba(
     image = Image.fromarray(rgba, "RGBA")
     buffer = io.BytesIO()
     if output.name == "webp" and flat_colours:
-        image.save(buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD)
+        image.save(
+            buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD, icc_profile=SRGB_ICC
+        )
     elif output.name == "webp":
-        image.save(buffer, "WEBP", quality=output.quality, method=WEBP_METHOD)
+        image.save(buffer, "WEBP", quality=output.quality, method=WEBP_METHOD, icc_profile=SRGB_ICC)
     elif output.name == "png":
-        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL, icc_profile=SRGB_ICC)
     else:
         flat = Image.new("RGB", image.size, JPEG_BACKGROUND)
         flat.paste(image, mask=image.getchannel("A"))
-        flat.save(buffer, "JPEG", quality=output.quality, optimize=False)
+        flat.save(buffer, "JPEG", quality=output.quality, optimize=False, icc_profile=SRGB_ICC)
     return buffer.getvalue()
 
 
 def encode_lossless(pixels: npt.NDArray[np.uint8]) -> bytes:
     """PNG for intermediates: the normalised input (RGB) and the cutout (RGBA)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG", compress_level=INTERMEDIATE_PNG_COMPRESS_LEVEL)
+    Image.fromarray(pixels).save(
+        buffer, "PNG", compress_level=INTERMEDIATE_PNG_COMPRESS_LEVEL, icc_profile=SRGB_ICC
+    )
     return buffer.getvalue()
 
 

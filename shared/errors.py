@@ -78,6 +78,18 @@ class InvalidParameter(CutfxError):
     status = 422
 
 
+class ImageTooSmall(InvalidParameter):
+    """A side shorter than cutfx can find a subject in."""
+
+    code = "image_too_small"
+
+
+class ImageTooThin(InvalidParameter):
+    """An aspect ratio past what cutfx processes (a strip, not a photo)."""
+
+    code = "image_too_thin"
+
+
 class TooManyActiveJobs(CutfxError):
     """An API key has as many unfinished jobs as it may."""
 
