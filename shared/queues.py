@@ -16,25 +16,41 @@ TASK_SEGMENT = "cutfx.segment"
 TASK_APPLY_EFFECT = "cutfx.apply_effect"
 TASK_DELIVER_WEBHOOKS = "cutfx.deliver_webhooks"
 
-#: Longer than the longest task (a base-mode inference on CPU is ~15 s), or Redis
-#: would hand a still-running task to a second worker.
-VISIBILITY_TIMEOUT_S = 3600
+#: The broker's unacked index (kombu's default name), whose scores the workers
+#: refresh for the tasks they are running.
+UNACKED_INDEX_KEY = "unacked_index"
+#: How often any worker sweeps the unacked index for messages whose worker died.
+UNACKED_RESTORE_INTERVAL_S = 5
 #: Redis priority levels; Celery's Redis transport uses one list per step.
 PRIORITY_STEPS = [0, 3, 6, 9]
 PRIORITY_PRIMARY = 0
 PRIORITY_OTHER = 6
+#: Past its soft limit a task is told (and fails its result as `timeout`); this much
+#: later its process is stopped.
+HARD_LIMIT_GRACE_S = 15
+#: A broker that does not answer within this is gone: reconnect rather than hang.
+BROKER_SOCKET_TIMEOUT_S = 15
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
+        # A message whose worker stops refreshing it (worker/visibility.py) is handed
+        # out again visibility_timeout_s later, found by a sweep every few seconds.
         "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_index_key": UNACKED_INDEX_KEY,
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
             "queue_order_strategy": "priority",
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
         },
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
         "task_ignore_result": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -46,6 +62,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             TASK_SEGMENT: {"queue": QUEUE_GPU},
             TASK_APPLY_EFFECT: {"queue": QUEUE_CPU},
             TASK_DELIVER_WEBHOOKS: {"queue": QUEUE_WEBHOOKS},
+        },
+        "task_annotations": {
+            TASK_SEGMENT: {
+                "soft_time_limit": settings.segment_time_limit_s,
+                "time_limit": settings.segment_time_limit_s + HARD_LIMIT_GRACE_S,
+            },
+            TASK_APPLY_EFFECT: {
+                "soft_time_limit": settings.effect_time_limit_s,
+                "time_limit": settings.effect_time_limit_s + HARD_LIMIT_GRACE_S,
+            },
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.signals import (
     celeryd_after_setup,
+    task_postrun,
     task_prerun,
     worker_process_init,
     worker_ready,
@@ -27,6 +28,7 @@ from shared.queues import celery_config
 from shared.settings import Settings
 from worker.heartbeat import Heartbeat, new_status
 from worker.process import this_process
+from worker.retention import GarbageCollector
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ def _announce_ready(sender: Any, **_: Any) -> None:
     status = new_status(sender.hostname, process.queues, _started_at, **model_facts)
     process.heartbeat = Heartbeat(process.context.redis, status)
     process.heartbeat.start()
+    if process.serves_cpu:
+        interval = process.context.settings.gc_interval_s
+        process.garbage_collector = GarbageCollector(process.context, interval)
+        process.garbage_collector.start()
     logger.info(
         "worker ready",
         extra={"queues": list(process.queues), "ready_after_s": status.ready_after_s},
@@ -98,11 +104,33 @@ def _count_task(sender: Any = None, **_: Any) -> None:
     this_process().context.metrics.increment(TASKS, labels)
 
 
+@task_prerun.connect
+def _hold_visibility(sender: Any = None, **_: Any) -> None:
+    tag = _delivery_tag(sender)
+    if tag is not None:
+        this_process().visibility.hold(tag)
+
+
+@task_postrun.connect
+def _release_visibility(sender: Any = None, **_: Any) -> None:
+    tag = _delivery_tag(sender)
+    if tag is not None:
+        this_process().visibility.release(tag)
+
+
+def _delivery_tag(task: Any) -> str | None:
+    info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
+    tag = info.get("delivery_tag")
+    return str(tag) if tag is not None else None
+
+
 @worker_shutdown.connect
 def _withdraw(**_: Any) -> None:
-    heartbeat = this_process().heartbeat
-    if heartbeat is not None:
-        heartbeat.stop()
+    process = this_process()
+    if process.heartbeat is not None:
+        process.heartbeat.stop()
+    if process.garbage_collector is not None:
+        process.garbage_collector.stop()
 
 
 def _warm_model() -> None:

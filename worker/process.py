@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 import redis
 
 from shared.context import ServiceContext, build_context
-from shared.queues import QUEUE_GPU
+from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
 from worker.cutout_pixels import CutoutPixels
 from worker.heartbeat import Heartbeat
 from worker.model import LoadedModel, load_model
+from worker.retention import GarbageCollector
+from worker.visibility import VisibilityKeeper
 
 #: Workers count their cache lookups apart from the API's.
 CACHE_LOOKUPS_FROM = "worker"
@@ -31,13 +33,19 @@ class WorkerProcess:
     queues: tuple[str, ...] = ()
     forks: bool = False
     heartbeat: Heartbeat | None = None
+    garbage_collector: GarbageCollector | None = None
     cutouts: CutoutPixels = field(default_factory=CutoutPixels)
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None
+    _visibility: VisibilityKeeper | None = None
 
     @property
     def serves_gpu(self) -> bool:
         return QUEUE_GPU in self.queues
+
+    @property
+    def serves_cpu(self) -> bool:
+        return QUEUE_CPU in self.queues
 
     @property
     def context(self) -> ServiceContext:
@@ -52,6 +60,20 @@ class WorkerProcess:
             )
             self._context = build_context(settings, client, CACHE_LOOKUPS_FROM)
         return self._context
+
+    @property
+    def visibility(self) -> VisibilityKeeper:
+        """Refreshes the broker messages of this process's running tasks (a third of the
+        visibility timeout apart)."""
+        if self._visibility is None:
+            settings = self.context.settings
+            client = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+            )
+            self._visibility = VisibilityKeeper(client, settings.visibility_timeout_s / 3)
+        return self._visibility
 
     @property
     def model(self) -> LoadedModel:

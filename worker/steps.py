@@ -20,9 +20,6 @@ from worker.process import WorkerProcess
 logger = logging.getLogger(__name__)
 
 CUTOUT_CONTENT_TYPE = "image/png"
-#: One inference per cutout at a time across workers; the lock outlives any inference.
-SEGMENT_LOCK_TTL_S = 600
-SEGMENT_LOCK_WAIT_S = 300
 
 
 class _Stopwatch:
@@ -88,8 +85,14 @@ def _segment_once(
         watch.lap("encode")
         return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height))
 
+    # One inference per cutout at a time across workers. The lock lives as long as a
+    # task's visibility, so a dead holder's lock is gone by the time its task is handed
+    # out again; an inference longer than that may run twice (wasted, never wrong).
+    settings = ctx.settings
     lock = ctx.redis.lock(
-        f"cutfx:lock:{key}", timeout=SEGMENT_LOCK_TTL_S, blocking_timeout=SEGMENT_LOCK_WAIT_S
+        f"cutfx:lock:{key}",
+        timeout=settings.visibility_timeout_s,
+        blocking_timeout=settings.segment_time_limit_s,
     )
     with lock:
         found = cache.get_or_store(key, segmented)

@@ -1,0 +1,63 @@
+"""Keeping running tasks' broker messages invisible while their worker lives.
+
+Celery on Redis hands an unacknowledged message out again once it has been
+invisible for the visibility timeout. A long timeout strands the job of a dead
+worker for that long; a short one would hand a slow but healthy task to a
+second worker. So the timeout is short (CUTFX_VISIBILITY_TIMEOUT_S, 30 s), and
+each worker process refreshes the delivery time of the messages it is running,
+as SQS's ChangeMessageVisibility does: a worker that dies stops refreshing, and
+its message is handed out again within the timeout plus one sweep (5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from shared.queues import UNACKED_INDEX_KEY
+
+logger = logging.getLogger(__name__)
+
+
+class VisibilityKeeper:
+    """Refreshes, every `interval_s`, the unacked-index score of each running task."""
+
+    def __init__(self, client: redis.Redis, interval_s: float) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self._tags: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, delivery_tag: str) -> None:
+        with self._lock:
+            self._tags.add(delivery_tag)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="cutfx-visibility", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, delivery_tag: str) -> None:
+        with self._lock:
+            self._tags.discard(delivery_tag)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.refresh()
+
+    def refresh(self) -> None:
+        with self._lock:
+            tags = list(self._tags)
+        if not tags:
+            return
+        now = time.time()
+        try:
+            # XX: only messages still unacknowledged; an acked one stays gone.
+            self.client.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
+        except redis.RedisError as exc:
+            logger.warning("could not refresh task visibility", extra={"reason": str(exc)})
