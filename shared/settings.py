@@ -48,6 +48,15 @@ DEFAULT_READ_RATE_LIMIT = "1200/minute"
 DEFAULT_MAX_ACTIVE_JOBS_PER_KEY = 50
 #: Uploads decoded at once per API process; past it a submit is a 503 with Retry-After.
 DEFAULT_DECODE_CONCURRENCY = 2
+DEFAULT_VISIBILITY_TIMEOUT_S = 30
+#: CPU base mode runs ~15 s an inference; a GPU well under one.
+DEFAULT_SEGMENT_TIME_LIMIT_S = 120
+DEFAULT_EFFECT_TIME_LIMIT_S = 60
+#: Renewed before each POST for this plus a POST's deadline (15 s): a dead delivery's
+#: lock is gone within 35 s, inside the minute a dead worker may cost.
+DEFAULT_WEBHOOK_LOCK_TTL_S = 20
+DEFAULT_STORAGE_RETRY_S = 30
+DEFAULT_GC_INTERVAL_S = 3600
 #: The shortest signing key production accepts (32 bytes of hex from `openssl rand -hex 32`).
 MIN_PRODUCTION_SIGNING_KEY_LENGTH = 32
 
@@ -107,6 +116,19 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     #: Deliver webhooks to loopback addresses (tests and local development only).
     webhook_allow_loopback: bool = False
+    #: A task whose worker died is handed out again this long after its last sign of life.
+    visibility_timeout_s: Annotated[int, Field(ge=10, le=3600)] = DEFAULT_VISIBILITY_TIMEOUT_S
+    #: Soft time limits of a background removal and of one effect; past them the result
+    #: fails with `timeout` and the worker goes on.
+    segment_time_limit_s: PositiveInt = DEFAULT_SEGMENT_TIME_LIMIT_S
+    effect_time_limit_s: PositiveInt = DEFAULT_EFFECT_TIME_LIMIT_S
+    #: How long storage calls are retried (with backoff) before a result fails with
+    #: `storage_unavailable`.
+    storage_retry_s: PositiveInt = DEFAULT_STORAGE_RETRY_S
+    #: How often a cpu worker deletes local objects older than CUTFX_RESULT_TTL_S.
+    gc_interval_s: PositiveInt = DEFAULT_GC_INTERVAL_S
+    #: How long a webhook delivery holds its job's lock before it must renew it.
+    webhook_lock_ttl_s: PositiveInt = DEFAULT_WEBHOOK_LOCK_TTL_S
 
     @classmethod
     def settings_customise_sources(

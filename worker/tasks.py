@@ -1,32 +1,37 @@
-"""Celery tasks: thin wrappers that give each step its process, retries and failure record."""
+"""Celery tasks: thin wrappers that give each step its process, limits, retries, failures."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 from celery import Task, current_app, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-from shared.errors import TransientStorageError
+from shared.errors import CutfxError
 from shared.jobs.model import CUTOUT
 from shared.logging import job_context
 from shared.queues import (
+    HARD_LIMIT_GRACE_S,
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
     enqueue_webhook_delivery,
 )
-from worker.process import this_process
+from worker.process import WorkerProcess, this_process
 from worker.steps import fail_result, run_effect, run_segment
+from worker.time_limits import soft_time_limit
 from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 
 logger = logging.getLogger(__name__)
 
-#: Worth retrying: the store or Redis was briefly away.
+#: Worth retrying the task for: Redis was briefly away. (Storage calls are retried
+#: within CUTFX_STORAGE_RETRY_S where they happen; past that the result fails.)
 TRANSIENT_ERRORS = (
-    TransientStorageError,
     redis.ConnectionError,
     redis.TimeoutError,
     redis.exceptions.LockError,  # another worker held the cutout's lock past our wait
@@ -36,6 +41,17 @@ RETRY_BACKOFF_MAX_S = 30
 #: Ten retries (1, 2, 4 … capped at 300 s, jittered: up to ~14 min) before an event is given up.
 WEBHOOK_MAX_RETRIES = 10
 WEBHOOK_BACKOFF_MAX_S = 300
+DELIVERY_BUSY_RETRY_S = 2
+TIMEOUT_CODE = "timeout"
+
+
+def failure_code(exc: BaseException) -> str:
+    """The error code a result gets when its task fails for good with `exc`."""
+    if isinstance(exc, (SoftTimeLimitExceeded, TimeLimitExceeded)):
+        return TIMEOUT_CODE
+    if isinstance(exc, CutfxError):
+        return exc.code
+    return "internal_error"
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -63,14 +79,15 @@ class JobTask(Task):  # type: ignore[misc]
         called_with = inspect.signature(self.run).bind(*args, **kwargs).arguments
         job_id = str(called_with["job_id"])
         result_name = str(called_with.get("effect_name", CUTOUT))
+        code = failure_code(exc)
         with job_context(job_id):
             logger.error(
-                "task failed", extra={"task": self.name, "result": result_name}, exc_info=exc
+                "task failed",
+                extra={"task": self.name, "result": result_name, "code": code},
+                exc_info=exc,
             )
             try:
-                fail_result(
-                    this_process(), job_id, result_name, "internal_error", type(exc).__name__
-                )
+                fail_result(this_process(), job_id, result_name, code, type(exc).__name__)
             except Exception:
                 logger.exception("could not record the failure")
             notify_webhook(job_id)
@@ -85,29 +102,44 @@ def notify_webhook(job_id: str) -> None:
         logger.warning("could not queue webhook delivery")
 
 
-@shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
-def segment(self: JobTask, job_id: str) -> None:
+@contextlib.contextmanager
+def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int) -> Iterator[None]:
+    """The frame of one step: the job's log context, its time limit (a timed-out result
+    fails with `timeout` and the worker goes on), and its webhook notified after."""
+    # Prefork pools enforce the annotated limits themselves; a solo worker needs ours.
+    limited: contextlib.AbstractContextManager[None] = (
+        contextlib.nullcontext() if process.forks else soft_time_limit(limit_s, HARD_LIMIT_GRACE_S)
+    )
     with job_context(job_id):
         try:
-            run_segment(this_process(), job_id, current_app)
+            with limited:
+                yield
+        except SoftTimeLimitExceeded:
+            logger.error("step timed out", extra={"result": result_name, "limit_s": limit_s})
+            fail_result(process, job_id, result_name, TIMEOUT_CODE, f"took longer than {limit_s} s")
         finally:
             notify_webhook(job_id)
+
+
+@shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
+def segment(self: JobTask, job_id: str) -> None:
+    process = this_process()
+    with job_step(process, job_id, CUTOUT, process.context.settings.segment_time_limit_s):
+        run_segment(process, job_id, current_app)
 
 
 @shared_task(name=TASK_APPLY_EFFECT, base=JobTask, bind=True)
 def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
-    with job_context(job_id):
-        try:
-            run_effect(this_process(), job_id, effect_name)
-        finally:
-            notify_webhook(job_id)
+    process = this_process()
+    with job_step(process, job_id, effect_name, process.context.settings.effect_time_limit_s):
+        run_effect(process, job_id, effect_name)
 
 
 @shared_task(
     name=TASK_DELIVER_WEBHOOKS,
     bind=True,
     acks_late=True,
-    autoretry_for=(WebhookDeliveryFailed, DeliveryBusy, *TRANSIENT_ERRORS),
+    autoretry_for=(WebhookDeliveryFailed, *TRANSIENT_ERRORS),
     retry_backoff=True,
     retry_backoff_max=WEBHOOK_BACKOFF_MAX_S,
     retry_jitter=True,
@@ -115,4 +147,9 @@ def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
 )
 def deliver_webhooks(self: Task, job_id: str) -> int:
     with job_context(job_id):
-        return deliver_pending(this_process().context, job_id)
+        try:
+            return deliver_pending(this_process().context, job_id)
+        except DeliveryBusy:
+            # Another delivery holds the job's lock: no failure, look again shortly (its
+            # events are sent by whichever delivery holds the lock next).
+            raise self.retry(countdown=DELIVERY_BUSY_RETRY_S, max_retries=None) from None

@@ -1,0 +1,45 @@
+"""The solo gpu worker's own time limits (Celery's solo pool enforces none)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from tests.conftest import REPO
+from worker.time_limits import EXIT_HARD_TIME_LIMIT, soft_time_limit
+
+
+def spin_within(limit_s: float) -> None:
+    with soft_time_limit(limit_s, hard_grace_s=60):
+        while True:
+            time.sleep(0.01)
+
+
+def test_a_step_past_its_soft_limit_is_interrupted_and_the_process_goes_on():
+    started = time.monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        spin_within(0.3)
+    assert time.monotonic() - started < 2
+    with soft_time_limit(5, hard_grace_s=60):
+        time.sleep(0.1)  # the next step runs, and its alarm is its own
+
+
+def test_a_step_that_ignores_its_soft_limit_stops_the_process_at_the_hard_one():
+    """A hung C call cannot be interrupted: the watchdog ends the process (its task comes
+    back through its visibility and counts as an attempt)."""
+    probe = (
+        "import time\n"
+        "from worker.time_limits import soft_time_limit\n"
+        "with soft_time_limit(0.2, hard_grace_s=0.5):\n"
+        "    while True:\n"
+        "        try:\n"
+        "            time.sleep(10)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, timeout=30, check=False)
+    assert done.returncode == EXIT_HARD_TIME_LIMIT
