@@ -18,14 +18,15 @@ IMMUTABLE_CACHE = "private, max-age=31536000, immutable"
 @blueprint.get("/<path:key>")
 def download(key: str) -> Response:
     svc = services()
-    if not isinstance(svc.storage, LocalStorage):
+    local = svc.storage.unwrapped()
+    if not isinstance(local, LocalStorage):
         raise NotFound("downloads are served by the storage backend's own signed URLs")
     expires, signature = request.args.get("expires"), request.args.get("sig")
     if not expires or not signature:
         raise Forbidden("the link is not signed")
     link_key = derive_key(svc.settings.signing_key, Purpose.FILE_LINKS)
     verify_link(link_key, key, expires, signature, max_ttl_s=svc.settings.url_ttl_s)
-    path = svc.storage.path_of(key)
+    path = local.path_of(key)
     if not path.is_file():
         raise ObjectNotFound(f"no object {key}")
     response = send_file(path, mimetype=content_type_of(key), conditional=True, etag=True)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -35,12 +36,32 @@ def write_service_account_key(path: Path) -> Path:
     return path
 
 
-@contextmanager
-def emulator(port: int, key_path: Path) -> Iterator[dict[str, str]]:
-    """Run the emulator; yield the environment that points the google client at it."""
-    from gcp_storage_emulator.server import create_server
+class EmulatorProcess:
+    """The emulator's server on a fixed port, which a test may stop and start again
+    (an outage; the in-memory emulator comes back empty, its bucket recreated)."""
 
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.server: Any = None
+
+    def start(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self.server = create_server("127.0.0.1", self.port, in_memory=True, default_bucket=BUCKET)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@contextmanager
+def emulator(
+    port: int, key_path: Path, running: EmulatorProcess | None = None
+) -> Iterator[dict[str, str]]:
+    """Run the emulator; yield the environment that points the google client at it."""
+    server = running or EmulatorProcess(port)
     server.start()
     environment = {
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",

@@ -24,6 +24,7 @@ from shared.jobs.model import Webhook
 from shared.jobs.store import START_OF_STREAM
 from shared.jobs.view import event_view
 from shared.webhook_targets import (
+    DELIVERY_DEADLINE_S,
     DeliveryRefused,
     delivery_manager,
     post_within_limits,
@@ -40,8 +41,6 @@ from shared.webhooks import (
 
 logger = logging.getLogger(__name__)
 
-LOCK_TTL_S = 60
-
 
 class WebhookDeliveryFailed(Exception):
     """The receiver did not take an event; retried with backoff."""
@@ -57,7 +56,8 @@ def deliver_pending(ctx: ServiceContext, job_id: str) -> int:
     if webhook is None:
         return 0
     # An owner-token lock: a delivery that outlived its TTL cannot delete a successor's lock.
-    lock = ctx.redis.lock(webhook_lock_key(job_id), timeout=LOCK_TTL_S, blocking=False)
+    ttl_s = ctx.settings.webhook_lock_ttl_s
+    lock = ctx.redis.lock(webhook_lock_key(job_id), timeout=ttl_s, blocking=False)
     if not lock.acquire():
         raise DeliveryBusy(job_id)
     try:
@@ -73,7 +73,10 @@ def _deliver_after_cursor(ctx: ServiceContext, job_id: str, webhook: Webhook, lo
     secret = webhook_secret(ctx.settings.signing_key, webhook.key_id)
     sent = 0
     for event in read_events(ctx.redis, job_id, cursor, block_ms=None):
-        lock.extend(LOCK_TTL_S, replace_ttl=True)
+        # Before each POST the lock is renewed for longer than a POST may take, so no
+        # second delivery starts while this one waits on a slow receiver; a renewal
+        # that finds the lock taken raises LockNotOwnedError and this delivery stops.
+        lock.extend(ctx.settings.webhook_lock_ttl_s + DELIVERY_DEADLINE_S, replace_ttl=True)
         if event.type in webhook.events:
             _post(ctx, webhook.url, secret, job_id, event, _payload(ctx, job_id, event))
             sent += 1

@@ -31,6 +31,10 @@ class Storage(ABC):
     @abstractmethod
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl: ...
 
+    def unwrapped(self) -> Storage:
+        """The backend itself, under any wrapper (retries)."""
+        return self
+
 
 def check_key(key: str) -> str:
     if not VALID_KEY.match(key) or ".." in key:

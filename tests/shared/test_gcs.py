@@ -126,3 +126,26 @@ def test_the_lifecycle_command_sets_a_delete_rule_for_the_prefix(
         "action": {"type": "Delete"},
         "condition": {"age": 4, "matchesPrefix": ["cutfx/"]},
     } in rules
+
+
+def test_an_emulator_outage_is_ridden_out_by_the_retries(tmp_path):
+    """GCS away for a while: a write waits it out (google's retries inside, ours around)."""
+    import threading
+
+    from cli.stack import free_port
+    from shared.storage.retrying import RetryingStorage
+    from tests.gcs import EmulatorProcess, emulator, write_service_account_key
+
+    running = EmulatorProcess(free_port(9161))
+    key = write_service_account_key(tmp_path / "sa.json")
+    with emulator(running.port, key, running):
+        settings = Settings(storage="gcs", gcs_bucket=BUCKET, gcs_prefix="outage")
+        storage = RetryingStorage(GcsStorage.from_settings(settings), budget_s=30)
+        running.stop()
+        back = threading.Timer(3, running.start)
+        back.start()
+        started = time.monotonic()
+        storage.put("results/ab/outage.webp", b"RIFF....WEBP", "image/webp")
+        back.join()
+        assert time.monotonic() - started >= 2.5, "the write waited for GCS to come back"
+        assert storage.get("results/ab/outage.webp") == b"RIFF....WEBP"
