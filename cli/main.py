@@ -32,6 +32,23 @@ def gcs_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def garbage_collect(args: argparse.Namespace) -> int:
+    import redis
+
+    from shared.context import build_context
+    from shared.settings import Settings
+    from worker.retention import collect_garbage
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    deleted = collect_garbage(build_context(settings, client, "gc"))
+    if deleted is None:
+        print("GCS deletes old objects by its lifecycle rule: run `cutfx gcs-lifecycle`")
+        return 0
+    print(f"deleted {deleted} objects older than {settings.result_ttl_s} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cutfx", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="set the bucket rule that deletes objects under CUTFX_GCS_PREFIX after the result TTL",
     )
     lifecycle.set_defaults(handler=gcs_lifecycle)
+    gc = subparsers.add_parser(
+        "gc",
+        help="delete local-storage objects older than CUTFX_RESULT_TTL_S (workers do it hourly)",
+    )
+    gc.set_defaults(handler=garbage_collect)
     return parser
 
 
