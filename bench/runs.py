@@ -89,13 +89,22 @@ def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
     if api_url:
         yield CutfxClient(api_url, os.environ.get("CUTFX_API_KEY"))
         return
+    with local_stack(workdir) as (_, client):
+        yield client
+
+
+@contextmanager
+def local_stack(
+    workdir: Path, preferred_port: int = 8500
+) -> Iterator[tuple[LocalStack, CutfxClient]]:
+    """A local stack on the benchmark settings, started and ready; stopped after."""
     use_local_settings(workdir)
-    stack = LocalStack(workdir / "logs", free_port(8500))
+    stack = LocalStack(workdir / "logs", free_port(preferred_port))
     stack.start()
     try:
         client = CutfxClient(stack.base_url)
         stack.wait_ready(client)
-        yield client
+        yield stack, client
     finally:
         stack.stop()
 

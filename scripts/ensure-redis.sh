@@ -22,10 +22,14 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 port="$(python -c 'import sys; from urllib.parse import urlparse; print(urlparse(sys.argv[1]).port or 6379)' "$URL")"
-echo "==> starting redis-server on port $port"
-mkdir -p "${TMPDIR:-/tmp}/cutfx-redis"
-redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-  --dir "${TMPDIR:-/tmp}/cutfx-redis" --logfile "${TMPDIR:-/tmp}/cutfx-redis/redis.log"
+# Append-only persistence, fsynced every second: a restart keeps every queued job,
+# job record and idempotency key (at most one second of writes is at risk).
+data="${CUTFX_REDIS_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/cutfx/redis-$port}"
+echo "==> starting redis-server on port $port (data in $data)"
+mkdir -p "$data"
+redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" \
+  --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
+  --dir "$data" --logfile "$data/redis.log"
 for _ in $(seq 50); do
   redis_answers && exit 0
   sleep 0.1

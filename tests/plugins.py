@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from effects.base import RGBA, Effect
@@ -10,6 +11,9 @@ from effects.params import Params
 from effects.registry import register
 
 CRASH_MARKER_ENV = "CUTFX_TEST_CRASH_MARKER"
+#: While the file this names exists, local storage refuses every write (a storage outage).
+STORAGE_FAULT_MARKER_ENV = "CUTFX_TEST_STORAGE_FAULT_MARKER"
+SLOW_EFFECT_S = 4.0
 
 
 def explode(rgba: RGBA, params: Params) -> RGBA:
@@ -25,5 +29,39 @@ def crash_once(rgba: RGBA, params: Params) -> RGBA:
     return rgba.copy()
 
 
+def slow(rgba: RGBA, params: Params) -> RGBA:
+    """Long enough to kill its worker in the middle of it."""
+    time.sleep(SLOW_EFFECT_S)
+    return rgba.copy()
+
+
+def hang(rgba: RGBA, params: Params) -> RGBA:
+    """Never finishes on its own: only a time limit ends it."""
+    while True:
+        time.sleep(0.1)
+
+
+def _fail_writes_while_marked() -> None:
+    """Wrap the local backend's writes with an outage switch (the worker processes of the
+    fault tests load this module as an effect plugin)."""
+    marker = os.environ.get(STORAGE_FAULT_MARKER_ENV)
+    if not marker:
+        return
+    from shared.errors import TransientStorageError
+    from shared.storage.local import LocalStorage
+
+    write = LocalStorage.put
+
+    def put(self: LocalStorage, key: str, data: bytes, content_type: str) -> None:
+        if Path(marker).exists():
+            raise TransientStorageError(f"storage outage (test): {key} not written")
+        write(self, key, data, content_type)
+
+    LocalStorage.put = put  # type: ignore[method-assign]
+
+
+_fail_writes_while_marked()
 register(Effect("explode", "Always raises (test only).", explode))
+register(Effect("slow", "Takes a few seconds (test only).", slow))
+register(Effect("hang", "Never returns (test only).", hang))
 register(Effect("crash_once", "Kills its worker once (test only).", crash_once))

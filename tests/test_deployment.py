@@ -40,6 +40,7 @@ def test_redis_persists_never_evicts_and_reports_health():
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command
     assert "--maxmemory-policy noeviction" in command
+    assert "--maxmemory " in command, "a memory cap, so a full Redis refuses instead of dying"
     assert redis["healthcheck"]["test"]
 
 
