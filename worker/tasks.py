@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 from celery import Task, current_app, shared_task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from kombu.exceptions import OperationalError
 
 from shared.errors import CutfxError
 from shared.jobs.model import CUTOUT
@@ -29,13 +30,14 @@ from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 
 logger = logging.getLogger(__name__)
 
-#: Worth retrying the task for: Redis was briefly away. (Storage calls are retried
-#: within CUTFX_STORAGE_RETRY_S where they happen; past that the result fails.)
-TRANSIENT_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.LockError,  # another worker held the cutout's lock past our wait
-)
+#: Worth retrying the task for: another worker held the cutout's lock past our wait.
+#: (Storage calls are retried within CUTFX_STORAGE_RETRY_S where they happen.)
+TRANSIENT_ERRORS = (redis.exceptions.LockError,)
+#: Redis (job store and broker) away. A Celery retry would have to publish a new message
+#: to the broker that is away, and Celery rejects, so loses, a task whose retry cannot be
+#: sent: such a task goes back on its queue instead, or, when not even that reaches
+#: Redis, comes back through its visibility once Redis is back.
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 MAX_RETRIES = 3
 RETRY_BACKOFF_MAX_S = 30
 #: Ten retries (1, 2, 4 … capped at 300 s, jittered: up to ~14 min) before an event is given up.
@@ -98,8 +100,19 @@ def notify_webhook(job_id: str) -> None:
     try:
         if this_process().context.jobs.webhook(job_id) is not None:
             enqueue_webhook_delivery(current_app, job_id)
-    except redis.RedisError:
+    except (redis.RedisError, OperationalError):
+        # The next step's notice, or the redelivered task's, queues it once Redis is back.
         logger.warning("could not queue webhook delivery")
+
+
+@contextlib.contextmanager
+def requeued_on_outage() -> Iterator[None]:
+    """A task cut off by a Redis outage is handed back, never acknowledged as done."""
+    try:
+        yield
+    except OUTAGE_ERRORS as exc:
+        logger.warning("Redis unavailable: the task goes back", extra={"reason": repr(exc)})
+        raise Reject(exc, requeue=True) from exc
 
 
 @contextlib.contextmanager
@@ -110,7 +123,7 @@ def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int
     limited: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if process.forks else soft_time_limit(limit_s, HARD_LIMIT_GRACE_S)
     )
-    with job_context(job_id):
+    with job_context(job_id), requeued_on_outage():
         try:
             with limited:
                 yield
@@ -146,7 +159,7 @@ def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     max_retries=WEBHOOK_MAX_RETRIES,
 )
 def deliver_webhooks(self: Task, job_id: str) -> int:
-    with job_context(job_id):
+    with job_context(job_id), requeued_on_outage():
         try:
             return deliver_pending(this_process().context, job_id)
         except DeliveryBusy:
