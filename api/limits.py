@@ -38,6 +38,8 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         app=None,
         default_limits=[settings.read_rate_limit],
         storage_uri=settings.redis_url,
+        # A limit check that cannot reach Redis fails fast (503), never hangs a request.
+        storage_options={"socket_timeout": 5, "socket_connect_timeout": 5},
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=KEY_PREFIX,
