@@ -69,9 +69,9 @@ def job_events(job_id: str) -> Response:
         yield f"retry: {RETRY_MS}\n\n"
         for event in follow_events(svc.redis, job_id, after, block_ms):
             if event is None:
-                if block_ms is None or not svc.jobs.exists(job_id):
-                    return
-                if svc.jobs.is_finished(job_id):
+                # Idle: end when replaying history, or once the job is gone or finished.
+                status = None if block_ms is None else svc.jobs.status_of(job_id)
+                if status is None or status.finished:
                     return
                 yield ": keep-alive\n\n"
                 continue

@@ -66,13 +66,10 @@ class WorkerProcess:
         """Refreshes the broker messages of this process's running tasks (a third of the
         visibility timeout apart)."""
         if self._visibility is None:
-            settings = self.context.settings
-            client = redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-            )
-            self._visibility = VisibilityKeeper(client, settings.visibility_timeout_s / 3)
+            # The broker is the job store's Redis: the context's client (thread-safe) serves.
+            context = self.context
+            interval_s = context.settings.visibility_timeout_s / 3
+            self._visibility = VisibilityKeeper(context.redis, interval_s)
         return self._visibility
 
     @property

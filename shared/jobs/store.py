@@ -101,9 +101,14 @@ class JobStore:
         if stored_owner is None or stored_owner != owner:
             raise JobNotFound(f"no job {job_id}")
 
-    def is_finished(self, job_id: str) -> bool:
+    def status_of(self, job_id: str) -> JobStatus | None:
+        """The job's status; None when there is no such job (or it expired)."""
         status: Any = self.redis.hget(job_key(job_id), "status")
-        return status is not None and JobStatus(status).finished
+        return None if status is None else JobStatus(status)
+
+    def is_finished(self, job_id: str) -> bool:
+        status = self.status_of(job_id)
+        return status is not None and status.finished
 
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(job_key(job_id)))
