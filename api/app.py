@@ -10,6 +10,7 @@ from flask import Flask
 
 from api import (
     catalog,
+    client_tokens,
     errors,
     events,
     files,
@@ -22,9 +23,11 @@ from api import (
     webhooks,
 )
 from api.auth import EXTENSION_NAME as API_KEYS_EXTENSION
-from api.auth import ApiKeys, require_api_key
+from api.auth import TOKENS_EXTENSION_NAME, ApiKeys, require_api_key
+from api.cors import init_cors
 from api.limits import init_limits
 from api.services import init_services
+from api.tokens import TokenCodec
 from effects.registry import load_plugins
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -50,10 +53,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     load_plugins(settings.effect_plugins)
     init_services(app, settings)
     app.extensions[API_KEYS_EXTENSION] = ApiKeys.from_keys(settings.api_keys)
+    app.extensions[TOKENS_EXTENSION_NAME] = TokenCodec(settings.signing_key)
     timing.register(app)
     app.before_request(require_api_key)
-    for module in (jobs, events, files, health, catalog, page, webhooks, metrics):
+    blueprints = (jobs, events, files, health, catalog, page, webhooks, metrics, client_tokens)
+    for module in blueprints:
         app.register_blueprint(module.blueprint)
+    init_cors(app, settings)
     init_limits(app, settings)
     security_headers.register(app)
     errors.register(app)

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from api.auth import key_id
+from api.auth import owner
 from api.services import Services, services
 from shared.errors import MalformedRequest
 from shared.jobs.events import JobEvent, check_event_id, follow_events
@@ -59,7 +59,7 @@ def format_event(event: JobEvent, data: dict[str, Any]) -> str:
 @blueprint.get("/<job_id>/events")
 def job_events(job_id: str) -> Response:
     svc = services()
-    svc.jobs.require_owned(job_id, key_id())
+    svc.jobs.require_owned(job_id, owner())
     after = resume_point()
     keepalive_ms = keepalive_interval()
     # A finished job's stream is history: replay what is left without waiting, then end.

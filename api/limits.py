@@ -1,5 +1,6 @@
-"""Rate limits (flask-limiter on the job store's Redis): per API key, or per client address
-when keys are off; one limit for submits, another for everything else.
+"""Rate limits (flask-limiter on the job store's Redis): per API key, per client token (each
+on its own, with a tighter submit limit), or per client address when keys are off; one limit
+for submits, another for everything else.
 
 A breach is a 429 in the error shape with Retry-After, X-RateLimit-Limit,
 -Remaining and -Reset (as remove.bg sends them) and the IETF draft's
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from api.auth import key_id
+from api.auth import client_token, owner
 from shared.errors import RateLimited
 from shared.settings import Settings
 
@@ -27,9 +29,22 @@ KEY_PREFIX = "cutfx:ratelimit"
 
 
 def rate_limit_key() -> str:
-    """Whom a request counts against: its API key's id, else its client address."""
-    identified = key_id()
-    return f"key:{identified}" if identified else f"ip:{get_remote_address()}"
+    """Whom a request counts against: its client token, its API key, else its address."""
+    caller = owner()
+    if caller.token_id:
+        return f"token:{caller.token_id}"
+    return f"key:{caller.key_id}" if caller.key_id else f"ip:{get_remote_address()}"
+
+
+def submit_limit(settings: Settings) -> Callable[[], str]:
+    """The submit limit of this request's caller: client tokens have their own."""
+
+    def chosen() -> str:
+        if client_token() is not None:
+            return settings.client_token_submit_rate_limit
+        return settings.submit_rate_limit
+
+    return chosen
 
 
 def init_limits(app: Flask, settings: Settings) -> Limiter:
@@ -50,7 +65,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     app.after_request(_ietf_headers)
     limiter.init_app(app)
     submit_view: Any = app.view_functions[SUBMIT_ENDPOINT]
-    limited: Any = limiter.limit(settings.submit_rate_limit, override_defaults=True)(submit_view)
+    limited: Any = limiter.limit(submit_limit(settings), override_defaults=True)(submit_view)
     app.view_functions[SUBMIT_ENDPOINT] = limited
     return limiter
 

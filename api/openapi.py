@@ -63,7 +63,34 @@ JOB_SCHEMA = {
         },
         "links": {"type": "object"},
         "last_event_id": {"type": "string"},
+        "cancel_at": {"type": "number", "description": "Unix time of its Cancel-After"},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+
+CLIENT_TOKEN_REQUEST_SCHEMA = {
+    "type": "object",
+    "required": ["origin"],
+    "additionalProperties": False,
+    "properties": {
+        "origin": {
+            "type": "string",
+            "description": "The shop page's origin (scheme://host[:port]); one of the key's",
+        },
+        "ttl_s": {"type": "integer", "minimum": 10, "maximum": 86400, "default": 900},
+        "max_jobs": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+}
+
+CLIENT_TOKEN_SCHEMA = {
+    "type": "object",
+    "required": ["token", "token_id", "origin", "expires_at"],
+    "properties": {
+        "token": {"type": "string", "description": "Send as 'Authorization: Bearer <token>'"},
+        "token_id": {"type": "string"},
+        "origin": {"type": "string"},
+        "expires_at": {"type": "integer", "description": "Unix time"},
+        "max_jobs": {"type": ["integer", "null"]},
     },
 }
 
@@ -91,7 +118,8 @@ def _error(description: str) -> dict[str, Any]:
 ERROR_DESCRIPTIONS = {
     "400": "Malformed request or undecodable image",
     "401": "Missing or invalid API key (or metrics token)",
-    "403": "Bad, expired or over-long signed link",
+    "403": "Bad or expired signed link; a credential used from an origin it is not allowed "
+    "on; a client token's quota spent or a route it may not use",
     "404": "Unknown job or object (another API key's job is unknown too)",
     "409": "Idempotency-Key reused for another request",
     "413": "Upload too large",
@@ -140,7 +168,14 @@ def openapi_document() -> dict[str, Any]:
                             "in": "header",
                             "description": "Repeat safely: the same key returns the same job",
                             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                        }
+                        },
+                        {
+                            "name": "Cancel-After",
+                            "in": "header",
+                            "description": "Cancel unfinished work this long after submit: "
+                            "seconds ('90') or a duration like '1m30s' (1 s to 24 h)",
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "requestBody": {
                         "required": True,
@@ -182,6 +217,7 @@ def openapi_document() -> dict[str, Any]:
                                 "properties": {
                                     "id": {"type": "string"},
                                     "status": {"type": "string"},
+                                    "effects": {"type": "array", "items": {"type": "string"}},
                                     "links": {"type": "object"},
                                 },
                             },
@@ -212,7 +248,17 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("The job", job_ref),
                         **_errors("401", "404", "422"),
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Cancel what has not finished; finished results stay",
+                    "description": "Unfinished results become canceled and the job "
+                    "finishes as canceled; a finished job is answered as it is.",
+                    "parameters": [_job_id_param()],
+                    "responses": {
+                        "200": _json("The job after the cancel", job_ref),
+                        **_errors("401", "403", "404"),
+                    },
+                },
             },
             "/v1/jobs/{job_id}/events": {
                 "get": {
@@ -282,6 +328,28 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The secret that signs this API key's webhook deliveries",
                     "responses": {"200": _json("The secret", {"type": "object"}), **_errors("401")},
+                }
+            },
+            "/v1/client-tokens": {
+                "post": {
+                    "summary": "Trade the secret API key for a short-lived browser token",
+                    "description": "The token may submit, read and cancel only the jobs it "
+                    "submits, from its one origin, until it expires.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": CLIENT_TOKEN_REQUEST_SCHEMA}},
+                    },
+                    "responses": {
+                        "201": _json("The token", CLIENT_TOKEN_SCHEMA),
+                        **_errors("400", "401", "403", "422"),
+                    },
+                }
+            },
+            "/v1/client.js": {
+                "get": {
+                    "summary": "The JavaScript client, an ES module",
+                    "security": [],
+                    "responses": {"200": {"description": "text/javascript"}},
                 }
             },
             "/v1/warmup": {

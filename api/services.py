@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from api.decoding import DecodePool
 from api.idempotency import IdempotencyStore
+from api.token_quota import TokenQuota
 from shared.context import ServiceContext, build_context
 from shared.queues import celery_config
 from shared.settings import Settings
@@ -33,6 +34,7 @@ class Services(ServiceContext):
     celery: Celery
     idempotency: IdempotencyStore
     decoder: DecodePool
+    token_quota: TokenQuota
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -69,6 +71,7 @@ def init_services(app: Flask, settings: Settings) -> Services:
             derive_key(settings.signing_key, Purpose.IDEMPOTENCY),
         ),
         decoder=DecodePool(settings.decode_concurrency),
+        token_quota=TokenQuota(context.redis),
     )
     app.extensions[EXTENSION_NAME] = built
     return built

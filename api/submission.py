@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from api.idempotency import wait_for_job
 from api.images import normalise_upload
 from api.services import Services
 from api.timing import stage
+from api.tokens import ClientToken
 from api.validation import JobOptions
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import encode_lossless
-from shared.errors import TooManyActiveJobs
+from shared.errors import QuotaExhausted, TooManyActiveJobs
 from shared.hashing import (
     canonical_json,
     cutout_key,
@@ -20,7 +23,15 @@ from shared.hashing import (
     input_key,
     sha256_hex,
 )
-from shared.jobs.model import CUTOUT, JobRecord, JobRequest, StoredObject, Webhook, new_job_id
+from shared.jobs.model import (
+    CUTOUT,
+    JobRecord,
+    JobRequest,
+    Owner,
+    StoredObject,
+    Webhook,
+    new_job_id,
+)
 from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 
@@ -35,32 +46,66 @@ class Submission:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class Submitter:
+    """Who submits: the owner the job will have, and the client token used, if any."""
+
+    owner: Owner = field(default_factory=Owner)
+    token: ClientToken | None = None
+
+
 def submit_job(
     svc: Services,
     data: bytes,
     options: JobOptions,
     idempotency_key: str | None = None,
-    owner: str = "",
+    submitter: Submitter | None = None,
 ) -> Submission:
-    """Create and queue a job for `owner` (an API key id); with an Idempotency-Key, a
-    repeat returns the first job."""
+    """Create and queue a job for the submitter; with an Idempotency-Key, a repeat returns
+    the first job."""
+    submitter = submitter or Submitter()
+    owner = submitter.owner
     sha = sha256_hex(data)
     job_id = new_job_id()
     if idempotency_key is not None:
-        earlier = svc.idempotency.claim(owner, idempotency_key, fingerprint(sha, options), job_id)
+        earlier = svc.idempotency.claim(
+            owner.scope, idempotency_key, fingerprint(sha, options), job_id
+        )
         if earlier is not None:
             wait_for_job(svc.jobs.exists, earlier)
             return Submission(svc.jobs.get_owned(earlier, owner), replayed=True)
     try:
-        _claim_active_slot(svc, owner, job_id)
-        try:
+        with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id):
             return Submission(_create_job(svc, job_id, data, sha, options, owner))
-        except BaseException:
-            svc.jobs.release_active_slot(owner, job_id)
-            raise
     except BaseException:
         if idempotency_key is not None:
-            svc.idempotency.release(owner, idempotency_key)
+            svc.idempotency.release(owner.scope, idempotency_key)
+        raise
+
+
+@contextmanager
+def _token_quota(svc: Services, token: ClientToken | None) -> Iterator[None]:
+    """The token's quota claimed for the job, and given back if the job is not created."""
+    if token is None:
+        yield
+        return
+    if not svc.token_quota.claim(token):
+        raise QuotaExhausted(f"this client token may submit {token.max_jobs} jobs; ask for another")
+    try:
+        yield
+    except BaseException:
+        svc.token_quota.release(token)
+        raise
+
+
+@contextmanager
+def _active_slot(svc: Services, key_id: str, job_id: str) -> Iterator[None]:
+    """The key's unfinished-job slot claimed for the job, and freed if it is not created."""
+    _claim_active_slot(svc, key_id, job_id)
+    try:
+        yield
+    except BaseException:
+        svc.jobs.release_active_slot(key_id, job_id)
         raise
 
 
@@ -86,9 +131,9 @@ def fingerprint(input_sha256: str, options: JobOptions) -> str:
 
 
 def _create_job(
-    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions, owner: str
+    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions, owner: Owner
 ) -> JobRecord:
-    cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner))
+    cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner.key_id))
     with stage("input"):
         stored_input = _store_input(svc, cache, data, sha)
     request = JobRequest(
@@ -102,7 +147,9 @@ def _create_job(
         params=options.params,
     )
     with stage("record"):
-        job = svc.jobs.create(job_id, request, options.webhook, owner=owner)
+        job = svc.jobs.create(
+            job_id, request, options.webhook, owner=owner, cancel_after_s=options.cancel_after_s
+        )
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
         hits = _cached_results(svc, cache, request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ class JobOptions:
     output: OutputFormat
     params: dict[str, dict[str, Any]]
     webhook: Webhook | None = None
+    #: From the Cancel-After header: unfinished work is canceled this long after submit.
+    cancel_after_s: float | None = None
 
 
 def parse_options(
@@ -119,3 +122,29 @@ def read_upload(upload: FileStorage | None, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the image is larger than {max_bytes} bytes", field="image")
     return data
+
+
+#: Cancel-After, as Replicate takes it: seconds ("90"), or a Go-style duration ("1m30s").
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+CANCEL_AFTER_RANGE_S = (1.0, 24 * 3600.0)
+
+
+def parse_cancel_after(raw: str) -> float:
+    """The Cancel-After header in seconds; 400 naming the header when it is no duration."""
+    text = raw.strip()
+    low, high = CANCEL_AFTER_RANGE_S
+    problem = MalformedRequest(
+        f"Cancel-After must be a duration from {low:g} s to {high:g} s, "
+        f"as seconds ('90') or like '1m30s'; got {raw!r}",
+        field="Cancel-After",
+    )
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    elif text and DURATION_PART.sub("", text) == "":
+        seconds = sum(float(n) * DURATION_UNITS_S[unit] for n, unit in DURATION_PART.findall(text))
+    else:
+        raise problem
+    if not low <= seconds <= high:
+        raise problem
+    return seconds

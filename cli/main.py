@@ -49,6 +49,17 @@ def garbage_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def key_ids(args: argparse.Namespace) -> int:
+    """The non-secret id of each key, for CUTFX_KEY_ORIGINS and the logs."""
+    from api.auth import key_id_of
+    from shared.settings import Settings
+
+    keys = [line.strip() for line in sys.stdin] if args.stdin else Settings.from_env().api_keys
+    for key in filter(None, keys):
+        print(key_id_of(key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cutfx", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete local-storage objects older than CUTFX_RESULT_TTL_S (workers do it hourly)",
     )
     gc.set_defaults(handler=garbage_collect)
+    ids = subparsers.add_parser(
+        "key-ids", help="print the id of each key in CUTFX_API_KEYS (or of keys read from stdin)"
+    )
+    ids.add_argument("--stdin", action="store_true", help="read keys from stdin, one a line")
+    ids.set_defaults(handler=key_ids)
     return parser
 
 

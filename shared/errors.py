@@ -38,6 +38,18 @@ class Forbidden(CutfxError):
     status = 403
 
 
+class OriginNotAllowed(Forbidden):
+    """A credential sent from a browser origin it is not allowed on."""
+
+    code = "origin_not_allowed"
+
+
+class QuotaExhausted(Forbidden):
+    """A client token has submitted as many jobs as it was issued for."""
+
+    code = "quota_exhausted"
+
+
 class NotFound(CutfxError):
     code = "not_found"
     status = 404

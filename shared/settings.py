@@ -7,6 +7,7 @@ naming the variable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -19,6 +20,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from shared.errors import ConfigurationError
@@ -57,6 +59,14 @@ DEFAULT_EFFECT_TIME_LIMIT_S = 60
 DEFAULT_WEBHOOK_LOCK_TTL_S = 20
 DEFAULT_STORAGE_RETRY_S = 30
 DEFAULT_GC_INTERVAL_S = 3600
+#: Client tokens (browser credentials): their lifetime unless asked otherwise, and at most.
+DEFAULT_CLIENT_TOKEN_TTL_S = 900
+MAX_CLIENT_TOKEN_TTL_S = 24 * 3600
+#: Submits per client token: a browser needs a few photos, not a batch.
+DEFAULT_CLIENT_TOKEN_SUBMIT_RATE_LIMIT = "10/minute;100/hour"
+#: scheme://host[:port], as browsers send it in the Origin header.
+ORIGIN_PATTERN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+KEY_ID_PATTERN = re.compile(r"^key_[0-9a-f]{16}$")
 #: The shortest signing key production accepts (32 bytes of hex from `openssl rand -hex 32`).
 MIN_PRODUCTION_SIGNING_KEY_LENGTH = 32
 
@@ -129,6 +139,14 @@ class Settings(BaseSettings):
     gc_interval_s: PositiveInt = DEFAULT_GC_INTERVAL_S
     #: How long a webhook delivery holds its job's lock before it must renew it.
     webhook_lock_ttl_s: PositiveInt = DEFAULT_WEBHOOK_LOCK_TTL_S
+    #: Browser origins every API key may be called from (comma list).
+    cors_origins: CommaList = ()
+    #: Origins per API key id, as JSON: {"key_0123456789abcdef": ["https://shop.example"]}.
+    key_origins: dict[str, tuple[str, ...]] = {}
+    client_token_ttl_s: Annotated[int, Field(ge=10, le=MAX_CLIENT_TOKEN_TTL_S)] = (
+        DEFAULT_CLIENT_TOKEN_TTL_S
+    )
+    client_token_submit_rate_limit: str = DEFAULT_CLIENT_TOKEN_SUBMIT_RATE_LIMIT
 
     @classmethod
     def settings_customise_sources(
@@ -145,7 +163,10 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings from `environ` (default: the process environment)."""
-        values = _EnvironSource(cls, environ)()
+        try:
+            values = _EnvironSource(cls, environ)()
+        except SettingsError as exc:
+            raise ConfigurationError(_unparsable(exc)) from None
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -189,7 +210,29 @@ class Settings(BaseSettings):
                 "(set them, or CUTFX_ENV=development to run without them on purpose)"
             )
 
-    @field_validator("api_keys", "effect_plugins", mode="before")
+    def origins_of(self, key_id: str) -> frozenset[str]:
+        """The browser origins `key_id` (and its client tokens) may be used from."""
+        return frozenset(self.cors_origins) | frozenset(self.key_origins.get(key_id, ()))
+
+    @property
+    def every_origin(self) -> frozenset[str]:
+        """Every origin some caller may use: the ones preflights are answered for."""
+        return frozenset(self.cors_origins).union(*self.key_origins.values())
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalised_origin(origin) for origin in value)
+
+    @field_validator("key_origins")
+    @classmethod
+    def _check_key_origins(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key_id in value:
+            if not KEY_ID_PATTERN.match(key_id):
+                raise ValueError(f"{key_id!r} is no key id (see `cutfx key-ids`)")
+        return {key_id: tuple(map(normalised_origin, origins)) for key_id, origins in value.items()}
+
+    @field_validator("api_keys", "effect_plugins", "cors_origins", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -204,6 +247,14 @@ class Settings(BaseSettings):
         return self
 
 
+def normalised_origin(origin: str) -> str:
+    """`origin` as browsers send it (lower case, no slash); ValueError when it is none."""
+    normalised = origin.strip().rstrip("/").lower()
+    if not ORIGIN_PATTERN.match(normalised):
+        raise ValueError(f"{origin!r} is no origin: give scheme://host[:port], no path")
+    return normalised
+
+
 class _EnvironSource(EnvSettingsSource):
     """The environment source over a given mapping instead of os.environ."""
 
@@ -215,6 +266,13 @@ class _EnvironSource(EnvSettingsSource):
         if self._environ is None:
             return super()._load_env_vars()
         return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _unparsable(exc: SettingsError) -> str:
+    """A value the environment source could not even parse (JSON settings)."""
+    named = re.search(r'field "(\w+)"', str(exc))
+    env_name = ENV_PREFIX + (named.group(1).upper() if named else "?")
+    return f'{env_name} must be JSON, e.g. {{"key_0123456789abcdef": ["https://shop.example"]}}'
 
 
 def _one_line_per_error(exc: ValidationError) -> str:

@@ -19,6 +19,7 @@ class Purpose(StrEnum):
     FILE_LINKS = "file-links"
     WEBHOOKS = "webhooks"
     IDEMPOTENCY = "idempotency"
+    CLIENT_TOKENS = "client-tokens"
 
 
 def derive_key(secret: str, purpose: Purpose) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -110,6 +111,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     def as_text(value: object) -> str:
         if isinstance(value, tuple):
             return ",".join(value)
+        if isinstance(value, dict):
+            return json.dumps(value)
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value)

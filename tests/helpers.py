@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
-FINISHED = ("succeeded", "failed", "partial")
+FINISHED = ("succeeded", "failed", "partial", "canceled")
 
 
 def image_bytes(

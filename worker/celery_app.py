@@ -26,6 +26,7 @@ from shared.logging import configure_logging
 from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
 from shared.queues import celery_config
 from shared.settings import Settings
+from worker.deadlines import DeadlineSweeper
 from worker.heartbeat import Heartbeat, new_status
 from worker.process import this_process
 from worker.retention import GarbageCollector
@@ -88,6 +89,8 @@ def _announce_ready(sender: Any, **_: Any) -> None:
     status = new_status(sender.hostname, process.queues, _started_at, **model_facts)
     process.heartbeat = Heartbeat(process.context.redis, status)
     process.heartbeat.start()
+    process.deadline_sweeper = DeadlineSweeper(process.context.jobs, _notify_webhook)
+    process.deadline_sweeper.start()
     if process.serves_cpu:
         interval = process.context.settings.gc_interval_s
         process.garbage_collector = GarbageCollector(process.context, interval)
@@ -131,6 +134,15 @@ def _withdraw(**_: Any) -> None:
         process.heartbeat.stop()
     if process.garbage_collector is not None:
         process.garbage_collector.stop()
+    if process.deadline_sweeper is not None:
+        process.deadline_sweeper.stop()
+
+
+def _notify_webhook(job_id: str) -> None:
+    # Imported here: the tasks module imports this one's process state.
+    from worker.tasks import notify_webhook
+
+    notify_webhook(job_id)
 
 
 def _warm_model() -> None:

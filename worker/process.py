@@ -14,6 +14,7 @@ from shared.context import ServiceContext, build_context
 from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
 from worker.cutout_pixels import CutoutPixels
+from worker.deadlines import DeadlineSweeper
 from worker.heartbeat import Heartbeat
 from worker.model import LoadedModel, load_model
 from worker.retention import GarbageCollector
@@ -34,6 +35,7 @@ class WorkerProcess:
     forks: bool = False
     heartbeat: Heartbeat | None = None
     garbage_collector: GarbageCollector | None = None
+    deadline_sweeper: DeadlineSweeper | None = None
     cutouts: CutoutPixels = field(default_factory=CutoutPixels)
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None

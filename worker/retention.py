@@ -11,12 +11,10 @@ instead (`cutfx gcs-lifecycle`).
 from __future__ import annotations
 
 import logging
-import threading
-
-import redis
 
 from shared.context import ServiceContext
 from shared.storage.local import LocalStorage
+from worker.periodic import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -33,25 +31,15 @@ def collect_garbage(ctx: ServiceContext) -> int | None:
     return deleted
 
 
-class GarbageCollector:
-    """A daemon thread that sweeps every `interval_s`, when no other worker has just done so."""
+class GarbageCollector(Periodic):
+    """Sweeps every `interval_s`, when no other worker has just done so."""
+
+    name = "storage sweep"
 
     def __init__(self, ctx: ServiceContext, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.ctx = ctx
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cutfx-gc", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.ctx.redis.set(GC_LOCK_KEY, "1", nx=True, ex=int(self.interval_s)):
-                    collect_garbage(self.ctx)
-            except (redis.RedisError, OSError) as exc:
-                logger.warning("storage sweep failed", extra={"reason": str(exc)})
+    def tick(self) -> None:
+        if self.ctx.redis.set(GC_LOCK_KEY, "1", nx=True, ex=int(self.interval_s)):
+            collect_garbage(self.ctx)

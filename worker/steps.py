@@ -11,10 +11,11 @@ from effects import EffectError, apply_effect, get_effect
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
-from shared.jobs.model import CUTOUT, JobRecord, ResultRecord, ResultStatus, StoredObject
+from shared.jobs.model import CUTOUT, JobRecord, ResultRecord, ResultStatus, StoredObject, now
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.queues import enqueue_effects
 from worker.cutout_pixels import Pixels
+from worker.deadlines import cancel_past_deadline
 from worker.process import WorkerProcess
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         # A redelivery after the cutout landed: make sure its effects were queued.
         _enqueue_waiting_effects(job, celery)
         return
-    if not _may_start(worker, job_id, record):
+    if not _may_start(worker, job, record):
         return
     model = worker.model
     ctx.jobs.set_model_id(job_id, model.model_id)
@@ -127,7 +128,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
     ctx = worker.context
     job = ctx.jobs.get(job_id)
     record = job.results[effect_name]
-    if not _may_start(worker, job_id, record):
+    if not _may_start(worker, job, record):
         return
     cutout = job.results[CUTOUT]
     source_key = cutout.source_key or cutout.key
@@ -165,13 +166,21 @@ def fail_result(worker: WorkerProcess, job_id: str, name: str, code: str, messag
     _fail(worker, job_id, record, code, message)
 
 
-def _may_start(worker: WorkerProcess, job_id: str, record: ResultRecord) -> bool:
+def _may_start(worker: WorkerProcess, job: JobRecord, record: ResultRecord) -> bool:
+    """Whether the task should do its work: not when its result was finished or canceled
+    meanwhile, nor when the job is past its deadline (then it is canceled here)."""
     jobs = worker.context.jobs
+    if job.cancel_at is not None and now() >= job.cancel_at:
+        cancel_past_deadline(jobs, job.id)
+        return False
     if record.attempts >= worker.context.settings.task_max_attempts:
         message = f"gave up after {record.attempts} attempts"
-        _fail(worker, job_id, record, "too_many_attempts", message)
+        _fail(worker, job.id, record, "too_many_attempts", message)
         return False
-    return jobs.start_result(job_id, record)
+    started = jobs.start_result(job.id, record)
+    if not started:
+        logger.info("result no longer pending: skipped", extra={"result": record.name})
+    return started
 
 
 def _observe_stages(

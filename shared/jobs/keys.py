@@ -28,3 +28,12 @@ def webhook_cursor_key(job_id: str) -> str:
 
 def webhook_lock_key(job_id: str) -> str:
     return f"{job_key(job_id)}:webhook-lock"
+
+
+#: Jobs with a Cancel-After deadline, scored by it; the workers cancel those past due.
+DEADLINES_KEY = "cutfx:deadlines"
+
+
+def token_jobs_key(token_id: str) -> str:
+    """How many jobs one client token has submitted (its quota's counter)."""
+    return f"cutfx:token:{token_id}:jobs"

@@ -21,13 +21,17 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     #: Finished, with some results failed.
     PARTIAL = "partial"
+    #: Finished because it was canceled (or its deadline passed) before every result was.
+    CANCELED = "canceled"
 
     @property
     def finished(self) -> bool:
         return self in FINISHED_JOB_STATUSES
 
 
-FINISHED_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL})
+FINISHED_JOB_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELED}
+)
 
 
 class ResultStatus(StrEnum):
@@ -35,6 +39,7 @@ class ResultStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
 
 
 class EventType(StrEnum):
@@ -42,6 +47,7 @@ class EventType(StrEnum):
     STARTED = "job.started"
     RESULT_SUCCEEDED = "result.succeeded"
     RESULT_FAILED = "result.failed"
+    RESULT_CANCELED = "result.canceled"
     FINISHED = "job.finished"
 
 
@@ -51,6 +57,20 @@ def now() -> float:
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whom a job belongs to: the API key it counts against and, when a client token
+    submitted it, that token's id ("" when the key itself did)."""
+
+    key_id: str = ""
+    token_id: str = ""
+
+    @property
+    def scope(self) -> str:
+        """The namespace of this owner's idempotency keys and rate limits."""
+        return f"{self.key_id}/{self.token_id}" if self.token_id else self.key_id
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,16 @@ class JobRecord:
     webhook: Webhook | None = None
     #: The id of the API key that submitted the job ("" when keys are off).
     owner: str = ""
+    #: The id of the client token that submitted it ("" when the key itself did).
+    token_id: str = ""
+    #: When unfinished work is canceled (the submit's Cancel-After), if ever.
+    cancel_at: float | None = None
+
+    def owned_by(self, owner: Owner) -> bool:
+        """The key sees every job it owns; a client token only those it submitted."""
+        if self.owner != owner.key_id:
+            return False
+        return not owner.token_id or self.token_id == owner.token_id
 
     @property
     def finished(self) -> bool:

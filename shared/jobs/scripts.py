@@ -67,17 +67,61 @@ end
 return 1
 """
 
+# KEYS: job hash, pending set, event stream
+# ARGV: now, ttl seconds, stream max length, error code, error message
+# Every unfinished result (queued or running) is canceled with its event, then the job
+# closes as canceled; a task that comes up for it later finds nothing pending and skips.
+_CANCEL_JOB = """
+local names = redis.call('SMEMBERS', KEYS[2])
+if #names == 0 then
+  return 0
+end
+table.sort(names)
+for _, name in ipairs(names) do
+  local field = '$result_prefix' .. name
+  local result = cjson.decode(redis.call('HGET', KEYS[1], field))
+  result['status'] = '$result_canceled'
+  result['error'] = {code = ARGV[4], message = ARGV[5]}
+  result['timings']['finished_at'] = tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], field, cjson.encode(result))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', '$event_result_canceled',
+    'data', cjson.encode({name = name, result = result}))
+end
+redis.call('DEL', KEYS[2])
+local failed, succeeded = 0, 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
+    local status = cjson.decode(fields[i + 1])['status']
+    if status == '$result_failed' then failed = failed + 1
+    elseif status == '$result_succeeded' then succeeded = succeeded + 1 end
+  end
+end
+redis.call('HSET', KEYS[1], 'status', '$job_canceled', 'finished_at', ARGV[1],
+  'updated_at', ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', '$event_finished',
+  'data', cjson.encode({status = '$job_canceled', succeeded = succeeded, failed = failed,
+    canceled = #names}))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return #names
+"""
+
 VOCABULARY: dict[str, str] = {
     "result_prefix": RESULT_FIELD_PREFIX,
     "result_prefix_length": str(len(RESULT_FIELD_PREFIX)),
     "result_failed": ResultStatus.FAILED,
+    "result_succeeded": ResultStatus.SUCCEEDED,
+    "result_canceled": ResultStatus.CANCELED,
     "job_queued": JobStatus.QUEUED,
     "job_running": JobStatus.RUNNING,
     "job_succeeded": JobStatus.SUCCEEDED,
     "job_failed": JobStatus.FAILED,
     "job_partial": JobStatus.PARTIAL,
+    "job_canceled": JobStatus.CANCELED,
     "event_started": EventType.STARTED,
     "event_finished": EventType.FINISHED,
+    "event_result_canceled": EventType.RESULT_CANCELED,
 }
 
 #: _FINISH_RESULT's answer when the result it recorded was the job's last.
@@ -98,3 +142,4 @@ def render(source: str, vocabulary: dict[str, str] = VOCABULARY) -> str:
 
 FINISH_RESULT = render(_FINISH_RESULT)
 START_RESULT = render(_START_RESULT)
+CANCEL_JOB = render(_CANCEL_JOB)

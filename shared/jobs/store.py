@@ -16,25 +16,34 @@ from typing import Any
 import redis
 
 from shared.errors import JobNotFound
-from shared.jobs.keys import active_jobs_key, events_key, job_key, pending_key
+from shared.jobs.keys import DEADLINES_KEY, active_jobs_key, events_key, job_key, pending_key
 from shared.jobs.model import (
     CUTOUT,
     EventType,
     JobRecord,
     JobRequest,
     JobStatus,
+    Owner,
     ResultRecord,
     ResultStatus,
     StoredObject,
     Webhook,
     now,
 )
-from shared.jobs.scripts import FINISH_RESULT, JOB_CLOSED, RESULT_FIELD_PREFIX, START_RESULT
+from shared.jobs.scripts import (
+    CANCEL_JOB,
+    FINISH_RESULT,
+    JOB_CLOSED,
+    RESULT_FIELD_PREFIX,
+    START_RESULT,
+)
 
 #: Events kept per job; a job makes a handful, this only bounds a runaway.
 STREAM_MAX_LEN = 1000
 #: The event id before a job's first event.
 START_OF_STREAM = "0-0"
+#: The error code of a canceled result.
+CANCELED_CODE = "canceled"
 
 JobFinished = Callable[[JobRecord], None]
 
@@ -61,6 +70,7 @@ class JobStore:
         self._finish = client.register_script(FINISH_RESULT)
         self._start = client.register_script(START_RESULT)
         self._claim_slot = client.register_script(_CLAIM_ACTIVE_SLOT)
+        self._cancel = client.register_script(CANCEL_JOB)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -75,7 +85,7 @@ class JobStore:
         }
         finished_at = fields.get("finished_at")
         webhook = fields.get("webhook")
-        owner = fields.get("owner", "")
+        cancel_at = fields.get("cancel_at")
         return JobRecord(
             id=job_id,
             status=JobStatus(fields["status"]),
@@ -85,20 +95,24 @@ class JobStore:
             model_id=fields.get("model_id"),
             finished_at=float(finished_at) if finished_at else None,
             webhook=Webhook.from_json(webhook) if webhook else None,
-            owner=owner,
+            owner=fields.get("owner", ""),
+            token_id=fields.get("token_id", ""),
+            cancel_at=float(cancel_at) if cancel_at else None,
         )
 
-    def get_owned(self, job_id: str, owner: str) -> JobRecord:
-        """The job, if `owner` submitted it; another owner gets JobNotFound, as for no job."""
+    def get_owned(self, job_id: str, owner: Owner) -> JobRecord:
+        """The job, if `owner` may see it; anyone else gets JobNotFound, as for no job."""
         job = self.get(job_id)
-        if job.owner != owner:
+        if not job.owned_by(owner):
             raise JobNotFound(f"no job {job_id}")
         return job
 
-    def require_owned(self, job_id: str, owner: str) -> None:
-        """JobNotFound unless the job exists and `owner` submitted it."""
-        stored_owner: Any = self.redis.hget(job_key(job_id), "owner")
-        if stored_owner is None or stored_owner != owner:
+    def require_owned(self, job_id: str, owner: Owner) -> None:
+        """JobNotFound unless the job exists and `owner` may see it."""
+        key_id, token_id = self.redis.hmget(job_key(job_id), ["owner", "token_id"])  # type: ignore[misc]
+        if key_id is None or key_id != owner.key_id:
+            raise JobNotFound(f"no job {job_id}")
+        if owner.token_id and (token_id or "") != owner.token_id:
             raise JobNotFound(f"no job {job_id}")
 
     def status_of(self, job_id: str) -> JobStatus | None:
@@ -143,8 +157,11 @@ class JobStore:
         job_id: str,
         request: JobRequest,
         webhook: Webhook | None = None,
-        owner: str = "",
+        owner: Owner | None = None,
+        cancel_after_s: float | None = None,
     ) -> JobRecord:
+        """Record a queued job; with `cancel_after_s`, what is unfinished then is canceled."""
+        owner = owner or Owner()
         created_at = now()
         results = {
             name: ResultRecord(name=name, timings={"queued_at": created_at})
@@ -155,8 +172,12 @@ class JobStore:
             "created_at": created_at,
             "updated_at": created_at,
             "request": request.to_json(),
-            "owner": owner,
+            "owner": owner.key_id,
+            "token_id": owner.token_id,
         }
+        cancel_at = None if cancel_after_s is None else round(created_at + cancel_after_s, 3)
+        if cancel_at is not None:
+            mapping["cancel_at"] = cancel_at
         mapping.update({RESULT_FIELD_PREFIX + name: r.to_json() for name, r in results.items()})
         if webhook is not None:
             mapping["webhook"] = webhook.to_json()
@@ -177,9 +198,19 @@ class JobStore:
             )
             for key in keys:
                 pipe.expire(key, self.ttl_s)
+            if cancel_at is not None:
+                pipe.zadd(DEADLINES_KEY, {job_id: cancel_at})
             pipe.execute()
         return JobRecord(
-            job_id, JobStatus.QUEUED, created_at, request, results, webhook=webhook, owner=owner
+            job_id,
+            JobStatus.QUEUED,
+            created_at,
+            request,
+            results,
+            webhook=webhook,
+            owner=owner.key_id,
+            token_id=owner.token_id,
+            cancel_at=cancel_at,
         )
 
     def set_model_id(self, job_id: str, model_id: str) -> None:
@@ -254,6 +285,35 @@ class JobStore:
                     source_key=source_key if name == CUTOUT else None,
                 )
 
+    def cancel(self, job_id: str, message: str) -> bool:
+        """Cancel every unfinished result of the job, which closes it as canceled; False
+        when nothing was left to cancel (finished results stay as they are)."""
+        canceled = self._cancel(
+            keys=_keys(job_id),
+            args=[now(), self.ttl_s, STREAM_MAX_LEN, CANCELED_CODE, message],
+        )
+        if not canceled:
+            return False
+        self._closed(job_id)
+        return True
+
+    def past_deadline(self, at: float, limit: int) -> list[str]:
+        """Up to `limit` jobs whose Cancel-After deadline is at or before `at`."""
+        due: Any = self.redis.zrangebyscore(DEADLINES_KEY, "-inf", at, start=0, num=limit)
+        return list(due)
+
+    def claim_deadline(self, job_id: str) -> bool:
+        """Take the job off the deadline list; True for the one caller that did."""
+        return bool(self.redis.zrem(DEADLINES_KEY, job_id))
+
+    def _closed(self, job_id: str) -> None:
+        closed = self.get(job_id)
+        self.release_active_slot(closed.owner, job_id)
+        if closed.cancel_at is not None:
+            self.redis.zrem(DEADLINES_KEY, job_id)
+        if self._on_job_finished is not None:
+            self._on_job_finished(closed)
+
     def _finish_result(self, job_id: str, result: ResultRecord) -> bool:
         result.timings["finished_at"] = now()
         event_type = (
@@ -275,10 +335,7 @@ class JobStore:
             ],
         )
         if outcome == JOB_CLOSED:
-            closed = self.get(job_id)
-            self.release_active_slot(closed.owner, job_id)
-            if self._on_job_finished is not None:
-                self._on_job_finished(closed)
+            self._closed(job_id)
         return bool(outcome)
 
 

@@ -58,7 +58,7 @@ def job_view(
     url_base: str = "",
 ) -> dict[str, Any]:
     """A job as clients see it; `links` are the routes that serve it (the API knows them)."""
-    return {
+    shown: dict[str, Any] = {
         "id": job.id,
         "status": job.status,
         "created_at": job.created_at,
@@ -75,3 +75,6 @@ def job_view(
         },
         "links": dict(links),
     }
+    if job.cancel_at is not None:
+        shown["cancel_at"] = job.cancel_at
+    return shown

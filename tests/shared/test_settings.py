@@ -39,6 +39,11 @@ def test_values_are_read_and_typed():
         ({"CUTFX_URL_TTL_S": str(8 * 24 * 3600)}, "CUTFX_URL_TTL_S must be between"),
         ({"CUTFX_DEVICE": "tpu"}, "CUTFX_DEVICE must be one of"),
         ({"CUTFX_MAX_PIXELS": "0"}, "CUTFX_MAX_PIXELS must be positive"),
+        ({"CUTFX_CORS_ORIGINS": "https://shop.example/app"}, "CUTFX_CORS_ORIGINS"),
+        ({"CUTFX_CORS_ORIGINS": "*"}, "is no origin"),
+        ({"CUTFX_KEY_ORIGINS": "shop.example"}, "CUTFX_KEY_ORIGINS"),
+        ({"CUTFX_KEY_ORIGINS": '{"sk_live_secret": ["https://a.example"]}'}, "is no key id"),
+        ({"CUTFX_KEY_ORIGINS": '{"key_0123456789abcdef": ["ftp://a"]}'}, "is no origin"),
     ],
 )
 def test_bad_values_stop_start_up_with_one_clear_line(environ, message):
@@ -46,6 +51,26 @@ def test_bad_values_stop_start_up_with_one_clear_line(environ, message):
         Settings.from_env(environ)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_origins_are_read_normalised_and_merged_per_key():
+    settings = Settings.from_env(
+        {
+            "CUTFX_CORS_ORIGINS": "https://Brand.example/, http://localhost:5173",
+            "CUTFX_KEY_ORIGINS": '{"key_0123456789abcdef": ["https://shop.example"]}',
+        }
+    )
+    assert settings.cors_origins == ("https://brand.example", "http://localhost:5173")
+    assert settings.origins_of("key_0123456789abcdef") == {
+        "https://brand.example",
+        "http://localhost:5173",
+        "https://shop.example",
+    }
+    assert settings.origins_of("key_fedcba9876543210") == {
+        "https://brand.example",
+        "http://localhost:5173",
+    }
+    assert len(settings.every_origin) == 3
 
 
 def test_explicit_settings_ignore_the_environment(monkeypatch):
