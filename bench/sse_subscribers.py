@@ -33,6 +33,7 @@ def start_api(port: int, storage: Path) -> subprocess.Popen[bytes]:
         **os.environ,
         "CUTFX_ENV": "development",
         "CUTFX_READ_RATE_LIMIT": "1000000/minute",
+        "CUTFX_SUBMIT_RATE_LIMIT": "1000000/minute",
         "CUTFX_REDIS_URL": REDIS_URL,
         "CUTFX_LOCAL_STORAGE_DIR": str(storage),
     }

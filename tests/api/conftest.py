@@ -1,10 +1,13 @@
-"""The headless Chromium the browser tests drive (Debian's package, through Playwright)."""
+"""The headless Chromium the browser tests drive (Debian's package, through Playwright), and
+the production settings the security tests start from."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
+
+from tests.api.keys import KEY_A, KEY_B, STRONG_SIGNING_KEY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, Chromium tries Google's hosts at start and the closed network refuses it.
@@ -28,3 +31,15 @@ def browser():
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def production(settings):
+    """Production settings as an operator sets them: two keys, a strong signing key."""
+    return settings.with_overrides(
+        env="production",
+        api_keys=(KEY_A, KEY_B),
+        signing_key=STRONG_SIGNING_KEY,
+        webhook_allow_loopback=False,
+        metrics_token="scrape-token",
+    )

@@ -17,7 +17,7 @@ from tests.conftest import WorkerProcesses, make_settings
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 
 #: A database of its own: jobs must sit in the queue until this test starts its workers.
-CANCEL_REDIS_URL = os.environ.get("CUTFX_TEST_CANCEL_REDIS_URL", "redis://127.0.0.1:6379/13")
+CANCEL_REDIS_URL = os.environ.get("CUTFX_TEST_CANCEL_REDIS_URL", "redis://127.0.0.1:6379/10")
 RESULTS = ["cutout", "color", "enhancedblackwhite", "popart", "dithering"]
 
 

@@ -11,19 +11,15 @@ from api import create_app
 from api.auth import key_id_of
 from api.tokens import TokenCodec
 from shared.errors import Unauthorized
-from tests.api.test_security import KEY_A, KEY_B, STRONG_SIGNING_KEY, bearer, keyed_submit
+from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 
 SHOP = "https://shop.example"
 OTHER_SHOP = "https://other.example"
 
 
 @pytest.fixture
-def shop_settings(settings):
-    return settings.with_overrides(
-        env="production",
-        api_keys=(KEY_A, KEY_B),
-        signing_key=STRONG_SIGNING_KEY,
-        webhook_allow_loopback=False,
+def shop_settings(production):
+    return production.with_overrides(
         key_origins={key_id_of(KEY_A): (SHOP,), key_id_of(KEY_B): (OTHER_SHOP,)},
         client_token_submit_rate_limit="4/minute",
     )

@@ -6,8 +6,8 @@ import pytest
 
 from api import create_app
 from api.auth import key_id_of
+from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 from tests.api.test_client_tokens import OTHER_SHOP, SHOP, issue
-from tests.api.test_security import KEY_A, KEY_B, STRONG_SIGNING_KEY, bearer, keyed_submit
 from tests.helpers import wait_finished
 
 EVIL = "https://evil.example"
@@ -15,12 +15,8 @@ EVERYONE = "https://brand.example"
 
 
 @pytest.fixture
-def api(settings):
-    configured = settings.with_overrides(
-        env="production",
-        api_keys=(KEY_A, KEY_B),
-        signing_key=STRONG_SIGNING_KEY,
-        webhook_allow_loopback=False,
+def api(production):
+    configured = production.with_overrides(
         cors_origins=(EVERYONE,),
         key_origins={key_id_of(KEY_A): (SHOP,), key_id_of(KEY_B): (OTHER_SHOP,)},
     )

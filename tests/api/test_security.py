@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,38 +12,9 @@ import pytest
 from api import create_app
 from api.auth import key_id_of
 from shared.errors import ConfigurationError
+from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 from tests.conftest import REPO
 from tests.helpers import image_bytes, submit
-
-KEY_A = "sk_live_tenant_a_0123456789"
-KEY_B = "sk_live_tenant_b_9876543210"
-STRONG_SIGNING_KEY = "f" * 64
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def keyed_submit(client, key: str, data: bytes | None = None, headers=None, **form: str):
-    payload = {"image": (io.BytesIO(data or image_bytes()), "a.png"), **form}
-    return client.post(
-        "/v1/jobs",
-        data=payload,
-        content_type="multipart/form-data",
-        headers={**bearer(key), **(headers or {})},
-    )
-
-
-@pytest.fixture
-def production(settings):
-    """Production settings as an operator sets them: two keys, a strong signing key."""
-    return settings.with_overrides(
-        env="production",
-        api_keys=(KEY_A, KEY_B),
-        signing_key=STRONG_SIGNING_KEY,
-        webhook_allow_loopback=False,
-        metrics_token="scrape-token",
-    )
 
 
 @pytest.fixture

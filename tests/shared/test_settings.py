@@ -103,3 +103,14 @@ def test_every_cutfx_variable_the_service_reads_is_a_setting():
         for name in reads.findall(path.read_text())
     }
     assert found - client_variables <= fields, found - client_variables - fields
+
+
+def test_every_setting_is_in_the_readmes_table():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    missing = [
+        f"CUTFX_{name.upper()}"
+        for name in Settings.model_fields
+        if f"| `CUTFX_{name.upper()}` |" not in table
+    ]
+    assert not missing, f"README's settings table lacks {missing}"
