@@ -50,6 +50,13 @@ POPART = Effect(
         Param("contrast", float, 2.5, 0.5, 5.0, description="Per-channel contrast boost."),
         Param("saturation", float, 2.0, 0.0, 5.0, description="Saturation boost."),
         Param("levels", int, 3, 2, 8, description="Posterisation levels per channel."),
+        Param(
+            "layout",
+            str,
+            "single",
+            choices=("single", "warhol"),
+            description="single: one poster; warhol: a 2×2 grid of the subject in four palettes.",
+        ),
     ),
 )
 

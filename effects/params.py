@@ -8,15 +8,16 @@ from typing import Any
 
 from effects.exceptions import InvalidEffectParameter
 
-ParamValue = bool | int | float | None
+ParamValue = bool | int | float | str | None
 Params = dict[str, ParamValue]
 
-_TYPE_NAMES: dict[type, str] = {bool: "boolean", int: "integer", float: "number"}
+_TYPE_NAMES: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
 
 @dataclass(frozen=True)
 class Param:
-    """One effect parameter: its type, default and inclusive range."""
+    """One effect parameter: its type, default and inclusive range (or, for a string,
+    its choices)."""
 
     name: str
     kind: type
@@ -25,6 +26,7 @@ class Param:
     maximum: float | None = None
     nullable: bool = False
     description: str = ""
+    choices: tuple[str, ...] = ()
 
     def validate(self, effect: str, value: object) -> ParamValue:
         if value is None:
@@ -32,7 +34,7 @@ class Param:
                 return None
             raise InvalidEffectParameter(effect, self.name, "must not be null")
         coerced = self._coerce(effect, value)
-        if isinstance(coerced, bool):
+        if isinstance(coerced, (bool, str)):
             return coerced
         if self.minimum is not None and coerced < self.minimum:
             raise InvalidEffectParameter(
@@ -44,10 +46,16 @@ class Param:
             )
         return coerced
 
-    def _coerce(self, effect: str, value: object) -> bool | int | float:
+    def _coerce(self, effect: str, value: object) -> bool | int | float | str:
         # JSON has one number type, so an integral float is a fine integer, but
         # a bool is never a number even though Python says it is an int.
         is_bool = isinstance(value, bool)
+        if self.kind is str and isinstance(value, str):
+            if value not in self.choices:
+                raise InvalidEffectParameter(
+                    effect, self.name, f"must be one of {', '.join(self.choices)}, got {value!r}"
+                )
+            return value
         if self.kind is bool and is_bool:
             return bool(value)
         if self.kind is int and not is_bool:
@@ -71,6 +79,8 @@ class Param:
         }
         if self.nullable:
             described["nullable"] = True
+        if self.choices:
+            described["enum"] = list(self.choices)
         if self.minimum is not None:
             described["minimum"] = self.minimum
         if self.maximum is not None:
@@ -90,3 +100,11 @@ def number(params: Params, name: str) -> float:
 
 def integer(params: Params, name: str) -> int:
     return int(number(params, name))
+
+
+def choice(params: Params, name: str) -> str:
+    """A validated string parameter (one of its choices)."""
+    value = params[name]
+    if not isinstance(value, str):
+        raise TypeError(f"parameter {name} is {value!r}, not a string")
+    return value

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effects import EFFECT_NAMES, apply_effect
-from effects.popart import PALETTE
+from effects.popart import PALETTE, POSTER_PALETTE
 from tests.effects.inputs import cat_cutout, gradient_cutout, random_cutout
 
 INPUTS = {
@@ -70,10 +70,20 @@ def test_popart_paints_only_palette_colours_where_visible(input_name):
     rgba = INPUTS[input_name]
     out = apply_effect("popart", rgba)
     visible = out[rgba[..., 3] > 0][:, :3]
-    palette = {tuple(colour) for colour in PALETTE}
+    palette = {tuple(colour) for colour in POSTER_PALETTE}
     used = {tuple(int(v) for v in colour) for colour in np.unique(visible, axis=0)}
     assert used <= palette
     assert len(used) >= 3, "a photo should use several poster colours"
+
+
+@pytest.mark.parametrize("input_name", ["cat", "gradient", "noise"])
+def test_the_warhol_grid_keeps_the_size_and_paints_only_palette_colours(input_name):
+    rgba = INPUTS[input_name]
+    out = apply_effect("popart", rgba, {"layout": "warhol"})
+    assert out.shape == rgba.shape
+    visible = out[out[..., 3] > 0][:, :3]
+    used = {tuple(int(v) for v in colour) for colour in np.unique(visible, axis=0)}
+    assert used <= {tuple(colour) for colour in PALETTE}
 
 
 @pytest.mark.parametrize(
