@@ -12,7 +12,7 @@ from api.idempotency import check_key
 from api.presenters import job_links, present_job
 from api.services import services
 from api.submission import Submitter, submit_job
-from api.validation import parse_cancel_after, parse_options, read_upload
+from api.validation import check_known_fields, parse_cancel_after, parse_options, read_upload
 from shared.errors import Forbidden, InvalidParameter
 from shared.jobs.events import check_event_id, read_events
 from shared.queues import enqueue_webhook_delivery
@@ -21,6 +21,7 @@ blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 CANCEL_AFTER_HEADER = "Cancel-After"
+BACKGROUND_IMAGE_FIELD = "background_image"
 CANCELED_BY_CLIENT = "canceled by the client"
 REPLAYED_HEADER = "Idempotent-Replayed"
 #: The longest a long-poll is held; clients loop for longer waits.
@@ -35,16 +36,28 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
         raise Forbidden(
             "webhooks are set by the shop's server, not a client token", field="callback_url"
         )
+    check_known_fields(set(request.form.keys()), set(request.files.keys()))
+    background_upload = request.files.get(BACKGROUND_IMAGE_FIELD)
     options = parse_options(
-        request.form, key_id=key_id(), allow_loopback_callbacks=svc.settings.webhook_allow_loopback
+        request.form,
+        key_id=key_id(),
+        allow_loopback_callbacks=svc.settings.webhook_allow_loopback,
+        has_background_image=background_upload is not None,
     )
     raw_cancel_after = request.headers.get(CANCEL_AFTER_HEADER)
     if raw_cancel_after is not None:
         options = replace(options, cancel_after_s=parse_cancel_after(raw_cancel_after))
     data = read_upload(request.files.get("image"), svc.settings.max_upload_bytes)
+    background = (
+        None
+        if background_upload is None
+        else read_upload(background_upload, svc.settings.max_upload_bytes, BACKGROUND_IMAGE_FIELD)
+    )
     raw_key = request.headers.get(IDEMPOTENCY_HEADER)
     idempotency_key = check_key(raw_key) if raw_key is not None else None
-    submission = submit_job(svc, data, options, idempotency_key, Submitter(owner(), token))
+    submission = submit_job(
+        svc, data, options, idempotency_key, Submitter(owner(), token), background
+    )
     job = submission.job
     links = job_links(job.id)
     body: dict[str, Any] = {

@@ -38,6 +38,18 @@ RESULT_SCHEMA = {
         "height": {"type": "integer"},
         "error": {"type": "object"},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+        "subject": {
+            "type": "object",
+            "description": "The subject's box in the uploaded photo's pixels and the share "
+            "of the frame it covers (0 to 1)",
+            "properties": {
+                "x": {"type": "integer"},
+                "y": {"type": "integer"},
+                "width": {"type": "integer"},
+                "height": {"type": "integer"},
+                "coverage": {"type": "number"},
+            },
+        },
     },
 }
 
@@ -57,6 +69,10 @@ JOB_SCHEMA = {
         "format": {"type": "string"},
         "quality": {"type": ["integer", "null"]},
         "input": {"type": "object"},
+        "options": {
+            "type": "object",
+            "description": "The output options that differ from the defaults",
+        },
         "results": {
             "type": "object",
             "additionalProperties": {"$ref": "#/components/schemas/Result"},
@@ -94,6 +110,40 @@ CLIENT_TOKEN_SCHEMA = {
     },
 }
 
+
+OUTPUT_FORM_FIELDS = {
+    "background": {
+        "type": "string",
+        "description": "Behind the subject: #rrggbb or #rrggbbaa, 'blur' (the photo "
+        "blurred) or 'image' (the background_image part); default transparent",
+    },
+    "background_blur": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "description": "Blur radius in pixels, with background=blur (default 20)",
+    },
+    "background_image": {
+        "type": "string",
+        "format": "binary",
+        "description": "An image scaled to cover the frame behind the subject",
+    },
+    "crop": {"type": "boolean", "description": "Crop to the subject (default false)"},
+    "crop_margin": {
+        "type": "string",
+        "description": "With crop: pixels ('24', '24px') or a share of the subject ('10%')",
+    },
+    "size": {
+        "type": "string",
+        "description": "'full' (default), 'preview' (at most 0.25 MP) or a longest side "
+        "in pixels (16 to 8192); never enlarged",
+    },
+    "channels": {
+        "type": "string",
+        "enum": ["rgba", "alpha"],
+        "description": "alpha: the cutout result is the mask alone (greyscale)",
+    },
+}
 
 WEBHOOK_FORM_FIELDS = {
     "callback_url": {
@@ -204,7 +254,9 @@ def openapi_document() -> dict[str, Any]:
                                             "description": "JSON object keyed by effect name.",
                                         },
                                         **WEBHOOK_FORM_FIELDS,
+                                        **OUTPUT_FORM_FIELDS,
                                     },
+                                    "additionalProperties": False,
                                 }
                             }
                         },

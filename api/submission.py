@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from api.idempotency import wait_for_job
 from api.images import normalise_upload
@@ -14,7 +14,7 @@ from api.tokens import ClientToken
 from api.validation import JobOptions
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import encode_lossless
-from shared.errors import QuotaExhausted, TooManyActiveJobs
+from shared.errors import CutfxError, QuotaExhausted, TooManyActiveJobs
 from shared.hashing import (
     canonical_json,
     cutout_key,
@@ -36,6 +36,7 @@ from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 
 INPUT_CONTENT_TYPE = "image/png"
+BACKGROUND_IMAGE_FIELD = "background_image"
 #: How soon a client over its unfinished-job cap should try again.
 ACTIVE_CAP_RETRY_AFTER_S = 5
 
@@ -60,23 +61,25 @@ def submit_job(
     options: JobOptions,
     idempotency_key: str | None = None,
     submitter: Submitter | None = None,
+    background: bytes | None = None,
 ) -> Submission:
-    """Create and queue a job for the submitter; with an Idempotency-Key, a repeat returns
-    the first job."""
+    """Create and queue a job for the submitter (with `background`, the uploaded image
+    behind the subject); with an Idempotency-Key, a repeat returns the first job."""
     submitter = submitter or Submitter()
     owner = submitter.owner
     sha = sha256_hex(data)
     job_id = new_job_id()
     if idempotency_key is not None:
-        earlier = svc.idempotency.claim(
-            owner.scope, idempotency_key, fingerprint(sha, options), job_id
-        )
+        described = fingerprint(sha, options, sha256_hex(background) if background else None)
+        earlier = svc.idempotency.claim(owner.scope, idempotency_key, described, job_id)
         if earlier is not None:
             wait_for_job(svc.jobs.exists, earlier)
             return Submission(svc.jobs.get_owned(earlier, owner), replayed=True)
     try:
         with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id):
-            return Submission(_create_job(svc, job_id, data, sha, options, owner))
+            return Submission(
+                _create_job(svc, job_id, Upload(data, sha, background), options, owner)
+            )
     except BaseException:
         if idempotency_key is not None:
             svc.idempotency.release(owner.scope, idempotency_key)
@@ -118,7 +121,7 @@ def _claim_active_slot(svc: Services, owner: str, job_id: str) -> None:
         )
 
 
-def fingerprint(input_sha256: str, options: JobOptions) -> str:
+def fingerprint(input_sha256: str, options: JobOptions, background_sha256: str | None) -> str:
     described = {
         "input": input_sha256,
         "effects": list(options.effects),
@@ -126,18 +129,33 @@ def fingerprint(input_sha256: str, options: JobOptions) -> str:
         "output": [options.output.name, options.output.quality],
         "params": options.params,
         "webhook": options.webhook.to_json() if options.webhook else None,
+        "options": options.output_options.canonical(),
+        "background_image": background_sha256,
     }
     return sha256_hex(canonical_json(described).encode())
 
 
+@dataclass(frozen=True)
+class Upload:
+    """The photo's bytes and digest, and the uploaded background's bytes, if any."""
+
+    data: bytes
+    sha256: str
+    background: bytes | None = None
+
+
 def _create_job(
-    svc: Services, job_id: str, data: bytes, sha: str, options: JobOptions, owner: Owner
+    svc: Services, job_id: str, upload: Upload, options: JobOptions, owner: Owner
 ) -> JobRecord:
     cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner.key_id))
+    output_options = options.output_options
     with stage("input"):
-        stored_input = _store_input(svc, cache, data, sha)
+        stored_input = _store_input(svc, cache, upload.data, upload.sha256)
+        if upload.background is not None:
+            behind = _store_background(svc, cache, upload.background)
+            output_options = replace(output_options, background_image=behind.key)
     request = JobRequest(
-        input_sha256=sha,
+        input_sha256=upload.sha256,
         input_key=stored_input.key,
         width=stored_input.width,
         height=stored_input.height,
@@ -145,6 +163,9 @@ def _create_job(
         primary=options.primary,
         output=options.output,
         params=options.params,
+        options=output_options,
+        source_width=stored_input.source_width or stored_input.width,
+        source_height=stored_input.source_height or stored_input.height,
     )
     with stage("record"):
         job = svc.jobs.create(
@@ -153,7 +174,13 @@ def _create_job(
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
         hits = _cached_results(svc, cache, request)
-        svc.jobs.finish_from_cache(job, hits.results, hits.model_id, hits.source_key)
+        svc.jobs.finish_from_cache(
+            job,
+            hits.results,
+            hits.model_id,
+            hits.source_key,
+            request.subject_in_upload(hits.subject),
+        )
     with stage("enqueue"):
         _enqueue(svc, job_id, request, hits.results, options.webhook)
     return svc.jobs.get(job_id) if hits.results else job
@@ -190,10 +217,28 @@ def _store_input(svc: Services, cache: ResultCache, data: bytes, sha: str) -> St
     return cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
 
 
+def _store_background(svc: Services, cache: ResultCache, data: bytes) -> StoredObject:
+    """The uploaded background, decoded and stored as photos are; its errors name its field."""
+    try:
+        return _store_input(svc, cache, data, sha256_hex(data))
+    except CutfxError as exc:
+        exc.field = BACKGROUND_IMAGE_FIELD
+        exc.message = exc.message.replace("the image", "the background image", 1)
+        exc.args = (exc.message,)
+        raise
+
+
 def _normalise_and_encode(data: bytes, max_pixels: int, max_side: int) -> Rendered:
     image = normalise_upload(data, max_pixels, max_side)
     encoded = encode_lossless(image.pixels)
-    return Rendered(encoded, INPUT_CONTENT_TYPE, image.width, image.height)
+    return Rendered(
+        encoded,
+        INPUT_CONTENT_TYPE,
+        image.width,
+        image.height,
+        source_width=image.source_width,
+        source_height=image.source_height,
+    )
 
 
 @dataclass(frozen=True)
@@ -204,6 +249,8 @@ class CacheHits:
     model_id: str = ""
     source_key: str | None = None
     results: dict[str, StoredObject] = field(default_factory=dict)
+    #: The cutout's subject facts, in the processed photo's pixels.
+    subject: dict[str, float] | None = None
 
 
 def _cached_results(svc: Services, cache: ResultCache, request: JobRequest) -> CacheHits:
@@ -211,15 +258,18 @@ def _cached_results(svc: Services, cache: ResultCache, request: JobRequest) -> C
     if model_id is None:
         return CacheHits()
     source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
+    cutout = cache.lookup(source, "cutout")
     view = None
-    if cache.lookup(source, "cutout") is not None:
-        view = cache.lookup(cutout_view_key(source, request.output))
-    if view is None:
+    if cutout is not None and cutout.subject is not None:
+        view = cache.lookup(cutout_view_key(source, request.output, request.options))
+    if cutout is None or view is None:
         return CacheHits()
     found = {CUTOUT: view}
+    effect_options = request.options.for_effect()
     for name in request.effect_order:
-        key = effect_key(source, name, request.params.get(name, {}), request.output)
+        params = request.params.get(name, {})
+        key = effect_key(source, name, params, request.output, effect_options)
         hit = cache.lookup(key, "effect")
         if hit is not None:
             found[name] = hit
-    return CacheHits(model_id, source, found)
+    return CacheHits(model_id, source, found, cutout.subject)

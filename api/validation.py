@@ -1,18 +1,21 @@
-"""The form of POST /v1/jobs, validated: effects, primary, format, params, webhook, upload."""
+"""The form of POST /v1/jobs, validated: effects, primary, format, params, webhook, output
+options, uploads; a field cutfx does not know is a 422 naming it."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
+from api.output_form import parse_output_options
 from effects import EFFECT_NAMES, get_effect
 from shared.encoding import OutputFormat, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.jobs.model import EventType, Webhook
+from shared.output_options import OutputOptions
 from shared.webhook_targets import check_callback_address, check_callback_url
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
@@ -26,12 +29,47 @@ class JobOptions:
     output: OutputFormat
     params: dict[str, dict[str, Any]]
     webhook: Webhook | None = None
+    output_options: OutputOptions = field(default_factory=OutputOptions)
     #: From the Cancel-After header: unfinished work is canceled this long after submit.
     cancel_after_s: float | None = None
 
 
+#: The form fields of POST /v1/jobs, and its file parts.
+FORM_FIELDS = frozenset(
+    {
+        "effects",
+        "primary",
+        "format",
+        "quality",
+        "params",
+        "callback_url",
+        "callback_events",
+        "background",
+        "background_blur",
+        "crop",
+        "crop_margin",
+        "size",
+        "channels",
+    }
+)
+FILE_FIELDS = frozenset({"image", "background_image"})
+
+
+def check_known_fields(form_names: set[str], file_names: set[str]) -> None:
+    """A field cutfx does not know is refused, never silently ignored."""
+    unknown = sorted(str(name) for name in (form_names - FORM_FIELDS) | (file_names - FILE_FIELDS))
+    if unknown:
+        known = ", ".join(sorted(FORM_FIELDS | FILE_FIELDS))
+        raise InvalidParameter(
+            f"unknown field {unknown[0]!r}; the fields are {known}", field=unknown[0]
+        )
+
+
 def parse_options(
-    form: MultiDict[str, str], key_id: str = "", allow_loopback_callbacks: bool = False
+    form: MultiDict[str, str],
+    key_id: str = "",
+    allow_loopback_callbacks: bool = False,
+    has_background_image: bool = False,
 ) -> JobOptions:
     effects = _parse_effects(form.get("effects"))
     primary = form.get("primary") or None
@@ -48,6 +86,7 @@ def parse_options(
         _parse_webhook(
             form.get("callback_url"), form.get("callback_events"), key_id, allow_loopback_callbacks
         ),
+        parse_output_options(form, has_background_image),
     )
 
 
@@ -115,12 +154,12 @@ def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[s
     return {name: get_effect(name).validate_params(supplied.get(name)) for name in effects}
 
 
-def read_upload(upload: FileStorage | None, max_bytes: int) -> bytes:
+def read_upload(upload: FileStorage | None, max_bytes: int, field: str = "image") -> bytes:
     if upload is None:
-        raise MalformedRequest("the multipart field 'image' is required", field="image")
+        raise MalformedRequest(f"the multipart field {field!r} is required", field=field)
     data = upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise PayloadTooLarge(f"the image is larger than {max_bytes} bytes", field="image")
+        raise PayloadTooLarge(f"the {field} is larger than {max_bytes} bytes", field=field)
     return data
 
 

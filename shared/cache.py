@@ -37,6 +37,9 @@ class Rendered:
     content_type: str
     width: int
     height: int
+    source_width: int | None = None
+    source_height: int | None = None
+    subject: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,14 @@ class ResultCache:
         rendered = make()
         self.storage.put(key, rendered.data, rendered.content_type)
         stored = StoredObject(
-            key, rendered.content_type, len(rendered.data), rendered.width, rendered.height
+            key,
+            rendered.content_type,
+            len(rendered.data),
+            rendered.width,
+            rendered.height,
+            rendered.source_width,
+            rendered.source_height,
+            rendered.subject,
         )
         self.redis.set(self._entry(key), json.dumps(asdict(stored)), ex=self.ttl_s)
         return Lookup(stored, hit=False)

@@ -81,9 +81,13 @@ def output_format(name: str | None, quality: int | None) -> OutputFormat:
 def encode_rgba(
     rgba: npt.NDArray[np.uint8], output: OutputFormat, flat_colours: bool = False
 ) -> bytes:
-    """Encode a result; flat-colour images become lossless WebP (bench/RESULTS.md, encoders)."""
-    image = Image.fromarray(rgba, "RGBA")
+    """Encode a result, RGBA or (a mask) greyscale; flat-colour images become lossless WebP
+    (bench/RESULTS.md, encoders)."""
+    image = Image.fromarray(rgba, "L" if rgba.ndim == 2 else "RGBA")
     buffer = io.BytesIO()
+    if image.mode == "L" and output.name == "jpeg":
+        image.save(buffer, "JPEG", quality=output.quality, optimize=False, icc_profile=SRGB_ICC)
+        return buffer.getvalue()
     if output.name == "webp" and flat_colours:
         image.save(
             buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD, icc_profile=SRGB_ICC

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from shared.encoding import OutputFormat
+from shared.output_options import OutputOptions
 
 
 def sha256_hex(data: bytes) -> str:
@@ -30,16 +31,28 @@ def cutout_key(input_sha256: str, max_side: int, model_id: str) -> str:
     return f"cutouts/{digest[:2]}/{digest}.png"
 
 
-def cutout_view_key(source: str, output: OutputFormat) -> str:
-    """The cutout in the client's format; a PNG request gets the lossless cutout itself."""
-    if output.name == "png":
+def cutout_view_key(source: str, output: OutputFormat, options: OutputOptions | None = None) -> str:
+    """The cutout in the client's format and options; a PNG request without options gets
+    the lossless cutout itself."""
+    options = options or OutputOptions()
+    if output.name == "png" and not options.canonical():
         return source
-    return effect_key(source, "cutout", {}, output)
+    return effect_key(source, "cutout", {}, output, options)
 
 
-def effect_key(cutout: str, effect: str, params: dict[str, Any], output: OutputFormat) -> str:
-    """The key of an effect result; its cutout's key already names input and model."""
-    digest = _digest(
-        "effect", cutout, effect, canonical_json(params), output.name, str(output.quality)
-    )
+def effect_key(
+    cutout: str,
+    effect: str,
+    params: dict[str, Any],
+    output: OutputFormat,
+    options: OutputOptions | None = None,
+) -> str:
+    """The key of an effect result; its cutout's key already names input and model.
+    Output options are named only when some differ from the defaults, so results
+    without options keep the keys they always had."""
+    parts = ["effect", cutout, effect, canonical_json(params), output.name, str(output.quality)]
+    chosen = (options or OutputOptions()).canonical()
+    if chosen:
+        parts.append(canonical_json(chosen))
+    digest = _digest(*parts)
     return f"results/{digest[:2]}/{digest}.{output.extension}"

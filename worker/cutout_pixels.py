@@ -1,4 +1,5 @@
-"""Decoded cutouts kept in memory: the effects of one job usually meet in one worker process."""
+"""Decoded cutouts (and photos behind blurred backgrounds) kept in memory: the effects of one
+job usually meet in one worker process."""
 
 from __future__ import annotations
 

@@ -9,14 +9,23 @@ from celery import Celery
 
 from effects import EffectError, apply_effect, get_effect
 from shared.cache import Rendered, ResultCache, cache_scope
-from shared.encoding import OutputFormat, decode_lossless, encode_lossless, encode_rgba
+from shared.encoding import decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
-from shared.jobs.model import CUTOUT, JobRecord, ResultRecord, ResultStatus, StoredObject, now
+from shared.jobs.model import (
+    CUTOUT,
+    JobRecord,
+    JobRequest,
+    ResultRecord,
+    ResultStatus,
+    StoredObject,
+    now,
+)
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.queues import enqueue_effects
 from worker.cutout_pixels import Pixels
 from worker.deadlines import cancel_past_deadline
 from worker.process import WorkerProcess
+from worker.render import PhotoLoader, render, subject_facts
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +62,17 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     cached = source is not None
     if source is None:
         source, cached = _segment_once(worker, cache, job, key, watch)
-    view = _cutout_view(worker, cache, source, job.request.output, watch)
+    subject = job.request.subject_in_upload(_subject_of(worker, source))
+    view = _cutout_view(worker, cache, source, job.request, watch)
     _observe_stages(worker, record, watch, "cutout")
     ctx.jobs.succeed_result(
-        job_id, record, view, cached=cached, timings=watch.timings, source_key=source.key
+        job_id,
+        record,
+        view,
+        cached=cached,
+        timings=watch.timings,
+        source_key=source.key,
+        subject=subject,
     )
     logger.info("cutout ready", extra={"cached": cached, **watch.timings})
     enqueue_effects(celery, job_id, job.request.effect_order, job.request.primary)
@@ -84,7 +100,8 @@ def _segment_once(
         height, width = rgba.shape[:2]
         data = encode_lossless(rgba)
         watch.lap("encode")
-        return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height))
+        facts = subject_facts(rgba[..., 3])
+        return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height), subject=facts)
 
     # One inference per cutout at a time across workers. The lock lives as long as a
     # task's visibility, so a dead holder's lock is gone by the time its task is handed
@@ -102,21 +119,32 @@ def _segment_once(
     return found.stored, found.hit
 
 
+def _subject_of(worker: WorkerProcess, source: StoredObject) -> dict[str, float]:
+    """The cutout's subject facts: remembered with it, or (for an older entry) measured."""
+    if source.subject is not None:
+        return source.subject
+    return subject_facts(_decoded(worker, source.key)[..., 3])
+
+
 def _cutout_view(
     worker: WorkerProcess,
     cache: ResultCache,
     source: StoredObject,
-    output: OutputFormat,
+    request: JobRequest,
     watch: _Stopwatch,
 ) -> StoredObject:
-    """The cutout in the format the client asked for (WebP is ~15x smaller than the PNG)."""
-    key = cutout_view_key(source.key, output)
+    """The cutout in the format and with the options the client asked for (WebP is ~15x
+    smaller than the PNG)."""
+    output, options = request.output, request.options
+    key = cutout_view_key(source.key, output, options)
     if key == source.key:
         return source
 
     def encoded() -> Rendered:
-        data = encode_rgba(_cutout_pixels(worker, source.key), output)
-        return Rendered(data, output.content_type, source.width, source.height)
+        cutout = _decoded(worker, source.key)
+        pixels = render(cutout, options, *_photo_loaders(worker, request))
+        data = encode_rgba(pixels, output)
+        return Rendered(data, output.content_type, pixels.shape[1], pixels.shape[0])
 
     found = cache.get_or_store(key, encoded)
     if not found.hit:
@@ -136,18 +164,22 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
         raise RuntimeError(f"effect {effect_name} queued before the cutout of job {job_id} exists")
     request = job.request
     params = request.params.get(effect_name, {})
+    options = request.options.for_effect()
+    flat = get_effect(effect_name).flat_colours
     watch = _Stopwatch()
 
     def rendered() -> Rendered:
-        rgba = _cutout_pixels(worker, source_key)
+        rgba = _decoded(worker, source_key)
         watch.lap("download")
         result = apply_effect(effect_name, rgba, params)
         watch.lap("effect")
-        data = encode_rgba(result, request.output, get_effect(effect_name).flat_colours)
+        pixels = render(result, options, *_photo_loaders(worker, request), flat_colours=flat)
+        watch.lap("render")
+        data = encode_rgba(pixels, request.output, flat)
         watch.lap("encode")
-        return Rendered(data, request.output.content_type, request.width, request.height)
+        return Rendered(data, request.output.content_type, pixels.shape[1], pixels.shape[0])
 
-    key = effect_key(source_key, effect_name, params, request.output)
+    key = effect_key(source_key, effect_name, params, request.output, options)
     try:
         found = _cache_of(worker, job).get_or_store(key, rendered, "effect")
     except EffectError as exc:
@@ -156,7 +188,14 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
     if not found.hit:
         watch.lap("upload")
     _observe_stages(worker, record, watch, "effect")
-    ctx.jobs.succeed_result(job_id, record, found.stored, cached=found.hit, timings=watch.timings)
+    ctx.jobs.succeed_result(
+        job_id,
+        record,
+        found.stored,
+        cached=found.hit,
+        timings=watch.timings,
+        subject=cutout.subject,
+    )
     logger.info("effect ready", extra={"effect": effect_name, "cached": found.hit, **watch.timings})
 
 
@@ -216,7 +255,24 @@ def _enqueue_waiting_effects(job: JobRecord, celery: Celery) -> None:
         enqueue_effects(celery, job.id, waiting, job.request.primary)
 
 
-def _cutout_pixels(worker: WorkerProcess, key: str) -> Pixels:
+def _decoded(worker: WorkerProcess, key: str) -> Pixels:
+    """A stored lossless image (a cutout or a photo), decoded once per process while used."""
     return worker.cutouts.get(
         key, lambda missing: decode_lossless(worker.context.storage.get(missing))
     )
+
+
+def _photo_loaders(worker: WorkerProcess, request: JobRequest) -> tuple[PhotoLoader, PhotoLoader]:
+    """Loaders of the job's photo and of its uploaded background, read only when a
+    background needs them (and then kept in the process's LRU with the cutouts)."""
+    background_key = request.options.background_image
+
+    def photo() -> Pixels:
+        return _decoded(worker, request.input_key)
+
+    def upload() -> Pixels:
+        if background_key is None:
+            raise ValueError("background=image without a background image")
+        return _decoded(worker, background_key)
+
+    return photo, upload

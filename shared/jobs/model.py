@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.encoding import OutputFormat
+from shared.output_options import OutputOptions
 
 CUTOUT = "cutout"
 
@@ -82,6 +83,11 @@ class StoredObject:
     byte_size: int
     width: int
     height: int
+    #: For a stored input: the upload's size before it was scaled down.
+    source_width: int | None = None
+    source_height: int | None = None
+    #: For a stored cutout: its subject's box and coverage (subject_facts), in its pixels.
+    subject: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,10 @@ class JobRequest:
     primary: str | None
     output: OutputFormat
     params: dict[str, dict[str, Any]]
+    options: OutputOptions = field(default_factory=OutputOptions)
+    #: The upload's size before it was scaled down to CUTFX_MAX_SIDE (0: unknown).
+    source_width: int = 0
+    source_height: int = 0
 
     @property
     def effect_order(self) -> tuple[str, ...]:
@@ -108,6 +118,19 @@ class JobRequest:
     def result_names(self) -> tuple[str, ...]:
         return (CUTOUT, *self.effect_order)
 
+    def subject_in_upload(self, facts: dict[str, float] | None) -> dict[str, float] | None:
+        """A cutout's subject facts (in the processed photo's pixels) in the uploaded photo's
+        pixels: the processed photo is the upload, upright, scaled by one factor."""
+        if facts is None:
+            return None
+        long_side = max(self.source_width, self.source_height)
+        scale = long_side / max(self.width, self.height) if long_side else 1.0
+        shown: dict[str, float] = {
+            name: round(facts[name] * scale) for name in ("x", "y", "width", "height")
+        }
+        shown["coverage"] = facts["coverage"]
+        return shown
+
     def to_json(self) -> str:
         data = asdict(self)
         data["effects"] = list(self.effects)
@@ -118,6 +141,7 @@ class JobRequest:
         data = json.loads(raw)
         data["effects"] = tuple(data["effects"])
         data["output"] = OutputFormat(**data["output"])
+        data["options"] = OutputOptions.from_dict(data.get("options"))
         return cls(**data)
 
 
@@ -138,6 +162,8 @@ class ResultRecord:
     attempts: int = 0
     error: dict[str, str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: The subject's box in the uploaded photo's pixels, and the share of the frame it covers.
+    subject: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.status = ResultStatus(self.status)

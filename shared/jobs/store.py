@@ -236,6 +236,7 @@ class JobStore:
         cached: bool,
         timings: Mapping[str, float] | None = None,
         source_key: str | None = None,
+        subject: dict[str, float] | None = None,
     ) -> bool:
         """Record a result as held by `stored`; once per result (False when already finished)."""
         result.status = ResultStatus.SUCCEEDED
@@ -248,6 +249,8 @@ class JobStore:
         result.error = None
         if source_key is not None:
             result.source_key = source_key
+        if subject is not None:
+            result.subject = subject
         result.timings.update(timings or {})
         return self._finish_result(job_id, result)
 
@@ -268,6 +271,7 @@ class JobStore:
         found: Mapping[str, StoredObject],
         model_id: str,
         source_key: str | None,
+        subject: dict[str, float] | None = None,
     ) -> None:
         """Record every result found in the cache at submit as succeeded, `cached`."""
         if CUTOUT in found:
@@ -283,6 +287,7 @@ class JobStore:
                     found[name],
                     cached=True,
                     source_key=source_key if name == CUTOUT else None,
+                    subject=subject,
                 )
 
     def cancel(self, job_id: str, message: str) -> bool:

@@ -25,6 +25,8 @@ def result_view(
             width=result.width,
             height=result.height,
         )
+    if result.subject is not None:
+        shown["subject"] = result.subject
     if result.error:
         shown["error"] = result.error
     shown["timings"] = result.timings
@@ -68,6 +70,7 @@ def job_view(
         "format": job.request.output.name,
         "quality": job.request.output.quality,
         "input": {"width": job.request.width, "height": job.request.height},
+        "options": job.request.options.shown(),
         "timings": job_timings(job),
         "results": {
             name: result_view(result, storage, url_ttl_s, url_base)

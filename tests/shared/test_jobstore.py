@@ -148,3 +148,28 @@ def test_the_finish_callback_given_at_construction_gets_the_closed_job_once(text
     finish(store, job_id, "color", RESULT_FAILED)
     assert [(job.id, job.status) for job in closed] == [(job_id, "partial")]
     assert closed[0].results["color"].error == {"code": "failed", "message": "test failure"}
+
+
+def test_the_subject_is_given_in_the_uploads_pixels():
+    # A 4032×3024 phone photo processed at 2048×1536: the box scales back by 1.96875.
+    scaled = JobRequest(
+        input_sha256="ab" * 32,
+        input_key="inputs/ab/x.png",
+        width=2048,
+        height=1536,
+        effects=("color",),
+        primary="color",
+        output=OutputFormat(),
+        params={"color": {}},
+        source_width=4032,
+        source_height=3024,
+    )
+    facts = {"x": 100, "y": 50, "width": 1000, "height": 800, "coverage": 0.31}
+    assert scaled.subject_in_upload(facts) == {
+        "x": 197,
+        "y": 98,
+        "width": 1969,
+        "height": 1575,
+        "coverage": 0.31,
+    }
+    assert scaled.subject_in_upload(None) is None
