@@ -6,6 +6,8 @@ const $ = (id) => document.getElementById(id);
 const LABELS = { cutout: "Cutout", color: "Color", enhancedblackwhite: "Black & white", popart: "Pop art", dithering: "Dithering" };
 let current = null;
 let timer = null;
+let lastFile = null;
+let runs = 0;
 // Each result image's loading: "All done" waits for them, so it means everything is visible.
 let shown = [];
 
@@ -88,7 +90,20 @@ async function follow(job, started) {
   }
 }
 
+// Background, crop and size: chosen before an upload, or after it to re-style the same photo
+// (the cutout is cached, so that costs no model run).
+function outputOptions() {
+  return {
+    background: $("background-on").checked ? $("background").value : undefined,
+    crop: $("crop").checked ? true : undefined,
+    size: $("size").value,
+  };
+}
+
 async function upload(file) {
+  lastFile = file;
+  runs += 1;
+  document.body.dataset.run = String(runs);
   showError("");
   document.body.dataset.job = "running";
   const started = performance.now();
@@ -99,7 +114,7 @@ async function upload(file) {
   timer = setInterval(() => { $("elapsed").textContent = ((performance.now() - started) / 1000).toFixed(1) + " s"; }, 100);
   try {
     if (current) current.close();
-    current = await cutfx.submit(file, { primary: $("primary").value, format: $("format").value });
+    current = await cutfx.submit(file, { primary: $("primary").value, format: $("format").value, ...outputOptions() });
     $("status-text").textContent = "Queued…";
     await follow(current, started);
   } catch (error) {
@@ -112,6 +127,9 @@ async function upload(file) {
 
 function setUp() {
   const zone = $("dropzone");
+  for (const id of ["background-on", "background", "crop", "size"]) {
+    $(id).addEventListener("change", () => { if (lastFile) upload(lastFile); });
+  }
   $("cancel").addEventListener("click", () => { if (current) current.cancel().catch((error) => showError(error.message)); });
   $("file").addEventListener("change", () => { if ($("file").files[0]) upload($("file").files[0]); });
   for (const type of ["dragenter", "dragover"]) zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("over"); });

@@ -185,16 +185,26 @@ export function createClient({ baseUrl = "", credential = "", cancelOnLeave = tr
 
     /**
      * Queue `file` (a File or Blob). Options: effects (array), primary, format, quality,
-     * params (object by effect), cancelAfter (seconds or "1m30s"), idempotencyKey.
+     * params (object by effect), background ("#rrggbb", "#rrggbbaa" or "blur"),
+     * backgroundBlur, backgroundImage (a File or Blob), crop (boolean), cropMargin ("24px",
+     * "10%"), size ("full", "preview" or a longest side), channels ("rgba" or "alpha"),
+     * cancelAfter (seconds or "1m30s"), idempotencyKey.
      */
     async submit(file, options = {}) {
       const form = new FormData();
       form.append("image", file, file.name || "photo");
       if (options.effects) form.append("effects", options.effects.join(","));
-      for (const name of ["primary", "format", "quality"]) {
-        if (options[name] !== undefined && options[name] !== "") form.append(name, String(options[name]));
+      const fields = {
+        primary: options.primary, format: options.format, quality: options.quality,
+        background: options.background, background_blur: options.backgroundBlur,
+        crop: options.crop, crop_margin: options.cropMargin, size: options.size,
+        channels: options.channels,
+      };
+      for (const [name, value] of Object.entries(fields)) {
+        if (value !== undefined && value !== null && value !== "") form.append(name, String(value));
       }
       if (options.params) form.append("params", JSON.stringify(options.params));
+      if (options.backgroundImage) form.append("background_image", options.backgroundImage);
       const headers = await client.authHeaders();
       if (options.cancelAfter !== undefined) headers["Cancel-After"] = String(options.cancelAfter);
       if (options.idempotencyKey) headers["Idempotency-Key"] = options.idempotencyKey;

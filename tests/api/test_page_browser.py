@@ -62,3 +62,46 @@ def test_a_bad_upload_shows_the_error(browser, e2e_server, tmp_path):
     page.wait_for_selector("#error:not([hidden])")
     assert "not an image" in page.locator("#error").inner_text()
     page.close()
+
+
+MIN_ALPHA = """img => {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let lowest = 255;
+    for (let i = 3; i < data.length; i += 4) lowest = Math.min(lowest, data[i]);
+    return lowest;
+}"""
+
+
+def test_background_crop_and_size_restyle_the_photo_after_upload(browser, e2e_server):
+    from tests.helpers import sample_variant
+
+    photo = sample_variant()
+    page = browser.new_page()
+    page.goto(e2e_server.url + "/")
+    page.wait_for_selector("#primary option[value=popart]", state="attached")
+    page.set_input_files(
+        "#file", files=[{"name": "pet.png", "mimeType": "image/png", "buffer": photo}]
+    )
+    page.wait_for_selector('body[data-run="1"][data-job=succeeded]', timeout=120_000)
+    plain = page.locator('[data-result="cutout"] img')
+    assert plain.evaluate("img => img.naturalWidth") == 451
+    assert plain.evaluate(MIN_ALPHA) < 255, "the plain cutout is transparent somewhere"
+
+    page.fill("#background", "#ff0000")
+    page.check("#background-on")
+    page.check("#crop")
+    page.select_option("#size", "200")
+    last_run = page.evaluate("document.body.dataset.run")
+    page.wait_for_selector(f'body[data-run="{last_run}"][data-job=succeeded]', timeout=60_000)
+
+    for name in RESULTS:
+        shown = page.locator(f'[data-result="{name}"] img')
+        width, height = shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        assert max(width, height) <= 200, name
+        assert shown.evaluate(MIN_ALPHA) == 255, f"{name} is on an opaque background"
+    assert "cached" in page.locator('[data-result="cutout"] .info').inner_text()
+    page.close()
