@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from tests.api.test_submit import assert_nothing_queued
 from tests.helpers import image_bytes, submit
 
 
@@ -37,52 +38,38 @@ def test_a_bad_output_option_is_a_422_naming_it(client, form, field):
     assert answer.get_json()["error"]["field"] == field
 
 
-def test_an_unknown_file_part_is_a_422_naming_it(client):
-    answer = client.post(
+def submit_with_parts(client, parts: dict[str, bytes], **form: str):
+    files = {name: (io.BytesIO(data), f"{name}.png") for name, data in parts.items()}
+    return client.post(
         "/v1/jobs",
-        data={"image": (io.BytesIO(image_bytes()), "a.png"), "mask": (io.BytesIO(b"x"), "m")},
+        data={"image": (io.BytesIO(image_bytes()), "a.png"), **files, **form},
         content_type="multipart/form-data",
     )
+
+
+def test_an_unknown_file_part_is_a_422_naming_it(client):
+    answer = submit_with_parts(client, {"mask": b"x"})
     assert answer.status_code == 422
     assert answer.get_json()["error"]["field"] == "mask"
 
 
 def test_a_background_image_and_another_background_conflict(client):
-    answer = client.post(
-        "/v1/jobs",
-        data={
-            "image": (io.BytesIO(image_bytes()), "a.png"),
-            "background_image": (io.BytesIO(image_bytes(seed=2)), "b.png"),
-            "background": "#ffffff",
-        },
-        content_type="multipart/form-data",
+    answer = submit_with_parts(
+        client, {"background_image": image_bytes(seed=2)}, background="#ffffff"
     )
     assert answer.status_code == 422
     assert answer.get_json()["error"]["field"] == "background"
 
 
-def test_a_broken_background_image_is_refused_and_queues_nothing(client):
-    answer = client.post(
-        "/v1/jobs",
-        data={
-            "image": (io.BytesIO(image_bytes()), "a.png"),
-            "background_image": (io.BytesIO(b"not an image"), "b.png"),
-        },
-        content_type="multipart/form-data",
-    )
+def test_a_broken_background_image_is_refused_and_queues_nothing(client, redis_client):
+    answer = submit_with_parts(client, {"background_image": b"not an image"})
     assert answer.status_code == 415
     assert answer.get_json()["error"]["field"] == "background_image"
+    assert_nothing_queued(redis_client)
 
 
 def test_a_tiny_background_image_names_its_own_field(client):
-    answer = client.post(
-        "/v1/jobs",
-        data={
-            "image": (io.BytesIO(image_bytes()), "a.png"),
-            "background_image": (io.BytesIO(image_bytes(20, 20)), "b.png"),
-        },
-        content_type="multipart/form-data",
-    )
+    answer = submit_with_parts(client, {"background_image": image_bytes(20, 20)})
     assert answer.status_code == 422
     error = answer.get_json()["error"]
     assert error["field"] == "background_image"
