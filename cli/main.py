@@ -32,6 +32,23 @@ def gcs_lifecycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def gcs_cors(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+    from shared.storage.gcs import GcsStorage, set_cors
+
+    settings = Settings.from_env()
+    if settings.storage != "gcs":
+        print("set CUTFX_STORAGE=gcs and CUTFX_GCS_BUCKET first", file=sys.stderr)
+        return 2
+    origins = sorted(settings.every_origin)
+    if not origins:
+        print("no origins: set CUTFX_CORS_ORIGINS or CUTFX_KEY_ORIGINS first", file=sys.stderr)
+        return 2
+    set_cors(GcsStorage.from_settings(settings).bucket, origins)
+    print(f"gs://{settings.gcs_bucket}: signed downloads readable from {', '.join(origins)}")
+    return 0
+
+
 def garbage_collect(args: argparse.Namespace) -> int:
     import redis
 
@@ -76,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="set the bucket rule that deletes objects under CUTFX_GCS_PREFIX after the result TTL",
     )
     lifecycle.set_defaults(handler=gcs_lifecycle)
+    cors = subparsers.add_parser(
+        "gcs-cors",
+        help="let the pages of CUTFX_CORS_ORIGINS and CUTFX_KEY_ORIGINS fetch signed downloads",
+    )
+    cors.set_defaults(handler=gcs_cors)
     gc = subparsers.add_parser(
         "gc",
         help="delete local-storage objects older than CUTFX_RESULT_TTL_S (workers do it hourly)",

@@ -151,6 +151,26 @@ def set_lifecycle(bucket: Any, prefix: str, result_ttl_s: int) -> int:
     return days
 
 
+#: How long a browser may reuse the bucket's answer to a preflight.
+CORS_MAX_AGE_S = 3600
+
+
+def set_cors(bucket: Any, origins: list[str]) -> list[dict[str, Any]]:
+    """Let pages on `origins` read signed downloads with fetch (an <img> needs no CORS)."""
+    bucket.reload(timeout=TIMEOUT_S)
+    bucket.cors = [
+        {
+            "origin": sorted(origins),
+            "method": ["GET", "HEAD"],
+            "responseHeader": ["Content-Type", "Content-Length"],
+            "maxAgeSeconds": CORS_MAX_AGE_S,
+        }
+    ]
+    bucket.patch(timeout=TIMEOUT_S)
+    rules: list[dict[str, Any]] = bucket.cors
+    return rules
+
+
 def _retry() -> Any:
     from google.cloud.storage.retry import DEFAULT_RETRY
 

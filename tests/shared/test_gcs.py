@@ -128,6 +128,32 @@ def test_the_lifecycle_command_sets_a_delete_rule_for_the_prefix(
     } in rules
 
 
+def test_the_cors_command_opens_signed_downloads_to_the_configured_origins(
+    gcs_environment, monkeypatch, capsys
+):
+    from cli.main import main
+
+    monkeypatch.setenv("CUTFX_STORAGE", "gcs")
+    monkeypatch.setenv("CUTFX_GCS_BUCKET", BUCKET)
+    monkeypatch.setenv("CUTFX_CORS_ORIGINS", "https://brand.example")
+    monkeypatch.setenv("CUTFX_KEY_ORIGINS", '{"key_0123456789abcdef": ["https://shop.example"]}')
+    assert main(["gcs-cors"]) == 0
+    assert "https://brand.example, https://shop.example" in capsys.readouterr().out
+    storage = GcsStorage.from_settings(Settings(storage="gcs", gcs_bucket=BUCKET))
+    storage.bucket.reload()
+    assert storage.bucket.cors == [
+        {
+            "origin": ["https://brand.example", "https://shop.example"],
+            "method": ["GET", "HEAD"],
+            "responseHeader": ["Content-Type", "Content-Length"],
+            "maxAgeSeconds": 3600,
+        }
+    ]
+    monkeypatch.delenv("CUTFX_CORS_ORIGINS")
+    monkeypatch.delenv("CUTFX_KEY_ORIGINS")
+    assert main(["gcs-cors"]) == 2, "no origins configured: nothing to open"
+
+
 def test_an_emulator_outage_is_ridden_out_by_the_retries(tmp_path):
     """GCS away for a while: a write waits it out (google's retries inside, ours around)."""
     import threading
