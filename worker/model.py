@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from shared.settings import Settings
 from worker.checkpoint import is_random_checkpoint, model_id, release_checkpoint_path
+from worker.foreground import TorchForeground
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,9 @@ CPU_WARMUP_SHAPE = (64, 64)
 #: On CUDA the warm-up runs at a production photo's size, so cudnn's autotuning and
 #: every allocation are paid before the first real job.
 CUDA_WARMUP_SHAPE = (1536, 2048)
+#: /proc/cpuinfo flags of the instructions that make bf16 matrix work fast on a CPU.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass
@@ -37,20 +41,8 @@ class LoadedModel:
 
     def segment(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         """RGB in, RGBA cutout out (alpha = the predicted mask, colours de-matted)."""
-        with self._precision():
-            rgba = self.remover.process(rgb, type="rgba")
+        rgba = self.remover.process(rgb, type="rgba")
         return np.ascontiguousarray(rgba, dtype=np.uint8)
-
-    @contextlib.contextmanager
-    def _precision(self) -> Iterator[None]:
-        import torch
-
-        if self.device.startswith("cuda") and self.precision != "fp32":
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            with torch.autocast("cuda", dtype=dtype):
-                yield
-        else:
-            yield
 
     def warm_up(self) -> float:
         """One inference on a dummy image, so lazy compilation is paid before real work."""
@@ -83,6 +75,56 @@ def mmap_checkpoint_loads() -> Iterator[None]:
         torch.load = original
 
 
+def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which oneDNN uses."""
+    import torch
+
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    has_onednn = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    return has_onednn and any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def effective_precision(device: str, setting: str, bf16_on_cpu: bool) -> str:
+    """CUTFX_PRECISION on this device: as set on CUDA; on a CPU, bf16 where the CPU has
+    bf16 instructions (fp16 there would be emulated, so it means bf16 too), else fp32."""
+    if device.startswith("cuda") or setting == "fp32":
+        return setting
+    return "bf16" if bf16_on_cpu else "fp32"
+
+
+def with_precision(model: Any, device: str, precision: str) -> Any:
+    """The network, run under autocast at `precision`, answering in float32 (so the
+    package's post-processing, numpy included, sees the dtype it expects)."""
+    import torch
+
+    if precision == "fp32":
+        return model
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    class Autocast(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            with torch.autocast(device_type, dtype=dtype):
+                return self.inner(*args, **kwargs).float()
+
+    return Autocast().eval()
+
+
+def _cpu_precision_reason(setting: str, bf16_on_cpu: bool) -> dict[str, str]:
+    if setting == "fp32":
+        return {"precision": "fp32", "reason": "CUTFX_PRECISION=fp32"}
+    if bf16_on_cpu:
+        return {"precision": "bf16", "reason": "the CPU has bf16 instructions (autocast)"}
+    return {"precision": "fp32", "reason": "no bf16 instructions on this CPU"}
+
+
 def resolve_device(setting: str) -> str:
     import torch
 
@@ -111,9 +153,16 @@ def load_model(settings: Settings) -> LoadedModel:
         )
     if device.startswith("cuda"):
         remover.model = remover.model.to(memory_format=torch.channels_last)
+        # pymatting's foreground estimation would run on the CPU (numba): on a GPU worker
+        # it was most of a job; the torch port runs it on the GPU.
+        remover.matting_fn = TorchForeground(device)
     resolved = checkpoint or release_checkpoint_path(settings.model_mode)
     random_weights = is_random_checkpoint(resolved)
-    precision = settings.precision if device.startswith("cuda") else "fp32"
+    bf16_on_cpu = not device.startswith("cuda") and cpu_supports_bf16()
+    precision = effective_precision(device, settings.precision, bf16_on_cpu)
+    remover.model = with_precision(remover.model, device, precision)
+    if not device.startswith("cuda"):
+        logger.info("cpu precision", extra=_cpu_precision_reason(settings.precision, bf16_on_cpu))
     loaded = LoadedModel(
         remover=remover,
         model_id=model_id(settings.model_mode, resolved),

@@ -65,7 +65,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     subject = job.request.subject_in_upload(_subject_of(worker, source))
     view = _cutout_view(worker, cache, source, job.request, watch)
     _observe_stages(worker, record, watch, "cutout")
-    ctx.jobs.succeed_result(
+    recorded = ctx.jobs.succeed_result(
         job_id,
         record,
         view,
@@ -74,8 +74,10 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         source_key=source.key,
         subject=subject,
     )
-    logger.info("cutout ready", extra={"cached": cached, **watch.timings})
-    enqueue_effects(celery, job_id, job.request.effect_order, job.request.primary)
+    logger.info("cutout ready", extra={"cached": cached, "recorded": recorded, **watch.timings})
+    if recorded:
+        # Not when the job was canceled meanwhile: its effects would only be skipped.
+        enqueue_effects(celery, job_id, job.request.effect_order, job.request.primary)
 
 
 def _cache_of(worker: WorkerProcess, job: JobRecord) -> ResultCache:

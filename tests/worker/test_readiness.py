@@ -31,13 +31,20 @@ def test_the_gpu_heartbeat_carries_the_model_and_device(e2e_app, e2e_settings, c
     assert gpu.ready
     assert gpu.model_id == model_id("fast", checkpoint)
     assert gpu.device == "cpu"
-    assert gpu.precision == "fp32", "the CPU path stays float32"
+    assert gpu.precision == cpu_precision(e2e_settings)
     assert gpu.random_weights is True
     assert gpu.ready_after_s is not None
     assert gpu.ready_after_s > 0
 
 
-def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers):
+def cpu_precision(settings) -> str:
+    """bf16 on a CPU with bf16 instructions (unless fp32 is asked for), else fp32."""
+    from worker.model import cpu_supports_bf16, effective_precision
+
+    return effective_precision("cpu", settings.precision, cpu_supports_bf16())
+
+
+def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_settings):
     lines = [
         json.loads(line)
         for line in (workers.log_dir / "worker-gpu.log").read_text().splitlines()
@@ -51,4 +58,7 @@ def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers):
     )
     loaded = next(line for line in lines if line["msg"] == "model loaded")
     assert loaded["device"] == "cpu"
-    assert loaded["precision"] == "fp32"
+    assert loaded["precision"] == cpu_precision(e2e_settings)
+    chosen = next(line for line in lines if line["msg"] == "cpu precision")
+    assert chosen["precision"] == loaded["precision"]
+    assert chosen["reason"]

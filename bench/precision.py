@@ -1,0 +1,142 @@
+"""The model's CPU inference at each precision: `python -m bench.precision`.
+
+The generated fast-mode checkpoint (384²), the sample photo; for each variant the
+median of N full `segment` calls (the worker's inference stage: transform, forward,
+resize, foreground estimation) and of N bare forwards, after one warm-up call.
+Variants: fp32; bf16 autocast (what CUTFX_PRECISION gives on a CPU with bf16
+instructions); int8 dynamic quantisation of the Linear layers (fp32 otherwise);
+torch.compile (inductor) of the bf16 network. Writes bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.common import write_section
+from shared.settings import Settings
+from tests.helpers import SAMPLE
+from worker.checkpoint import ensure_random_checkpoint
+from worker.model import LoadedModel, cpu_supports_bf16, load_model, with_precision
+
+
+def median_s(call: Callable[[], Any], runs: int) -> float:
+    call()  # warm-up: lazy initialisation and compilation are not measured
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def loaded(precision: str) -> LoadedModel:
+    settings = Settings(
+        model_mode="fast",
+        model_ckpt=str(ensure_random_checkpoint("fast")),
+        device="cpu",
+        precision=precision,  # type: ignore[arg-type]
+    )
+    return load_model(settings)
+
+
+def quantised() -> LoadedModel:
+    model = loaded("fp32")
+    model.remover.model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+        model.remover.model, {torch.nn.Linear}, dtype=torch.qint8
+    )
+    model.precision = "int8-dynamic"
+    return model
+
+
+def traced(rgb: np.ndarray) -> LoadedModel:
+    model = loaded("fp32")
+    x = model.remover.cv2_transform(image=rgb)["image"].unsqueeze(0)
+    with torch.no_grad():
+        model.remover.model = torch.jit.trace(  # type: ignore[no-untyped-call]
+            model.remover.model, x, check_trace=False
+        )
+    model.precision = "fp32+torchscript"
+    return model
+
+
+def compiled() -> LoadedModel:
+    model = loaded("fp32")
+    network = torch.compile(model.remover.model)
+    model.remover.model = with_precision(network, "cpu", "bf16")
+    model.precision = "bf16+compile"
+    return model
+
+
+def measure(model: LoadedModel, rgb: np.ndarray, runs: int) -> dict[str, float]:
+    x = model.remover.cv2_transform(image=rgb)["image"].unsqueeze(0)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model.remover.model(x)
+
+    started = time.perf_counter()
+    model.segment(rgb)
+    first_s = time.perf_counter() - started
+    return {
+        "first_call_s": round(first_s, 3),
+        "segment_s": round(median_s(lambda: model.segment(rgb), runs), 3),
+        "forward_s": round(median_s(forward, runs), 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    builders: dict[str, Callable[[], LoadedModel]] = {
+        "fp32": lambda: loaded("fp32"),
+        "bf16 autocast": lambda: loaded("bf16"),
+        "int8 dynamic (Linear)": quantised,
+        "fp32 TorchScript (trace)": lambda: traced(rgb),
+    }
+    if not args.no_compile:
+        builders["bf16 + torch.compile"] = compiled
+    figures: dict[str, dict[str, Any]] = {}
+    for name, build in builders.items():
+        try:
+            figures[name] = measure(build(), rgb, args.runs)
+        except Exception as exc:  # a bench reports a variant that cannot run here
+            figures[name] = {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
+        print(name, json.dumps(figures[name]), flush=True)
+    base = figures["fp32"]["segment_s"]
+    rows = []
+    for name, found in figures.items():
+        if "error" in found:
+            rows.append(f"| {name} | — | — | — | {found['error']} |")
+            continue
+        ratio = found["segment_s"] / base
+        rows.append(
+            f"| {name} | {found['segment_s'] * 1000:.0f} ms | {ratio:.2f}× "
+            f"| {found['forward_s'] * 1000:.0f} ms | first call {found['first_call_s']:.1f} s |"
+        )
+    body = (
+        f"`python -m bench.precision --runs {args.runs}` — fast mode (384²), the generated "
+        f"checkpoint, the 451×300 sample; CPU bf16 instructions: {cpu_supports_bf16()}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n\n"
+        "| variant | inference stage (segment), median | vs fp32 | bare forward, median | |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Model precision on the CPU (bench/precision.py)", body)
+
+
+if __name__ == "__main__":
+    main()

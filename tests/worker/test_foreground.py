@@ -1,0 +1,47 @@
+"""The torch foreground estimation (for CUDA workers) against pymatting's, on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from pymatting import estimate_foreground_ml
+
+from tests.helpers import SAMPLE
+from worker.foreground import TorchForeground
+
+#: In 0..1: what a viewer sees (weighted by alpha) within a quarter of an 8-bit step, any
+#: visible pixel within two steps on average.
+MAX_ALPHA_WEIGHTED_DIFFERENCE = 1 / 255
+MAX_VISIBLE_MEAN_DIFFERENCE = 2 / 255
+
+
+def soft_oval(height: int, width: int, hardness: float) -> np.ndarray:
+    yy, xx = np.mgrid[:height, :width]
+    distance = ((yy - height / 2) / (height * 0.4)) ** 2 + ((xx - width / 2) / (width * 0.35)) ** 2
+    return np.clip((1 - distance) * hardness, 0, 1)
+
+
+@pytest.mark.parametrize("hardness", [1.5, 3.0, 20.0])
+def test_the_torch_estimate_matches_pymatting_where_it_shows(hardness):
+    image = np.asarray(Image.open(SAMPLE).convert("RGB"), dtype=np.float64) / 255
+    height, width = image.shape[:2]
+    alpha = soft_oval(height, width, hardness)
+    expected = estimate_foreground_ml(image, alpha)
+    found = TorchForeground("cpu")(image, alpha)
+    assert found.shape == expected.shape
+    assert found.dtype == np.float32
+    difference = np.abs(found - expected)
+    weighted = (difference * alpha[..., None]).sum() / (alpha.sum() * 3)
+    assert weighted <= MAX_ALPHA_WEIGHTED_DIFFERENCE
+    assert difference[alpha > 0.05].mean() <= MAX_VISIBLE_MEAN_DIFFERENCE
+    assert found.min() >= 0
+    assert found.max() <= 1
+
+
+def test_a_uniform_photo_keeps_its_colour():
+    image = np.full((40, 50, 3), (0.2, 0.5, 0.8))
+    alpha = soft_oval(40, 50, 3.0)
+    found = TorchForeground("cpu")(image, alpha)
+    visible = alpha > 0.05
+    assert np.allclose(found[visible], (0.2, 0.5, 0.8), atol=1e-3)
