@@ -113,11 +113,11 @@ def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="cutfx-bench-"))
 
 
-def photo_variants(count: int, folder: Path) -> list[Path]:
-    """The sample at 1024 px, one pixel changed per copy so each is new to the cache."""
+def photo_variants(count: int, folder: Path, long_side: int = LONG_SIDE) -> list[Path]:
+    """The sample at `long_side` px, one pixel changed per copy so each is new to the cache."""
     base = Image.open(SAMPLE).convert("RGB")
-    height = round(base.height * LONG_SIDE / base.width)
-    base = base.resize((LONG_SIDE, height), Image.Resampling.LANCZOS)
+    height = round(base.height * long_side / base.width)
+    base = base.resize((long_side, height), Image.Resampling.LANCZOS)
     paths = []
     for index in range(count):
         pixels = np.asarray(base).copy()
