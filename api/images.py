@@ -58,6 +58,18 @@ SIXTEEN_BIT_MAX = 65535
 
 
 @dataclass(frozen=True)
+class UploadPart:
+    """Which multipart part an image came in, as its errors name it."""
+
+    field: str
+    noun: str
+
+
+PHOTO = UploadPart("image", "image")
+BACKGROUND = UploadPart("background_image", "background image")
+
+
+@dataclass(frozen=True)
 class NormalisedImage:
     """An upload turned upright, 8-bit sRGB RGB, its long side capped."""
 
@@ -74,12 +86,14 @@ class NormalisedImage:
         return int(self.pixels.shape[0])
 
 
-def normalise_upload(data: bytes, max_pixels: int, max_side: int) -> NormalisedImage:
-    image = _open(data)
+def normalise_upload(
+    data: bytes, max_pixels: int, max_side: int, part: UploadPart = PHOTO
+) -> NormalisedImage:
+    image = _open(data, part)
     width, height = image.size
-    check_dimensions(width, height, max_pixels)
+    check_dimensions(width, height, max_pixels, part)
     _draft(image, max_side)
-    _decode(image)
+    _decode(image, part)
     profile = image.info.get("icc_profile")
     upright = ImageOps.exif_transpose(image) or image
     rgb = _flatten_to_rgb(to_srgb(to_eight_bit(upright), profile))
@@ -88,23 +102,24 @@ def normalise_upload(data: bytes, max_pixels: int, max_side: int) -> NormalisedI
     return NormalisedImage(np.asarray(rgb, dtype=np.uint8), width, height)
 
 
-def check_dimensions(width: int, height: int, max_pixels: int) -> None:
+def check_dimensions(width: int, height: int, max_pixels: int, part: UploadPart = PHOTO) -> None:
     """Refuse, before decoding, what is too big to decode or too small or thin to process."""
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"the image has {width}×{height} = {width * height} pixels; the limit is {max_pixels}",
-            field="image",
+            f"the {part.noun} has {width}×{height} = {width * height} pixels; "
+            f"the limit is {max_pixels}",
+            field=part.field,
         )
     if min(width, height) < MIN_SIDE:
         raise ImageTooSmall(
-            f"the image is {width}×{height}; each side must be at least {MIN_SIDE} pixels",
-            field="image",
+            f"the {part.noun} is {width}×{height}; each side must be at least {MIN_SIDE} pixels",
+            field=part.field,
         )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ImageTooThin(
-            f"the image is {width}×{height}; the long side may be at most "
+            f"the {part.noun} is {width}×{height}; the long side may be at most "
             f"{MAX_ASPECT_RATIO} times the short one",
-            field="image",
+            field=part.field,
         )
 
 
@@ -118,35 +133,37 @@ def _draft(image: Image.Image, max_side: int) -> None:
     image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, part: UploadPart) -> Image.Image:
     if not data:
-        raise InvalidImage("the uploaded file is empty", field="image")
+        raise InvalidImage("the uploaded file is empty", field=part.field)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise UnsupportedMediaType(
-            _accepted_message("the upload is not an image"), field="image"
+            _accepted_message("the upload is not an image"), field=part.field
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLarge("the image has too many pixels", field="image") from None
+        raise ImageTooLarge(f"the {part.noun} has too many pixels", field=part.field) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"the image could not be read: {exc}", field="image") from None
+        raise InvalidImage(f"the {part.noun} could not be read: {exc}", field=part.field) from None
     if image.format not in ACCEPTED_FORMATS:
         raise UnsupportedMediaType(
-            _accepted_message(f"{image.format} images are not supported"), field="image"
+            _accepted_message(f"{image.format} images are not supported"), field=part.field
         )
     return image
 
 
-def _decode(image: Image.Image) -> None:
+def _decode(image: Image.Image, part: UploadPart) -> None:
     """Decode the first frame (an MPO's primary picture, an animation's first frame)."""
     try:
         image.seek(0)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InvalidImage(f"the image could not be decoded: {exc}", field="image") from None
+        raise InvalidImage(
+            f"the {part.noun} could not be decoded: {exc}", field=part.field
+        ) from None
 
 
 def to_eight_bit(image: Image.Image) -> Image.Image:

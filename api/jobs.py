@@ -9,6 +9,7 @@ from flask import Blueprint, request
 
 from api.auth import client_token, key_id, owner
 from api.idempotency import check_key
+from api.images import BACKGROUND, PHOTO
 from api.presenters import job_links, present_job
 from api.services import services
 from api.submission import Submitter, submit_job
@@ -21,7 +22,6 @@ blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 CANCEL_AFTER_HEADER = "Cancel-After"
-BACKGROUND_IMAGE_FIELD = "background_image"
 CANCELED_BY_CLIENT = "canceled by the client"
 REPLAYED_HEADER = "Idempotent-Replayed"
 #: The longest a long-poll is held; clients loop for longer waits.
@@ -37,7 +37,7 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
             "webhooks are set by the shop's server, not a client token", field="callback_url"
         )
     check_known_fields(set(request.form.keys()), set(request.files.keys()))
-    background_upload = request.files.get(BACKGROUND_IMAGE_FIELD)
+    background_upload = request.files.get(BACKGROUND.field)
     options = parse_options(
         request.form,
         key_id=key_id(),
@@ -47,11 +47,11 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     raw_cancel_after = request.headers.get(CANCEL_AFTER_HEADER)
     if raw_cancel_after is not None:
         options = replace(options, cancel_after_s=parse_cancel_after(raw_cancel_after))
-    data = read_upload(request.files.get("image"), svc.settings.max_upload_bytes)
+    data = read_upload(request.files.get(PHOTO.field), svc.settings.max_upload_bytes)
     background = (
         None
         if background_upload is None
-        else read_upload(background_upload, svc.settings.max_upload_bytes, BACKGROUND_IMAGE_FIELD)
+        else read_upload(background_upload, svc.settings.max_upload_bytes, BACKGROUND.field)
     )
     raw_key = request.headers.get(IDEMPOTENCY_HEADER)
     idempotency_key = check_key(raw_key) if raw_key is not None else None

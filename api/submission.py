@@ -7,14 +7,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from api.idempotency import wait_for_job
-from api.images import normalise_upload
+from api.images import BACKGROUND, PHOTO, UploadPart, normalise_upload
 from api.services import Services
 from api.timing import stage
 from api.tokens import ClientToken
 from api.validation import JobOptions
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import encode_lossless
-from shared.errors import CutfxError, QuotaExhausted, TooManyActiveJobs
+from shared.errors import QuotaExhausted, TooManyActiveJobs
 from shared.hashing import (
     canonical_json,
     cutout_key,
@@ -36,7 +36,6 @@ from shared.metrics import JOBS_ACCEPTED
 from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
 
 INPUT_CONTENT_TYPE = "image/png"
-BACKGROUND_IMAGE_FIELD = "background_image"
 #: How soon a client over its unfinished-job cap should try again.
 ACTIVE_CAP_RETRY_AFTER_S = 5
 
@@ -152,7 +151,9 @@ def _create_job(
     with stage("input"):
         stored_input = _store_input(svc, cache, upload.data, upload.sha256)
         if upload.background is not None:
-            behind = _store_background(svc, cache, upload.background)
+            behind = _store_input(
+                svc, cache, upload.background, sha256_hex(upload.background), BACKGROUND
+            )
             output_options = replace(output_options, background_image=behind.key)
     request = JobRequest(
         input_sha256=upload.sha256,
@@ -203,8 +204,11 @@ def _enqueue(
         enqueue_webhook_delivery(svc.celery, job_id)
 
 
-def _store_input(svc: Services, cache: ResultCache, data: bytes, sha: str) -> StoredObject:
-    """The normalised input, decoded and stored once per distinct upload.
+def _store_input(
+    svc: Services, cache: ResultCache, data: bytes, sha: str, part: UploadPart = PHOTO
+) -> StoredObject:
+    """The normalised input (the photo, or the `part` it came in), decoded and stored once
+    per distinct upload; its errors name its part.
 
     Decoding runs in the process's decode pool, off the event loop that serves
     every other request and stream of this process.
@@ -212,24 +216,17 @@ def _store_input(svc: Services, cache: ResultCache, data: bytes, sha: str) -> St
     settings = svc.settings
 
     def normalised() -> Rendered:
-        return svc.decoder.run(_normalise_and_encode, data, settings.max_pixels, settings.max_side)
+        return svc.decoder.run(
+            _normalise_and_encode, data, settings.max_pixels, settings.max_side, part
+        )
 
     return cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
 
 
-def _store_background(svc: Services, cache: ResultCache, data: bytes) -> StoredObject:
-    """The uploaded background, decoded and stored as photos are; its errors name its field."""
-    try:
-        return _store_input(svc, cache, data, sha256_hex(data))
-    except CutfxError as exc:
-        exc.field = BACKGROUND_IMAGE_FIELD
-        exc.message = exc.message.replace("the image", "the background image", 1)
-        exc.args = (exc.message,)
-        raise
-
-
-def _normalise_and_encode(data: bytes, max_pixels: int, max_side: int) -> Rendered:
-    image = normalise_upload(data, max_pixels, max_side)
+def _normalise_and_encode(
+    data: bytes, max_pixels: int, max_side: int, part: UploadPart
+) -> Rendered:
+    image = normalise_upload(data, max_pixels, max_side, part)
     encoded = encode_lossless(image.pixels)
     return Rendered(
         encoded,

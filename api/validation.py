@@ -10,6 +10,7 @@ from typing import Any
 
 from werkzeug.datastructures import FileStorage, MultiDict
 
+from api.images import BACKGROUND, PHOTO
 from api.output_form import parse_output_options
 from effects import EFFECT_NAMES, get_effect
 from shared.encoding import OutputFormat, output_format
@@ -52,7 +53,7 @@ FORM_FIELDS = frozenset(
         "channels",
     }
 )
-FILE_FIELDS = frozenset({"image", "background_image"})
+FILE_FIELDS = frozenset({PHOTO.field, BACKGROUND.field})
 
 
 def check_known_fields(form_names: set[str], file_names: set[str]) -> None:
@@ -154,7 +155,7 @@ def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[s
     return {name: get_effect(name).validate_params(supplied.get(name)) for name in effects}
 
 
-def read_upload(upload: FileStorage | None, max_bytes: int, field: str = "image") -> bytes:
+def read_upload(upload: FileStorage | None, max_bytes: int, field: str = PHOTO.field) -> bytes:
     if upload is None:
         raise MalformedRequest(f"the multipart field {field!r} is required", field=field)
     data = upload.read(max_bytes + 1)
