@@ -18,12 +18,12 @@ from shared.output_options import (
     DEFAULT_BLUR_RADIUS,
     FULL,
     IMAGE,
-    MARGIN_PATTERN,
     MAX_MARGIN_PERCENT,
     MAX_MARGIN_PX,
     MAX_SIDE_RANGE,
     PREVIEW,
     OutputOptions,
+    parse_margin,
 )
 
 TRUE_WORDS = ("true", "1", "yes")
@@ -97,7 +97,7 @@ def _parse_margin(raw: str | None, crop: bool) -> str:
         return "0px"
     if not crop:
         raise InvalidParameter("crop_margin needs crop=true", field="crop_margin")
-    found = MARGIN_PATTERN.match(raw.strip().lower())
+    found = parse_margin(raw)
     problem = InvalidParameter(
         f"crop_margin must be pixels (0 to {MAX_MARGIN_PX}, e.g. '24' or '24px') or a "
         f"percentage of the subject (0 to {MAX_MARGIN_PERCENT:g}, e.g. '10%'); got {raw!r}",
@@ -105,7 +105,7 @@ def _parse_margin(raw: str | None, crop: bool) -> str:
     )
     if found is None:
         raise problem
-    amount, unit = float(found.group(1)), found.group(2) or "px"
+    amount, unit = found
     if amount > (MAX_MARGIN_PERCENT if unit == "%" else MAX_MARGIN_PX):
         raise problem
     if unit == "px" and not amount.is_integer():

@@ -87,10 +87,18 @@ class OutputOptions:
     @property
     def margin(self) -> tuple[float, str]:
         """The crop margin as (amount, "px" or "%")."""
-        found = MARGIN_PATTERN.match(self.crop_margin)
+        found = parse_margin(self.crop_margin)
         if found is None:
             raise ValueError(f"bad crop margin {self.crop_margin!r}")
-        return float(found.group(1)), found.group(2) or "px"
+        return found
+
+
+def parse_margin(text: str) -> tuple[float, str] | None:
+    """A margin as (amount, "px" or "%"); a bare number is pixels. None when it is none."""
+    found = MARGIN_PATTERN.match(text.strip().lower())
+    if found is None:
+        return None
+    return float(found.group(1)), found.group(2) or "px"
 
 
 def fitted_size(width: int, height: int, size: str) -> tuple[int, int]:

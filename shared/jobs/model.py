@@ -73,6 +73,13 @@ class Owner:
         """The namespace of this owner's idempotency keys and rate limits."""
         return f"{self.key_id}/{self.token_id}" if self.token_id else self.key_id
 
+    def may_see(self, key_id: str, token_id: str) -> bool:
+        """Whether a job submitted by `key_id` (through `token_id`, "" for the key itself)
+        is this owner's: the key sees every such job, a client token only its own."""
+        if key_id != self.key_id:
+            return False
+        return not self.token_id or token_id == self.token_id
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -215,10 +222,7 @@ class JobRecord:
     cancel_at: float | None = None
 
     def owned_by(self, owner: Owner) -> bool:
-        """The key sees every job it owns; a client token only those it submitted."""
-        if self.owner != owner.key_id:
-            return False
-        return not owner.token_id or self.token_id == owner.token_id
+        return owner.may_see(self.owner, self.token_id)
 
     @property
     def finished(self) -> bool:

@@ -109,10 +109,9 @@ class JobStore:
 
     def require_owned(self, job_id: str, owner: Owner) -> None:
         """JobNotFound unless the job exists and `owner` may see it."""
-        key_id, token_id = self.redis.hmget(job_key(job_id), ["owner", "token_id"])  # type: ignore[misc]
-        if key_id is None or key_id != owner.key_id:
-            raise JobNotFound(f"no job {job_id}")
-        if owner.token_id and (token_id or "") != owner.token_id:
+        stored: Any = self.redis.hmget(job_key(job_id), ["owner", "token_id"])
+        key_id, token_id = stored
+        if key_id is None or not owner.may_see(key_id, token_id or ""):
             raise JobNotFound(f"no job {job_id}")
 
     def status_of(self, job_id: str) -> JobStatus | None:
