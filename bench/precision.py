@@ -25,7 +25,7 @@ from bench.common import write_section
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.checkpoint import ensure_random_checkpoint
-from worker.model import LoadedModel, cpu_supports_bf16, load_model, with_precision
+from worker.model import LoadedModel, cpu_supports_bf16, load_model
 
 #: What the worker runs, and why (the figures above decide it).
 DECISION = (
@@ -56,10 +56,25 @@ def loaded(precision: str) -> LoadedModel:
     return load_model(settings)
 
 
+class SaliencyOnly(torch.nn.Module):
+    """A traced or compiled saliency function in the network's place."""
+
+    def __init__(self, saliency: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.saliency = saliency
+
+    def forward_inspyre(self, x: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        return {"saliency": [self.saliency(x)]}
+
+
+def last_saliency(network: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: network.forward_inspyre(x)["saliency"][-1]
+
+
 def quantised() -> LoadedModel:
     model = loaded("fp32")
-    model.remover.model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-        model.remover.model, {torch.nn.Linear}, dtype=torch.qint8
+    model.network = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+        model.network, {torch.nn.Linear}, dtype=torch.qint8
     )
     model.precision = "int8-dynamic"
     return model
@@ -67,29 +82,23 @@ def quantised() -> LoadedModel:
 
 def traced(rgb: np.ndarray) -> LoadedModel:
     model = loaded("fp32")
-    x = model.remover.cv2_transform(image=rgb)["image"].unsqueeze(0)
+    x = model.prepare(rgb).unsqueeze(0)
     with torch.no_grad():
-        model.remover.model = torch.jit.trace(  # type: ignore[no-untyped-call]
-            model.remover.model, x, check_trace=False
+        function = torch.jit.trace(  # type: ignore[no-untyped-call]
+            last_saliency(model.network), x, check_trace=False
         )
-    model.precision = "fp32+torchscript"
+    model.network = SaliencyOnly(function)
     return model
 
 
 def compiled() -> LoadedModel:
-    model = loaded("fp32")
-    network = torch.compile(model.remover.model)
-    model.remover.model = with_precision(network, "cpu", "bf16")
-    model.precision = "bf16+compile"
+    model = loaded("bf16")
+    model.network = SaliencyOnly(torch.compile(last_saliency(model.network)))
     return model
 
 
 def measure(model: LoadedModel, rgb: np.ndarray, runs: int) -> dict[str, float]:
-    x = model.remover.cv2_transform(image=rgb)["image"].unsqueeze(0)
-
-    def forward() -> None:
-        with torch.no_grad():
-            model.remover.model(x)
+    x = model.prepare(rgb)
 
     started = time.perf_counter()
     model.segment(rgb)
@@ -97,7 +106,7 @@ def measure(model: LoadedModel, rgb: np.ndarray, runs: int) -> dict[str, float]:
     return {
         "first_call_s": round(first_s, 3),
         "segment_s": round(median_s(lambda: model.segment(rgb), runs), 3),
-        "forward_s": round(median_s(forward, runs), 3),
+        "forward_s": round(median_s(lambda: model.saliency([x]), runs), 3),
     }
 
 

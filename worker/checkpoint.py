@@ -12,9 +12,9 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from shared.settings import Settings
+from worker.network import NETWORK_DEPTH, mode_config, network_builder
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ def ensure_random_checkpoint(mode: str, cache_dir: Path | None = None) -> Path:
     if path.exists() and is_random_checkpoint(path):
         return path
     import torch
-    from transparent_background.InSPyReNet import InSPyReNet_SwinB
 
-    base_size = _mode_base_size(mode)
+    base_size = list(mode_config(mode)["base_size"])
     torch.manual_seed(RANDOM_SEED)
-    model = InSPyReNet_SwinB(depth=64, pretrained=False, base_size=base_size, threshold=None)
+    model = network_builder()(
+        depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save(model.state_dict(), partial)
@@ -54,10 +55,6 @@ def ensure_random_checkpoint(mode: str, cache_dir: Path | None = None) -> Path:
     )
     logger.info("generated random checkpoint", extra={"path": str(path), "mode": mode})
     return path
-
-
-def _mode_base_size(mode: str) -> list[int]:
-    return list(_mode_config(mode).base_size)
 
 
 def checkpoint_digest(path: Path) -> str:
@@ -86,7 +83,7 @@ def model_id(mode: str, checkpoint: Path) -> str:
 def release_checkpoint_path(mode: str) -> Path:
     """Where transparent-background keeps (and looks for) its release checkpoint."""
     home = os.environ.get("TRANSPARENT_BACKGROUND_FILE_PATH", str(Path.home()))
-    return Path(home) / ".transparent-background" / str(_mode_config(mode).ckpt_name)
+    return Path(home) / ".transparent-background" / str(mode_config(mode)["ckpt_name"])
 
 
 class ChecksumMismatch(Exception):
@@ -134,20 +131,12 @@ def download_verified(
 
 def fetch_release_checkpoint(mode: str, timeout_s: float = 15.0) -> Path | None:
     """The real checkpoint: already downloaded, or downloaded now; None when offline."""
-    config = _mode_config(mode)
+    config = mode_config(mode)
     target = release_checkpoint_path(mode)
-    if has_digest(target, "md5", config.md5):
+    if has_digest(target, "md5", config["md5"]):
         return target
     try:
-        return download_verified(str(config.url), target, "md5", config.md5, timeout_s)
+        return download_verified(str(config["url"]), target, "md5", config["md5"], timeout_s)
     except (OSError, TimeoutError, ChecksumMismatch) as exc:
         logger.warning("release checkpoint not downloadable", extra={"reason": str(exc)})
         return None
-
-
-def _mode_config(mode: str) -> Any:
-    import transparent_background
-    from transparent_background.utils import load_config
-
-    config_path = Path(transparent_background.__file__).with_name("config.yaml")
-    return load_config(str(config_path))[mode]

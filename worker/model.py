@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.settings import Settings
-from worker.checkpoint import is_random_checkpoint, model_id, release_checkpoint_path
+from worker.checkpoint import (
+    fetch_release_checkpoint,
+    is_random_checkpoint,
+    model_id,
+    release_checkpoint_path,
+)
 from worker.foreground import TorchForeground
+from worker.network import build_network, mode_config
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +30,11 @@ CPU_WARMUP_SHAPE = (64, 64)
 #: On CUDA the warm-up runs at a production photo's size, so cudnn's autotuning and
 #: every allocation are paid before the first real job.
 CUDA_WARMUP_SHAPE = (1536, 2048)
+#: transparent-background's normalisation, on 0..255 pixels.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
+#: The network's own guard against a flat map in its min-max stretch.
+MIN_MAX_EPSILON = 1e-8
 #: /proc/cpuinfo flags of the instructions that make bf16 matrix work fast on a CPU.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
@@ -31,18 +42,57 @@ CPUINFO = Path("/proc/cpuinfo")
 
 @dataclass
 class LoadedModel:
-    remover: Any
+    """The network on its device, and the steps around it, each usable apart so a batch
+    can run one forward for many photos: `prepare` and `finish` per photo, `saliency`
+    for a batch. `segment` is the three in a row, as `Remover.process(type="rgba")`."""
+
+    network: Any
     model_id: str
     mode: str
     device: str
     precision: str
     random_weights: bool
     load_seconds: float
+    input_size: tuple[int, int]
+    matting: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float32]], npt.NDArray[Any]]
+
+    def prepare(self, rgb: npt.NDArray[np.uint8]) -> Any:
+        """The network's input for one photo: resized to the mode's size, normalised, CHW."""
+        return prepared_input(rgb, self.input_size)
+
+    def saliency(self, inputs: Sequence[Any]) -> list[Any]:
+        """One forward for same-sized inputs: each one's saliency logits (before the
+        sigmoid), 1×h×w float32 on the model's device."""
+        import torch
+
+        batch = torch.stack(list(inputs)).to(self.device)
+        if self.device.startswith("cuda"):
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), self.autocast():
+            logits = self.network.forward_inspyre(batch)["saliency"][-1]
+        return list(logits.float().unbind(0))
+
+    def finish(self, rgb: npt.NDArray[np.uint8], logits: Any) -> npt.NDArray[np.uint8]:
+        """RGBA at the photo's size from its logits: alpha the predicted mask, colours
+        de-matted by the foreground estimation."""
+        mask = mask_from_logits(logits, rgb.shape[:2])
+        foreground = self.matting(rgb / 255.0, mask)
+        colour = (255 * np.clip(foreground, 0.0, 1.0) + 0.5).astype(np.uint8)
+        alpha = (mask * 255).astype(np.uint8)
+        return np.ascontiguousarray(np.dstack([colour[..., :3], alpha]))
 
     def segment(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        """RGB in, RGBA cutout out (alpha = the predicted mask, colours de-matted)."""
-        rgba = self.remover.process(rgb, type="rgba")
-        return np.ascontiguousarray(rgba, dtype=np.uint8)
+        """RGB in, RGBA cutout out."""
+        (logits,) = self.saliency([self.prepare(rgb)])
+        return self.finish(rgb, logits)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
 
     def warm_up(self) -> float:
         """One inference on a dummy image, so lazy compilation is paid before real work."""
@@ -53,26 +103,31 @@ class LoadedModel:
         return time.perf_counter() - started
 
 
-@contextlib.contextmanager
-def mmap_checkpoint_loads() -> Iterator[None]:
-    """Make transparent-background's torch.load map the checkpoint instead of reading it.
-
-    Remover loads its state dict with a plain torch.load; mapping the ~370 MB file
-    lets the page cache serve it (shared between worker processes) and skips a copy.
-    """
+def prepared_input(rgb: npt.NDArray[np.uint8], size: tuple[int, int]) -> Any:
+    """As transparent-background's transform for numpy input: bilinear resize to
+    `size` (height, width), ImageNet normalisation, channels first."""
+    import cv2
     import torch
 
-    original = torch.load
+    height, width = size
+    resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    normalised = (resized.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
-    def load_mapped(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("mmap", True)
-        return original(*args, **kwargs)
 
-    torch.load = load_mapped
-    try:
-        yield
-    finally:
-        torch.load = original
+def mask_from_logits(logits: Any, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+    """The network's own ending (sigmoid, then stretched to 0..1), per photo, then
+    resized to the photo as `Remover` does. The network stretches over its whole
+    batch; per photo, a batched photo gets the mask it would get alone."""
+    import torch
+    from torch.nn.functional import interpolate
+
+    probability = torch.sigmoid(logits)
+    low, high = probability.min(), probability.max()
+    stretched = (probability - low) / (high - low + MIN_MAX_EPSILON)
+    resized = interpolate(stretched[None], tuple(shape[:2]), mode="bilinear", align_corners=True)
+    mask: npt.NDArray[np.float32] = resized[0, 0].cpu().numpy()
+    return mask
 
 
 def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
@@ -95,28 +150,6 @@ def effective_precision(device: str, setting: str, bf16_on_cpu: bool) -> str:
     return "bf16" if bf16_on_cpu else "fp32"
 
 
-def with_precision(model: Any, device: str, precision: str) -> Any:
-    """The network, run under autocast at `precision`, answering in float32 (so the
-    package's post-processing, numpy included, sees the dtype it expects)."""
-    import torch
-
-    if precision == "fp32":
-        return model
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-
-    class Autocast(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            with torch.autocast(device_type, dtype=dtype):
-                return self.inner(*args, **kwargs).float()
-
-    return Autocast().eval()
-
-
 def _cpu_precision_reason(setting: str, bf16_on_cpu: bool) -> dict[str, str]:
     if setting == "fp32":
         return {"precision": "fp32", "reason": "CUTFX_PRECISION=fp32"}
@@ -135,42 +168,61 @@ def resolve_device(setting: str) -> str:
     return "cuda:0" if setting == "cuda" else "cpu"
 
 
+def resolve_checkpoint(settings: Settings) -> Path:
+    """CUTFX_MODEL_CKPT, or transparent-background's release checkpoint for the mode
+    (downloaded and md5-checked on first use)."""
+    if settings.model_ckpt:
+        checkpoint = Path(settings.model_ckpt)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"CUTFX_MODEL_CKPT points at {checkpoint}, which does not exist"
+            )
+        return checkpoint
+    release = fetch_release_checkpoint(settings.model_mode)
+    if release is None:
+        raise FileNotFoundError(
+            f"no checkpoint: the {settings.model_mode} release checkpoint could not be "
+            f"downloaded to {release_checkpoint_path(settings.model_mode)}; set CUTFX_MODEL_CKPT"
+        )
+    return release
+
+
+def matting_for(device: str) -> Any:
+    """The foreground estimation: pymatting's (numba, CPU) on a CPU; on a GPU worker it
+    was most of a job's time, so there the torch port runs it on the GPU."""
+    if device.startswith("cuda"):
+        return TorchForeground(device)
+    from pymatting import estimate_foreground_ml
+
+    return estimate_foreground_ml
+
+
 def load_model(settings: Settings) -> LoadedModel:
     import torch
-    from transparent_background import Remover
 
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    checkpoint = Path(settings.model_ckpt) if settings.model_ckpt else None
-    if checkpoint is not None and not checkpoint.is_file():
-        raise FileNotFoundError(f"CUTFX_MODEL_CKPT points at {checkpoint}, which does not exist")
+    checkpoint = resolve_checkpoint(settings)
+    network = build_network(settings.model_mode, checkpoint).to(device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    # With ckpt=None transparent-background downloads its release checkpoint.
-    with mmap_checkpoint_loads():
-        remover = Remover(
-            mode=settings.model_mode, device=device, ckpt=str(checkpoint) if checkpoint else None
-        )
-    if device.startswith("cuda"):
-        remover.model = remover.model.to(memory_format=torch.channels_last)
-        # pymatting's foreground estimation would run on the CPU (numba): on a GPU worker
-        # it was most of a job; the torch port runs it on the GPU.
-        remover.matting_fn = TorchForeground(device)
-    resolved = checkpoint or release_checkpoint_path(settings.model_mode)
-    random_weights = is_random_checkpoint(resolved)
+        # InSPyReNet.to() takes only a device: the memory format goes through Module's.
+        torch.nn.Module.to(network, memory_format=torch.channels_last)
     bf16_on_cpu = not device.startswith("cuda") and cpu_supports_bf16()
     precision = effective_precision(device, settings.precision, bf16_on_cpu)
-    remover.model = with_precision(remover.model, device, precision)
     if not device.startswith("cuda"):
         logger.info("cpu precision", extra=_cpu_precision_reason(settings.precision, bf16_on_cpu))
+    height, width = mode_config(settings.model_mode)["base_size"]
     loaded = LoadedModel(
-        remover=remover,
-        model_id=model_id(settings.model_mode, resolved),
+        network=network,
+        model_id=model_id(settings.model_mode, checkpoint),
         mode=settings.model_mode,
         device=device,
         precision=precision,
-        random_weights=random_weights,
+        random_weights=is_random_checkpoint(checkpoint),
         load_seconds=time.perf_counter() - started,
+        input_size=(int(height), int(width)),
+        matting=matting_for(device),
     )
     logger.info(
         "model loaded",
@@ -182,9 +234,9 @@ def load_model(settings: Settings) -> LoadedModel:
             "seconds": round(loaded.load_seconds, 2),
         },
     )
-    if random_weights:
+    if loaded.random_weights:
         logger.warning(
             "the checkpoint is randomly initialised: cutouts will be meaningless masks",
-            extra={"checkpoint": str(resolved)},
+            extra={"checkpoint": str(checkpoint)},
         )
     return loaded

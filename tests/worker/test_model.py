@@ -1,29 +1,26 @@
-"""Model loading details that do not need a worker: mmap, device choice, precision."""
+"""Model loading that does not need a worker: the network from the package's own code
+without Remover's imports, mapped weights, device choice, and the same cutouts as
+transparent-background's `Remover.process`."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from worker.model import mmap_checkpoint_loads, resolve_device
+from shared.settings import Settings
+from tests.conftest import REPO
+from tests.helpers import SAMPLE
+from worker.model import load_model, resolve_checkpoint, resolve_device
+from worker.network import mode_config
 
-
-def test_checkpoint_loads_are_memory_mapped_then_restored(tmp_path, monkeypatch):
-    path = tmp_path / "weights.pth"
-    torch.save({"w": torch.ones(4)}, path)
-    real_load = torch.load
-    calls: list[dict[str, object]] = []
-
-    def recording_load(*args, **kwargs):
-        calls.append(kwargs)
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", recording_load)
-    with mmap_checkpoint_loads():
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]
-    assert torch.load is recording_load, "restored afterwards"
-    assert loaded["w"].sum().item() == 4
+#: What `import transparent_background` would pull in, and the worker never runs.
+REMOVER_ONLY_MODULES = ("albumentations", "gdown", "wget", "transparent_background.Remover")
 
 
 def test_auto_picks_the_cpu_here_and_cuda_is_refused_without_a_gpu():
@@ -33,3 +30,59 @@ def test_auto_picks_the_cpu_here_and_cuda_is_refused_without_a_gpu():
     assert resolve_device("cpu") == "cpu"
     with pytest.raises(RuntimeError, match="no CUDA device"):
         resolve_device("cuda")
+
+
+def test_the_modes_come_from_the_packages_own_config():
+    assert mode_config("fast")["base_size"] == [384, 384]
+    assert mode_config("base")["base_size"] == [1024, 1024]
+    assert mode_config("base")["ckpt_name"] == "ckpt_base.pth"
+    with pytest.raises(ValueError, match="unknown model mode"):
+        mode_config("huge")
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match="CUTFX_MODEL_CKPT points at"):
+        resolve_checkpoint(Settings(model_ckpt=str(missing)))
+
+
+def test_loading_skips_what_only_remover_needs_and_maps_the_weights(checkpoint):
+    """In a fresh interpreter, as a worker starts: none of Remover's imports, and the
+    weights are views of the mapped file, not copies."""
+    script = f"""
+import json, os, sys
+from shared.settings import Settings
+from worker.model import load_model
+model = load_model(Settings(model_mode="fast", model_ckpt={str(checkpoint)!r}, device="cpu"))
+path = os.path.realpath({str(checkpoint)!r})
+spans = [
+    [int(end, 16) for end in line.split()[0].split("-")]
+    for line in open("/proc/self/maps") if line.rstrip().endswith(path)
+]
+weights = list(model.network.parameters())
+print(json.dumps({{
+    "loaded": sorted(m for m in {REMOVER_ONLY_MODULES!r} if m in sys.modules),
+    "input_size": list(model.input_size),
+    "mapped": all(any(a <= w.data_ptr() < b for a, b in spans) for w in weights),
+}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts == {"loaded": [], "input_size": [384, 384], "mapped": True}
+
+
+def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
+    """The same checkpoint through transparent-background's own pipeline and ours, in fp32:
+    the same RGBA, to the byte."""
+    from transparent_background.Remover import Remover
+
+    ours = load_model(
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+    )
+    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    for rgb in (sample, np.ascontiguousarray(sample[40:260, 100:400])):
+        expected = theirs.process(rgb, type="rgba")
+        assert np.array_equal(ours.segment(rgb), expected)

@@ -53,12 +53,8 @@ def photos() -> list[np.ndarray]:
 
 def raw_saliency(loaded, rgb: np.ndarray) -> torch.Tensor:
     """The network's last saliency map before the sigmoid, at the loaded precision."""
-    remover = loaded.remover
-    network = getattr(remover.model, "inner", remover.model)
-    x = remover.cv2_transform(image=rgb)["image"].unsqueeze(0)
-    dtype = torch.bfloat16 if loaded.precision == "bf16" else torch.float32
-    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        return network.forward_inspyre(x)["saliency"][-1].float()
+    (logits,) = loaded.saliency([loaded.prepare(rgb)])
+    return logits
 
 
 def test_bf16_on_the_cpu_gives_the_fp32_masks(checkpoint):
