@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 from cli.client import CutfxClient
+from shared.settings import Settings
 
 READY_TIMEOUT_S = 900
 #: Found from the installed package, so the stack starts from any folder.
 GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "api" / "gunicorn_conf.py"
 STOP_TIMEOUT_S = 20
 WEBHOOK_THREADS = 8
+GPU_THREADS_PER_BATCH_PHOTO = 2
 
 
 def free_port(preferred: int) -> int:
@@ -28,13 +30,25 @@ def free_port(preferred: int) -> int:
         return int(spare.getsockname()[1])
 
 
-def worker_commands(node_prefix: str = "", cpu_concurrency: int = 2) -> dict[str, list[str]]:
-    """The three workers of one machine, as production runs them: a solo gpu process that
-    loads the model, prefork cpu processes for effects, a threads pool for webhooks."""
+def gpu_pool(batch_max: int) -> list[str]:
+    """The gpu worker's pool: solo runs one photo at a time; batching needs its segment
+    tasks side by side, in threads, twice the batch so the next batch gathers while the
+    last one's photos are finished and encoded."""
+    if batch_max <= 1:
+        return ["--pool", "solo"]
+    return ["--pool", "threads", "-c", str(GPU_THREADS_PER_BATCH_PHOTO * batch_max)]
+
+
+def worker_commands(
+    node_prefix: str = "", cpu_concurrency: int = 2, batch_max: int = 0
+) -> dict[str, list[str]]:
+    """The three workers of one machine, as production runs them: a gpu process that
+    loads the model (solo, or threads when CUTFX_BATCH_MAX asks for batches), prefork cpu
+    processes for effects, a threads pool for webhooks."""
     worker = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
     quiet = ["--without-gossip", "--without-mingle", "--loglevel", "INFO"]
     pools = {
-        "gpu": ["--pool", "solo"],
+        "gpu": gpu_pool(batch_max),
         "cpu": ["--pool", "prefork", "-c", str(cpu_concurrency)],
         "webhooks": ["--pool", "threads", "-c", str(WEBHOOK_THREADS)],
     }
@@ -57,7 +71,9 @@ class LocalStack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name, command in worker_commands(cpu_concurrency=self.cpu_concurrency).items():
+        for name, command in worker_commands(
+            cpu_concurrency=self.cpu_concurrency, batch_max=Settings.from_env().batch_max
+        ).items():
             self._spawn(name, command)
         self._spawn(
             "api",

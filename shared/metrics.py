@@ -61,16 +61,26 @@ class Metrics:
         self.redis.hincrby(COUNTERS_KEY, _series(metric, labels), by)
 
     def observe(
-        self, metric: Metric, seconds: float, labels: Mapping[str, str] | None = None
+        self, metric: Metric, value: float, labels: Mapping[str, str] | None = None
     ) -> None:
         series = _series(metric, labels)
         with self.redis.pipeline(transaction=False) as pipe:
             for bound in metric.buckets:
-                if seconds <= bound:
+                if value <= bound:
                     pipe.hincrby(HISTOGRAMS_KEY, f"{series}{_PART}{bound}", 1)
             pipe.hincrby(HISTOGRAMS_KEY, f"{series}{_PART}{_INFINITY}", 1)
-            pipe.hincrbyfloat(HISTOGRAMS_KEY, f"{series}{_PART}{_SUM}", seconds)
+            pipe.hincrbyfloat(HISTOGRAMS_KEY, f"{series}{_PART}{_SUM}", value)
             pipe.execute()
+
+    def histogram_totals(
+        self, metric: Metric, labels: Mapping[str, str] | None = None
+    ) -> tuple[int, float]:
+        """How many values the histogram holds, and their sum."""
+        series = _series(metric, labels)
+        count, total = self.redis.hmget(
+            HISTOGRAMS_KEY, [f"{series}{_PART}{_INFINITY}", f"{series}{_PART}{_SUM}"]
+        )
+        return int(count or 0), float(total or 0.0)
 
     def counter_value(self, metric: Metric, labels: Mapping[str, str] | None = None) -> int:
         raw = self.redis.hget(COUNTERS_KEY, _series(metric, labels))
@@ -171,6 +181,14 @@ COLD_STARTS = Metric(
 MODEL_LOAD_SECONDS = Metric(
     "cutfx_model_load_duration_seconds", "Model load plus warm-up per cold start", "histogram"
 )
+#: Photos per forward in a batching gpu worker.
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+BATCH_SIZE = Metric(
+    "cutfx_model_batch_size",
+    "Photos per model forward (batching gpu workers)",
+    "histogram",
+    buckets=BATCH_SIZES,
+)
 CACHE_LOOKUPS = Metric(
     "cutfx_cache_lookups_total",
     "Result cache lookups by result kind, outcome and where (submit: the API; worker)",
@@ -188,6 +206,7 @@ ALL_METRICS = (
     MODEL_INFERENCES,
     COLD_STARTS,
     MODEL_LOAD_SECONDS,
+    BATCH_SIZE,
     CACHE_LOOKUPS,
 )
 

@@ -59,6 +59,10 @@ DEFAULT_EFFECT_TIME_LIMIT_S = 60
 DEFAULT_WEBHOOK_LOCK_TTL_S = 20
 DEFAULT_STORAGE_RETRY_S = 30
 DEFAULT_GC_INTERVAL_S = 3600
+#: 0: the device's default (8 on CUDA, 1 = no batching on a CPU).
+DEFAULT_BATCH_MAX = 0
+MAX_BATCH_MAX = 64
+DEFAULT_BATCH_WAIT_MS = 10
 #: Client tokens (browser credentials): their lifetime unless asked otherwise, and at most.
 DEFAULT_CLIENT_TOKEN_TTL_S = 900
 MAX_CLIENT_TOKEN_TTL_S = 24 * 3600
@@ -105,6 +109,10 @@ class Settings(BaseSettings):
     model_ckpt: str = ""
     device: Device = "auto"
     precision: Precision = "fp16"
+    #: Segment tasks of a gpu worker's threads pool that share one forward, and how long
+    #: the first waits for company.
+    batch_max: Annotated[int, Field(ge=0, le=MAX_BATCH_MAX)] = DEFAULT_BATCH_MAX
+    batch_wait_ms: Annotated[int, Field(ge=0, le=1000)] = DEFAULT_BATCH_WAIT_MS
     max_upload_bytes: PositiveInt = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
     max_side: PositiveInt = DEFAULT_MAX_SIDE

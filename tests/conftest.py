@@ -125,7 +125,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class WorkerProcesses:
-    """The workers of cli.stack (gpu solo, cpu prefork, webhooks threads) on test settings."""
+    """The workers of cli.stack (gpu solo or batching threads, cpu prefork, webhooks threads)
+    on test settings."""
 
     def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str]) -> None:
         self.settings = settings
@@ -137,7 +138,8 @@ class WorkerProcesses:
         from cli.stack import worker_commands
 
         node_prefix = f"test-{uuid.uuid4().hex[:6]}-"
-        for name, command in worker_commands(node_prefix).items():
+        commands = worker_commands(node_prefix, batch_max=self.settings.batch_max)
+        for name, command in commands.items():
             log = (self.log_dir / f"{name}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(

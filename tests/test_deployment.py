@@ -17,6 +17,7 @@ import yaml
 
 from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 from shared.settings import ENV_PREFIX, Settings
+from worker.batching import DEFAULT_CUDA_BATCH_MAX
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -70,11 +71,13 @@ def test_the_queues_are_all_served():
     assert served == KNOWN_QUEUES
 
 
-def test_the_gpu_worker_reserves_a_gpu_and_runs_one_process():
+def test_the_gpu_worker_reserves_a_gpu_and_batches_in_one_process():
     gpu = SERVICES["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
-    assert option(gpu["command"], "--pool") == "solo"
+    # Threads, so the segment tasks' forwards batch; twice the CUDA batch in flight.
+    assert option(gpu["command"], "--pool") == "threads"
+    assert int(option(gpu["command"], "-c")) == 2 * DEFAULT_CUDA_BATCH_MAX
 
 
 def test_the_api_command_names_a_real_config_and_factory():

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.concurrency.thread import TaskPool as ThreadsPool
 from celery.signals import (
     celeryd_after_setup,
     task_postrun,
@@ -57,13 +58,16 @@ def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     configure_logging("worker")
     process = this_process()
     process.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
-    process.forks = _is_prefork(instance.pool_cls)
+    process.forks = _is_pool(instance.pool_cls, PreforkPool)
+    process.threaded = _is_pool(instance.pool_cls, ThreadsPool)
     if process.serves_gpu and not process.forks:
         _warm_model()
+        if process.threaded:
+            process.batcher  # noqa: B018 - started with the model, not by the first task
 
 
-def _is_prefork(pool_cls: Any) -> bool:
-    return isinstance(pool_cls, type) and issubclass(pool_cls, PreforkPool)
+def _is_pool(pool_cls: Any, kind: type) -> bool:
+    return isinstance(pool_cls, type) and issubclass(pool_cls, kind)
 
 
 @worker_process_init.connect
@@ -136,6 +140,7 @@ def _withdraw(**_: Any) -> None:
         process.garbage_collector.stop()
     if process.deadline_sweeper is not None:
         process.deadline_sweeper.stop()
+    process.stop_batching()
 
 
 def _notify_webhook(job_id: str) -> None:

@@ -3,6 +3,7 @@ job usually meet in one worker process."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -20,18 +21,22 @@ class CutoutPixels:
     def __init__(self, size: int = CUTOUT_CACHE_SIZE) -> None:
         self.size = size
         self._pixels: OrderedDict[str, Pixels] = OrderedDict()
+        # A batching gpu worker's task threads share it.
+        self._lock = threading.Lock()
 
     def get(self, key: str, load: Callable[[str], Pixels]) -> Pixels:
         """The pixels of `key`, loaded (and remembered) on a miss."""
-        if key in self._pixels:
-            self._pixels.move_to_end(key)
-            return self._pixels[key]
+        with self._lock:
+            if key in self._pixels:
+                self._pixels.move_to_end(key)
+                return self._pixels[key]
         pixels = load(key)
         self.remember(key, pixels)
         return pixels
 
     def remember(self, key: str, pixels: Pixels) -> None:
-        self._pixels[key] = pixels
-        self._pixels.move_to_end(key)
-        while len(self._pixels) > self.size:
-            self._pixels.popitem(last=False)
+        with self._lock:
+            self._pixels[key] = pixels
+            self._pixels.move_to_end(key)
+            while len(self._pixels) > self.size:
+                self._pixels.popitem(last=False)

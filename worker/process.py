@@ -6,19 +6,27 @@ loads its own model.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import redis
 
 from shared.context import ServiceContext, build_context
+from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
+from worker.batching import Batcher, effective_batch_max
 from worker.cutout_pixels import CutoutPixels
 from worker.deadlines import DeadlineSweeper
 from worker.heartbeat import Heartbeat
 from worker.model import LoadedModel, load_model
 from worker.retention import GarbageCollector
 from worker.visibility import VisibilityKeeper
+
+logger = logging.getLogger(__name__)
 
 #: Workers count their cache lookups apart from the API's.
 CACHE_LOOKUPS_FROM = "worker"
@@ -33,6 +41,8 @@ class WorkerProcess:
 
     queues: tuple[str, ...] = ()
     forks: bool = False
+    #: A threads pool: its segment tasks run side by side, so their forwards batch.
+    threaded: bool = False
     heartbeat: Heartbeat | None = None
     garbage_collector: GarbageCollector | None = None
     deadline_sweeper: DeadlineSweeper | None = None
@@ -40,6 +50,8 @@ class WorkerProcess:
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None
     _visibility: VisibilityKeeper | None = None
+    _batcher: Batcher | None = None
+    _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def serves_gpu(self) -> bool:
@@ -80,6 +92,43 @@ class WorkerProcess:
         if self._model is None:
             self._model = load_model(self.context.settings)
         return self._model
+
+    def segment(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        """The photo's RGBA cutout. In a threads pool the forward joins the other
+        threads' in a batch; preparing and finishing run in the calling thread."""
+        model = self.model
+        if not self.threaded:
+            return model.segment(rgb)
+        logits = self.batcher.run(model.prepare(rgb))
+        return model.finish(rgb, logits)
+
+    @property
+    def batcher(self) -> Batcher:
+        with self._batcher_lock:
+            if self._batcher is None:
+                self._batcher = self._new_batcher()
+            return self._batcher
+
+    def _new_batcher(self) -> Batcher:
+        model, settings = self.model, self.context.settings
+        max_size = effective_batch_max(settings.batch_max, model.device)
+        metrics = self.context.metrics
+        logger.info(
+            "batching",
+            extra={"batch_max": max_size, "batch_wait_ms": settings.batch_wait_ms},
+        )
+        return Batcher(
+            model.saliency,
+            max_size,
+            settings.batch_wait_ms / 1000,
+            on_batch=lambda size: metrics.observe(BATCH_SIZE, size),
+        )
+
+    def stop_batching(self) -> None:
+        with self._batcher_lock:
+            if self._batcher is not None:
+                self._batcher.stop()
+                self._batcher = None
 
 
 _this_process = WorkerProcess()

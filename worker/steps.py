@@ -95,7 +95,7 @@ def _segment_once(
     def segmented() -> Rendered:
         rgb = decode_lossless(ctx.storage.get(job.request.input_key))
         watch.lap("download")
-        rgba = worker.model.segment(rgb)
+        rgba = worker.segment(rgb)
         ctx.metrics.increment(MODEL_INFERENCES)
         watch.lap("inference")
         worker.cutouts.remember(key, rgba)
