@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,10 +50,10 @@ class RecordingForward:
         return [x * 2 for x in inputs]
 
 
-def run_together(batcher: Batcher, inputs: list[torch.Tensor]) -> list[object]:
+def run_together(batcher: Batcher, inputs: list[torch.Tensor]) -> list[Any]:
     """Each input from its own thread, all at once; each outcome (output or exception)."""
 
-    def one(x: torch.Tensor) -> object:
+    def one(x: torch.Tensor) -> Any:
         try:
             return batcher.run(x)
         except Exception as exc:
