@@ -143,6 +143,11 @@ OUTPUT_FORM_FIELDS = {
         "enum": ["rgba", "alpha"],
         "description": "alpha: the cutout result is the mask alone (greyscale)",
     },
+    "preview": {
+        "type": "boolean",
+        "description": "A quick 'preview' result first, from the fast model, announced before "
+        "the cutout (default false)",
+    },
 }
 
 WEBHOOK_FORM_FIELDS = {

@@ -33,7 +33,7 @@ FALSE_WORDS = ("false", "0", "no", "")
 def parse_output_options(form: MultiDict[str, str], has_background_image: bool) -> OutputOptions:
     """The options as given; the background image's key is filled in once it is stored."""
     background = _parse_background(form.get("background"), has_background_image)
-    crop = _parse_flag(form.get("crop"), "crop")
+    crop = parse_flag(form.get("crop"), "crop")
     return OutputOptions(
         background=background,
         background_blur=_parse_blur(form.get("background_blur"), background),
@@ -83,7 +83,7 @@ def _parse_blur(raw: str | None, background: str | None) -> int:
     return int(raw)
 
 
-def _parse_flag(raw: str | None, field: str) -> bool:
+def parse_flag(raw: str | None, field: str) -> bool:
     value = (raw or "").strip().lower()
     if value in TRUE_WORDS:
         return True

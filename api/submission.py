@@ -25,6 +25,7 @@ from shared.hashing import (
 )
 from shared.jobs.model import (
     CUTOUT,
+    PREVIEW,
     JobRecord,
     JobRequest,
     Owner,
@@ -130,6 +131,8 @@ def fingerprint(input_sha256: str, options: JobOptions, background_sha256: str |
         "webhook": options.webhook.to_json() if options.webhook else None,
         "options": options.output_options.canonical(),
         "background_image": background_sha256,
+        # Only when asked for: fingerprints of requests without it stay as they were.
+        **({"preview": True} if options.preview else {}),
     }
     return sha256_hex(canonical_json(described).encode())
 
@@ -167,6 +170,7 @@ def _create_job(
         options=output_options,
         source_width=stored_input.source_width or stored_input.width,
         source_height=stored_input.source_height or stored_input.height,
+        preview=options.preview,
     )
     with stage("record"):
         job = svc.jobs.create(
@@ -262,6 +266,9 @@ def _cached_results(svc: Services, cache: ResultCache, request: JobRequest) -> C
     if cutout is None or view is None:
         return CacheHits()
     found = {CUTOUT: view}
+    if request.preview:
+        # The cutout itself is there: nothing quicker to show first.
+        found[PREVIEW] = view
     effect_options = request.options.for_effect()
     for name in request.effect_order:
         params = request.params.get(name, {})

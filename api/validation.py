@@ -11,7 +11,7 @@ from typing import Any
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from api.images import BACKGROUND, PHOTO
-from api.output_form import parse_output_options
+from api.output_form import parse_flag, parse_output_options
 from effects import EFFECT_NAMES, get_effect
 from shared.encoding import OutputFormat, output_format
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
@@ -33,6 +33,7 @@ class JobOptions:
     output_options: OutputOptions = field(default_factory=OutputOptions)
     #: From the Cancel-After header: unfinished work is canceled this long after submit.
     cancel_after_s: float | None = None
+    preview: bool = False
 
 
 #: The form fields of POST /v1/jobs, and its file parts.
@@ -51,6 +52,7 @@ FORM_FIELDS = frozenset(
         "crop_margin",
         "size",
         "channels",
+        "preview",
     }
 )
 FILE_FIELDS = frozenset({PHOTO.field, BACKGROUND.field})
@@ -88,6 +90,7 @@ def parse_options(
             form.get("callback_url"), form.get("callback_events"), key_id, allow_loopback_callbacks
         ),
         parse_output_options(form, has_background_image),
+        preview=parse_flag(form.get("preview"), "preview"),
     )
 
 

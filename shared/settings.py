@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     precision: Precision = "fp16"
     #: Segment tasks of a gpu worker's threads pool that share one forward, and how long
     #: the first waits for company.
+    #: The fast-mode checkpoint a slower-mode gpu worker answers `preview=true` with
+    #: (empty: transparent-background's release checkpoint).
+    preview_ckpt: str = ""
     batch_max: Annotated[int, Field(ge=0, le=MAX_BATCH_MAX)] = DEFAULT_BATCH_MAX
     batch_wait_ms: Annotated[int, Field(ge=0, le=1000)] = DEFAULT_BATCH_WAIT_MS
     max_upload_bytes: PositiveInt = DEFAULT_MAX_UPLOAD_BYTES

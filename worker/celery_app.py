@@ -63,7 +63,7 @@ def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     if process.serves_gpu and not process.forks:
         _warm_model()
         if process.threaded:
-            process.batcher  # noqa: B018 - started with the model, not by the first task
+            process.batcher(process.model)  # started with the model, not by the first task
 
 
 def _is_pool(pool_cls: Any, kind: type) -> bool:
@@ -158,3 +158,10 @@ def _warm_model() -> None:
     metrics.increment(COLD_STARTS)
     metrics.observe(MODEL_LOAD_SECONDS, model.load_seconds + seconds)
     logger.info("model warm", extra={"model_id": model.model_id, "warmup_s": round(seconds, 3)})
+    preview = process.preview_model
+    if preview is not None:
+        seconds = preview.warm_up()
+        logger.info(
+            "preview model warm",
+            extra={"model_id": preview.model_id, "warmup_s": round(seconds, 3)},
+        )

@@ -22,7 +22,7 @@ from worker.batching import Batcher, effective_batch_max
 from worker.cutout_pixels import CutoutPixels
 from worker.deadlines import DeadlineSweeper
 from worker.heartbeat import Heartbeat
-from worker.model import LoadedModel, load_model
+from worker.model import PREVIEW_MODE, LoadedModel, load_model
 from worker.retention import GarbageCollector
 from worker.visibility import VisibilityKeeper
 
@@ -50,7 +50,9 @@ class WorkerProcess:
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None
     _visibility: VisibilityKeeper | None = None
-    _batcher: Batcher | None = None
+    _preview_model: LoadedModel | None = None
+    _preview_looked_for: bool = False
+    _batchers: dict[str, Batcher] = field(default_factory=dict)
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -93,29 +95,60 @@ class WorkerProcess:
             self._model = load_model(self.context.settings)
         return self._model
 
-    def segment(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        """The photo's RGBA cutout. In a threads pool the forward joins the other
-        threads' in a batch; preparing and finishing run in the calling thread."""
-        model = self.model
+    @property
+    def preview_model(self) -> LoadedModel | None:
+        """The fast model a slower-mode worker answers previews with: None in fast mode
+        (its cutout is the quick one already) or when no fast checkpoint can be had."""
+        if not self._preview_looked_for:
+            self._preview_looked_for = True
+            self._preview_model = self._load_preview_model()
+        return self._preview_model
+
+    def _load_preview_model(self) -> LoadedModel | None:
+        settings = self.context.settings
+        if settings.model_mode == PREVIEW_MODE:
+            return None
+        try:
+            return load_model(
+                settings.with_overrides(model_mode=PREVIEW_MODE, model_ckpt=settings.preview_ckpt)
+            )
+        except OSError as exc:
+            logger.warning(
+                "no preview model: a preview will be the cutout itself",
+                extra={"reason": str(exc)},
+            )
+            return None
+
+    def segment(
+        self, rgb: npt.NDArray[np.uint8], model: LoadedModel | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """The photo's RGBA cutout by `model` (the process's own by default). In a threads
+        pool the forward joins the other threads' in a batch; preparing and finishing
+        run in the calling thread."""
+        model = model or self.model
         if not self.threaded:
             return model.segment(rgb)
-        logits = self.batcher.run(model.prepare(rgb))
+        logits = self.batcher(model).run(model.prepare(rgb))
         return model.finish(rgb, logits)
 
-    @property
-    def batcher(self) -> Batcher:
+    def batcher(self, model: LoadedModel) -> Batcher:
+        """The batcher of `model`'s forwards, started on first use."""
         with self._batcher_lock:
-            if self._batcher is None:
-                self._batcher = self._new_batcher()
-            return self._batcher
+            if model.model_id not in self._batchers:
+                self._batchers[model.model_id] = self._new_batcher(model)
+            return self._batchers[model.model_id]
 
-    def _new_batcher(self) -> Batcher:
-        model, settings = self.model, self.context.settings
+    def _new_batcher(self, model: LoadedModel) -> Batcher:
+        settings = self.context.settings
         max_size = effective_batch_max(settings.batch_max, model.device)
         metrics = self.context.metrics
         logger.info(
             "batching",
-            extra={"batch_max": max_size, "batch_wait_ms": settings.batch_wait_ms},
+            extra={
+                "model_id": model.model_id,
+                "batch_max": max_size,
+                "batch_wait_ms": settings.batch_wait_ms,
+            },
         )
         return Batcher(
             model.saliency,
@@ -126,9 +159,9 @@ class WorkerProcess:
 
     def stop_batching(self) -> None:
         with self._batcher_lock:
-            if self._batcher is not None:
-                self._batcher.stop()
-                self._batcher = None
+            for batcher in self._batchers.values():
+                batcher.stop()
+            self._batchers.clear()
 
 
 _this_process = WorkerProcess()

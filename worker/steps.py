@@ -13,6 +13,7 @@ from shared.encoding import decode_lossless, encode_lossless, encode_rgba
 from shared.hashing import cutout_key, cutout_view_key, effect_key
 from shared.jobs.model import (
     CUTOUT,
+    PREVIEW,
     JobRecord,
     JobRequest,
     ResultRecord,
@@ -24,6 +25,7 @@ from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.queues import enqueue_effects
 from worker.cutout_pixels import Pixels
 from worker.deadlines import cancel_past_deadline
+from worker.model import LoadedModel
 from worker.process import WorkerProcess
 from worker.render import PhotoLoader, render, subject_facts
 
@@ -61,10 +63,14 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     source = cache.lookup(key, "cutout")
     cached = source is not None
     if source is None:
-        source, cached = _segment_once(worker, cache, job, key, watch)
+        _answer_preview(worker, cache, job)
+        source, cached = _segment_once(worker, cache, job, key, watch, model)
     subject = job.request.subject_in_upload(_subject_of(worker, source))
     view = _cutout_view(worker, cache, source, job.request, watch)
     _observe_stages(worker, record, watch, "cutout")
+    if job.request.preview:
+        # Not answered yet (no faster model, or the cutout was cached): the cutout is.
+        ctx.jobs.succeed_result(job_id, job.results[PREVIEW], view, cached=True, subject=subject)
     recorded = ctx.jobs.succeed_result(
         job_id,
         record,
@@ -86,16 +92,43 @@ def _cache_of(worker: WorkerProcess, job: JobRecord) -> ResultCache:
     return ctx.cache.scoped(cache_scope(ctx.settings.cache_scope, job.owner))
 
 
+def _answer_preview(worker: WorkerProcess, cache: ResultCache, job: JobRecord) -> None:
+    """The job's `preview` result from the fast model, before the slower cutout: only when
+    it was asked for, is still pending, and this worker has a faster model."""
+    preview = job.results.get(PREVIEW)
+    model = worker.preview_model
+    if preview is None or preview.status != ResultStatus.PENDING or model is None:
+        return
+    ctx, request = worker.context, job.request
+    watch = _Stopwatch()
+    key = cutout_key(request.input_sha256, ctx.settings.max_side, model.model_id)
+    source = cache.lookup(key, "cutout")
+    cached = source is not None
+    if source is None:
+        source, cached = _segment_once(worker, cache, job, key, watch, model)
+    view = _cutout_view(worker, cache, source, request, watch)
+    subject = request.subject_in_upload(_subject_of(worker, source))
+    ctx.jobs.succeed_result(
+        job.id, preview, view, cached=cached, timings=watch.timings, subject=subject
+    )
+    logger.info("preview ready", extra={"model_id": model.model_id, **watch.timings})
+
+
 def _segment_once(
-    worker: WorkerProcess, cache: ResultCache, job: JobRecord, key: str, watch: _Stopwatch
+    worker: WorkerProcess,
+    cache: ResultCache,
+    job: JobRecord,
+    key: str,
+    watch: _Stopwatch,
+    model: LoadedModel,
 ) -> tuple[StoredObject, bool]:
-    """Run the model for `key` unless another worker is already doing so: then wait and reuse."""
+    """Run `model` for `key` unless another worker is already doing so: then wait and reuse."""
     ctx = worker.context
 
     def segmented() -> Rendered:
         rgb = decode_lossless(ctx.storage.get(job.request.input_key))
         watch.lap("download")
-        rgba = worker.segment(rgb)
+        rgba = worker.segment(rgb, model)
         ctx.metrics.increment(MODEL_INFERENCES)
         watch.lap("inference")
         worker.cutouts.remember(key, rgba)

@@ -3,6 +3,7 @@
 from shared.jobs.events import STREAM_ID, JobEvent, follow_events, read_events
 from shared.jobs.model import (
     CUTOUT,
+    PREVIEW,
     EventType,
     JobRecord,
     JobRequest,
@@ -18,6 +19,7 @@ from shared.jobs.store import START_OF_STREAM, JobStore
 
 __all__ = [
     "CUTOUT",
+    "PREVIEW",
     "START_OF_STREAM",
     "STREAM_ID",
     "EventType",

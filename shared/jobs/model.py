@@ -13,6 +13,8 @@ from shared.encoding import OutputFormat
 from shared.output_options import OutputOptions
 
 CUTOUT = "cutout"
+#: The quick cutout a job asks for with preview=true, from the fast model, before the cutout.
+PREVIEW = "preview"
 
 
 class JobStatus(StrEnum):
@@ -113,6 +115,8 @@ class JobRequest:
     #: The upload's size before it was scaled down to CUTFX_MAX_SIDE (0: unknown).
     source_width: int = 0
     source_height: int = 0
+    #: A quick `preview` cutout first (from the fast model when the worker runs a slower one).
+    preview: bool = False
 
     @property
     def effect_order(self) -> tuple[str, ...]:
@@ -123,7 +127,8 @@ class JobRequest:
 
     @property
     def result_names(self) -> tuple[str, ...]:
-        return (CUTOUT, *self.effect_order)
+        first = (PREVIEW, CUTOUT) if self.preview else (CUTOUT,)
+        return (*first, *self.effect_order)
 
     def subject_in_upload(self, facts: dict[str, float] | None) -> dict[str, float] | None:
         """A cutout's subject facts (in the processed photo's pixels) in the uploaded photo's
