@@ -12,17 +12,13 @@ Writes bench/RESULTS.md. On a GPU this is the script to size CUTFX_BATCH_MAX wit
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.common import write_section
+from bench.common import median_s, publish
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.batching import Batcher
@@ -44,16 +40,6 @@ def distinct_photos(count: int) -> list[Photo]:
         shifted = np.roll(sample, shift=17 * index, axis=1)
         photos.append(np.ascontiguousarray(shifted[:, ::-1] if index % 2 else shifted))
     return photos
-
-
-def median_s(call: Callable[[], Any], rounds: int) -> float:
-    call()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def forward_only(model: LoadedModel, photos: list[Photo], rounds: int) -> float:
@@ -109,9 +95,8 @@ def main() -> None:
         "(prepare, shared forward, finish) | photos/s | vs batch 1 |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
-    print(body)
-    if not args.no_write:
-        write_section(f"Batching on {model.device.split(':')[0]} (bench/batching.py)", body)
+    section = f"Batching on {model.device.split(':')[0]} (bench/batching.py)"
+    publish(section, body, not args.no_write)
 
 
 if __name__ == "__main__":

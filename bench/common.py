@@ -6,9 +6,11 @@ import os
 import platform
 import re
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -36,6 +38,25 @@ def median_ms(seconds: Sequence[float]) -> float:
 
 def p95_ms(seconds: Sequence[float]) -> float:
     return p95(seconds) * 1000
+
+
+def median_s(call: Callable[[], Any], runs: int) -> float:
+    """Median seconds of `runs` calls, after one unmeasured call (lazy initialisation,
+    compilation)."""
+    call()
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def publish(section: str, body: str, write: bool) -> None:
+    """Print a benchmark's figures and, when asked, record them in bench/RESULTS.md."""
+    print(body)
+    if write:
+        write_section(section, body)
 
 
 def write_section(name: str, body: str) -> None:

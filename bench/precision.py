@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import write_section
+from bench.common import median_s, write_section
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.checkpoint import ensure_random_checkpoint
@@ -34,16 +33,6 @@ DECISION = (
     "call compiles for minutes, far past a worker's cold start; int8 dynamic quantisation of "
     "the Linear layers and a TorchScript trace gain little. Neither is kept."
 )
-
-
-def median_s(call: Callable[[], Any], runs: int) -> float:
-    call()  # warm-up: lazy initialisation and compilation are not measured
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def loaded(precision: str) -> LoadedModel:

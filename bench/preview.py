@@ -16,7 +16,7 @@ import shutil
 import statistics
 import time
 
-from bench.common import write_section
+from bench.common import publish
 from bench.runs import photo_variants, scratch, use_local_settings
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port
@@ -55,9 +55,7 @@ def main() -> None:
         "| preview event | cutout event | preview / cutout |\n|---|---|---|\n"
         f"| {preview:.2f} s | {cutout:.2f} s | {preview / cutout:.2f} |"
     )
-    print(body)
-    if not args.no_write:
-        write_section("Preview in base mode (bench/preview.py)", body)
+    publish("Preview in base mode (bench/preview.py)", body, not args.no_write)
 
 
 if __name__ == "__main__":
