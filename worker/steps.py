@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from celery import Celery
 
@@ -57,14 +58,11 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         return
     model = worker.model
     ctx.jobs.set_model_id(job_id, model.model_id)
-    key = cutout_key(job.request.input_sha256, ctx.settings.max_side, model.model_id)
     watch = _Stopwatch()
     cache = _cache_of(worker, job)
-    source = cache.lookup(key, "cutout")
-    cached = source is not None
-    if source is None:
-        _answer_preview(worker, cache, job)
-        source, cached = _segment_once(worker, cache, job, key, watch, model)
+    source, cached = _cutout_by(
+        worker, cache, job, model, watch, on_miss=lambda: _answer_preview(worker, cache, job)
+    )
     subject = job.request.subject_in_upload(_subject_of(worker, source))
     view = _cutout_view(worker, cache, source, job.request, watch)
     _observe_stages(worker, record, watch, "cutout")
@@ -96,22 +94,38 @@ def _answer_preview(worker: WorkerProcess, cache: ResultCache, job: JobRecord) -
     """The job's `preview` result from the fast model, before the slower cutout: only when
     it was asked for, is still pending, and this worker has a faster model."""
     preview = job.results.get(PREVIEW)
+    if preview is None or preview.status != ResultStatus.PENDING:
+        return
     model = worker.preview_model
-    if preview is None or preview.status != ResultStatus.PENDING or model is None:
+    if model is None:
         return
     ctx, request = worker.context, job.request
     watch = _Stopwatch()
-    key = cutout_key(request.input_sha256, ctx.settings.max_side, model.model_id)
-    source = cache.lookup(key, "cutout")
-    cached = source is not None
-    if source is None:
-        source, cached = _segment_once(worker, cache, job, key, watch, model)
+    source, cached = _cutout_by(worker, cache, job, model, watch)
     view = _cutout_view(worker, cache, source, request, watch)
     subject = request.subject_in_upload(_subject_of(worker, source))
     ctx.jobs.succeed_result(
         job.id, preview, view, cached=cached, timings=watch.timings, subject=subject
     )
     logger.info("preview ready", extra={"model_id": model.model_id, **watch.timings})
+
+
+def _cutout_by(
+    worker: WorkerProcess,
+    cache: ResultCache,
+    job: JobRecord,
+    model: LoadedModel,
+    watch: _Stopwatch,
+    on_miss: Callable[[], None] = lambda: None,
+) -> tuple[StoredObject, bool]:
+    """The lossless cutout of the job's photo by `model`, and whether it came from the
+    cache; on a miss, `on_miss` runs before the model does."""
+    key = cutout_key(job.request.input_sha256, worker.context.settings.max_side, model.model_id)
+    source = cache.lookup(key, "cutout")
+    if source is not None:
+        return source, True
+    on_miss()
+    return _segment_once(worker, cache, job, key, watch, model)
 
 
 def _segment_once(
