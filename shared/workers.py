@@ -40,8 +40,13 @@ def withdraw(client: redis.Redis, name: str) -> None:
 
 def live_workers(client: redis.Redis) -> list[WorkerStatus]:
     keys = list(client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100))
+    # One GET per key rather than MGET: on a Redis Cluster the keys lie in many slots.
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+        replies = pipe.execute() if keys else []
     workers = []
-    for raw in client.mget(keys) if keys else []:
+    for raw in replies:
         if raw is None:
             continue
         data = json.loads(raw)

@@ -1,4 +1,8 @@
-"""Where a job lives in Redis: its hash, its set of unfinished results, its event stream."""
+"""Where a job lives in Redis: its hash, its set of unfinished results, its event stream.
+
+Every key of one job carries the job id as a hash tag (`{...}`), so they all fall in one
+slot of a Redis Cluster and the job scripts, which touch several of them, may run there.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ KEY_PREFIX = "cutfx:job:"
 
 
 def job_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}{job_id}"
+    return f"{KEY_PREFIX}{{{job_id}}}"
 
 
 def pending_key(job_id: str) -> str:

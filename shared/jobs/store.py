@@ -197,9 +197,11 @@ class JobStore:
             )
             for key in keys:
                 pipe.expire(key, self.ttl_s)
-            if cancel_at is not None:
-                pipe.zadd(DEADLINES_KEY, {job_id: cancel_at})
             pipe.execute()
+        if cancel_at is not None:
+            # Outside the transaction: the deadlines index lies in a slot of its own on a
+            # Redis Cluster. A job whose deadline entry is missing still carries cancel_at.
+            self.redis.zadd(DEADLINES_KEY, {job_id: cancel_at})
         return JobRecord(
             job_id,
             JobStatus.QUEUED,

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from shared.jobs import JobRecord, JobStore, ResultRecord, new_job_id, read_events
-from shared.jobs.keys import DEADLINES_KEY, active_jobs_key
+from shared.jobs.keys import DEADLINES_KEY, active_jobs_key, job_key
 from shared.jobs.model import JobStatus, Owner, ResultStatus
 from tests.shared.test_jobstore import STORED, event_types, request
 from worker.deadlines import cancel_overdue
@@ -153,6 +153,6 @@ def test_a_token_sees_only_its_own_jobs_and_the_key_sees_all(text_redis):
     assert not store.get(by_token).owned_by(Owner(key, "tok_b"))
     assert not store.get(by_key).owned_by(Owner(key, "tok_a"))
     assert not store.get(by_token).owned_by(Owner("key_fedcba9876543210"))
-    stored = json.loads(json.dumps(text_redis.hgetall(f"cutfx:job:{by_token}")))
+    stored = json.loads(json.dumps(text_redis.hgetall(job_key(by_token))))
     assert stored["token_id"] == "tok_a"
     assert stored["owner"] == key
