@@ -28,6 +28,7 @@ def readiness() -> dict[str, Any]:
     svc = services()
     try:
         workers = live_workers(svc.redis)
+        svc.broker.ping()
     except redis.RedisError as exc:
         raise ServiceNotReady(f"Redis does not answer: {type(exc).__name__}") from None
     served = ready_queues(workers)

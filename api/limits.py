@@ -20,6 +20,7 @@ from flask_limiter.util import get_remote_address
 
 from api.auth import client_token, owner
 from shared.errors import RateLimited
+from shared.redis_location import limits_storage
 from shared.settings import Settings
 
 SUBMIT_ENDPOINT = "jobs.create_job"
@@ -48,13 +49,14 @@ def submit_limit(settings: Settings) -> Callable[[], str]:
 
 
 def init_limits(app: Flask, settings: Settings) -> Limiter:
+    storage_uri, storage_options = limits_storage(settings.job_store_url)
     limiter = Limiter(
         key_func=rate_limit_key,
         app=None,
         default_limits=[settings.read_rate_limit],
-        storage_uri=settings.redis_url,
+        storage_uri=storage_uri,
         # A limit check that cannot reach Redis fails fast (503), never hangs a request.
-        storage_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        storage_options={**storage_options, "socket_timeout": 5, "socket_connect_timeout": 5},
         strategy="moving-window",
         headers_enabled=True,
         key_prefix=KEY_PREFIX,

@@ -60,7 +60,9 @@ def metrics() -> Response:
     require_metrics_token()
     client = services().redis
     gauges = [
-        gauge("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(client), "queue"),
+        gauge(
+            "cutfx_queue_depth", "Tasks waiting per queue", queue_depths(services().broker), "queue"
+        ),
         gauge("cutfx_ready_workers", "Ready workers per queue", ready_workers(client), "queue"),
     ]
     return Response(render(client, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)

@@ -11,8 +11,9 @@ from flask import Flask, current_app
 from api.decoding import DecodePool
 from api.idempotency import IdempotencyStore
 from api.token_quota import TokenQuota
-from shared.context import ServiceContext, build_context
+from shared.context import ServiceContext, broker_client, build_context
 from shared.queues import celery_config
+from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.signing import Purpose, derive_key
 
@@ -23,6 +24,12 @@ POOL_WAIT_S = 5
 #: connection whose peer vanished is dropped instead of held for ever.
 REDIS_SOCKET_TIMEOUT_S = 75
 REDIS_CONNECT_TIMEOUT_S = 5
+CONNECTION_OPTIONS = {
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+    "health_check_interval": 30,
+    "decode_responses": True,
+}
 #: The API's cache lookups are counted as made at submit.
 CACHE_LOOKUPS_FROM = "submit"
 
@@ -48,20 +55,18 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
 
 def redis_pool_client(settings: Settings) -> redis.Redis:
     """A blocking pool: each open event stream holds one connection while it waits on Redis."""
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+    return redis_client(
+        settings.job_store_url,
         max_connections=settings.redis_max_connections,
-        timeout=POOL_WAIT_S,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        health_check_interval=30,
-        decode_responses=True,
+        pool_wait_s=POOL_WAIT_S,
+        **CONNECTION_OPTIONS,
     )
-    return redis.Redis(connection_pool=pool)
 
 
 def init_services(app: Flask, settings: Settings) -> Services:
-    context = build_context(settings, redis_pool_client(settings), CACHE_LOOKUPS_FROM)
+    store = redis_pool_client(settings)
+    broker = broker_client(settings, store, **CONNECTION_OPTIONS)
+    context = build_context(settings, store, CACHE_LOOKUPS_FROM, broker)
     built = Services(
         **{item.name: getattr(context, item.name) for item in fields(context)},
         celery=celery_init_app(app, settings),

@@ -50,14 +50,13 @@ def gcs_cors(args: argparse.Namespace) -> int:
 
 
 def garbage_collect(args: argparse.Namespace) -> int:
-    import redis
-
     from shared.context import build_context
+    from shared.redis_location import redis_client
     from shared.settings import Settings
     from worker.retention import collect_garbage
 
     settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_client(settings.job_store_url, decode_responses=True)
     deleted = collect_garbage(build_context(settings, client, "gc"))
     if deleted is None:
         print("GCS deletes old objects by its lifecycle rule: run `cutfx gcs-lifecycle`")

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared.redis_location import celery_broker
 from shared.settings import Settings
 
 QUEUE_GPU = "gpu"
@@ -33,8 +34,9 @@ BROKER_SOCKET_TIMEOUT_S = 15
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    broker_url, sentinel_options = celery_broker(settings.redis_url)
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         # A message whose worker stops refreshing it (worker/visibility.py) is handed
         # out again visibility_timeout_s later, found by a sweep every few seconds.
@@ -48,6 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "queue_order_strategy": "priority",
             "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
             "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+            **sentinel_options,
         },
         "broker_connection_retry": True,
         "broker_connection_max_retries": None,

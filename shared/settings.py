@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from shared.errors import ConfigurationError
+from shared.redis_location import celery_broker, parse_redis_url
 
 ENV_PREFIX = "CUTFX_"
 
@@ -93,7 +94,12 @@ class Settings(BaseSettings):
 
     #: production refuses to start without API keys and a signing key of its own.
     env: Environment = "production"
+    #: The broker, and the job store too unless store_url is set: redis:// or
+    #: redis+sentinel:// (shared/redis_location.py).
     redis_url: str = DEFAULT_REDIS_URL
+    #: The job store, events, cache index, idempotency keys, rate limits and heartbeats,
+    #: when not on the broker's Redis; may be a redis+cluster:// URL.
+    store_url: str = ""
     redis_max_connections: PositiveInt = DEFAULT_REDIS_MAX_CONNECTIONS
     storage: StorageBackend = "local"
     local_storage_dir: Path = DEFAULT_LOCAL_STORAGE_DIR
@@ -194,6 +200,10 @@ class Settings(BaseSettings):
         return self.signing_key == DEFAULT_SIGNING_KEY
 
     @property
+    def job_store_url(self) -> str:
+        return self.store_url or self.redis_url
+
+    @property
     def development(self) -> bool:
         return self.env == "development"
 
@@ -242,6 +252,19 @@ class Settings(BaseSettings):
             if not KEY_ID_PATTERN.match(key_id):
                 raise ValueError(f"{key_id!r} is no key id (see `cutfx key-ids`)")
         return {key_id: tuple(map(normalised_origin, origins)) for key_id, origins in value.items()}
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        celery_broker(value)
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        if value:
+            parse_redis_url(value)
+        return value
 
     @field_validator("api_keys", "effect_plugins", "cors_origins", mode="before")
     @classmethod

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
-from shared.context import ServiceContext, build_context
+from shared.context import ServiceContext, broker_client, build_context
 from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
+from shared.redis_location import redis_client
 from shared.settings import Settings
 from worker.batching import Batcher, effective_batch_max
 from worker.cutout_pixels import CutoutPixels
@@ -67,14 +68,15 @@ class WorkerProcess:
     def context(self) -> ServiceContext:
         if self._context is None:
             settings = Settings.from_env()
-            client = redis.Redis.from_url(
-                settings.redis_url,
-                decode_responses=True,
-                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-                health_check_interval=30,
-            )
-            self._context = build_context(settings, client, CACHE_LOOKUPS_FROM)
+            options: dict[str, Any] = {
+                "decode_responses": True,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+                "health_check_interval": 30,
+            }
+            store = redis_client(settings.job_store_url, **options)
+            broker = broker_client(settings, store, **options)
+            self._context = build_context(settings, store, CACHE_LOOKUPS_FROM, broker)
         return self._context
 
     @property
@@ -82,10 +84,9 @@ class WorkerProcess:
         """Refreshes the broker messages of this process's running tasks (a third of the
         visibility timeout apart)."""
         if self._visibility is None:
-            # The broker is the job store's Redis: the context's client (thread-safe) serves.
             context = self.context
             interval_s = context.settings.visibility_timeout_s / 3
-            self._visibility = VisibilityKeeper(context.redis, interval_s)
+            self._visibility = VisibilityKeeper(context.broker, interval_s)
         return self._visibility
 
     @property
