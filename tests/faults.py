@@ -10,11 +10,13 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
 from cli.stack import free_port, worker_commands
+from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.workers import live_workers, ready_queues
 from tests.conftest import REPO, settings_env
@@ -26,9 +28,10 @@ KINDS = ("gpu", "cpu", "webhooks")
 class RedisServer:
     """redis-server on a loopback port, AOF fsynced at every write, data in `data_dir`."""
 
-    def __init__(self, data_dir: Path, preferred_port: int) -> None:
+    def __init__(self, data_dir: Path, preferred_port: int, extra_args: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.port = free_port(preferred_port)
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +43,7 @@ class RedisServer:
         command = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
-            "--save", "", "--maxmemory-policy", "noeviction",
+            "--save", "", "--maxmemory-policy", "noeviction", *self.extra_args,
         ]  # fmt: skip
         log = (self.data_dir / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -60,6 +63,12 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=30)
 
+    def kill(self) -> None:
+        """SIGKILL, as a dead machine: no last write, no goodbye to its clients."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
 
 class FaultStack:
     """Workers of each kind on `settings`, started, killed and replaced one at a time."""
@@ -70,7 +79,7 @@ class FaultStack:
         self.env = {**os.environ, **settings_env(settings), **extra_env, "PYTHONPATH": str(REPO)}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.every_process: list[subprocess.Popen[bytes]] = []
-        self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.client = redis_client(settings.job_store_url, decode_responses=True)
         self._started = 0
 
     def start(self, kind: str) -> subprocess.Popen[bytes]:
