@@ -8,6 +8,7 @@ import contextlib
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -84,7 +85,7 @@ class SentinelGroup:
 
     def _every_sentinel_knows_all(self) -> bool:
         for port in self.sentinel_ports:
-            master = redis.Redis(port=port, decode_responses=True).sentinel_master(MASTER_NAME)
+            master: Any = redis.Redis(port=port, decode_responses=True).sentinel_master(MASTER_NAME)
             if master["num-other-sentinels"] < SENTINELS - 1 or master["num-slaves"] < 1:
                 return False
         return True
@@ -92,7 +93,8 @@ class SentinelGroup:
     def primary_port(self) -> int:
         """The port the sentinels now name as the primary's."""
         sentinel = redis.Redis(port=self.sentinel_ports[0], decode_responses=True)
-        _host, port = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+        address: Any = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+        _host, port = address
         return int(port)
 
     def stop(self) -> None:
