@@ -10,8 +10,9 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -20,6 +21,7 @@ from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.workers import live_workers, ready_queues
 from tests.conftest import REPO, settings_env
+from tests.helpers import FINISHED, sample_variant, submit
 
 READY_TIMEOUT_S = 300
 KINDS = ("gpu", "cpu", "webhooks")
@@ -130,3 +132,42 @@ class FaultStack:
                 process.wait(timeout=30)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+# --- what the fault tests ask of the API ---------------------------------------------------
+
+
+def job_of(api: Any, job_id: str) -> dict[str, Any]:
+    answer: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").get_json()
+    return answer
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, message: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(message)
+        time.sleep(0.2)
+
+
+def wait_all_finished(api: Any, job_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+    """Each job's record once all have finished; on time out, the unfinished ones' result
+    states, so a stuck job says where it stuck."""
+
+    def unfinished() -> dict[str, dict[str, str]]:
+        stuck = {}
+        for job_id in job_ids:
+            job = job_of(api, job_id)
+            if job["status"] not in FINISHED:
+                stuck[job_id] = {name: r["status"] for name, r in job["results"].items()}
+        return stuck
+
+    try:
+        wait_for(lambda: not unfinished(), timeout_s, f"jobs not finished in {timeout_s} s")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: {unfinished()}") from None
+    return [job_of(api, job_id) for job_id in job_ids]
+
+
+def submit_jobs(api: Any, count: int, **form: str) -> list[str]:
+    return [submit(api, sample_variant(), **form).get_json()["id"] for _ in range(count)]

@@ -22,8 +22,8 @@ from api import create_app
 from shared.cache import ENTRY_PREFIX
 from shared.jobs import read_events
 from tests.conftest import make_settings
-from tests.faults import FaultStack, RedisServer
-from tests.helpers import FINISHED, sample_variant, submit
+from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
+from tests.helpers import sample_variant, submit
 from tests.plugins import STORAGE_FAULT_MARKER_ENV
 
 pytestmark = pytest.mark.e2e
@@ -94,36 +94,11 @@ def figures(artifacts_dir):
     (artifacts_dir / "faults.md").write_text("\n".join(lines) + "\n")
 
 
-def job_of(api, job_id: str) -> dict[str, Any]:
-    return api.get(f"/v1/jobs/{job_id}").get_json()
-
-
-def wait_for(condition, timeout_s: float, message: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        time.sleep(0.2)
-
-
-def wait_all_finished(api, job_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
-    wait_for(
-        lambda: all(job_of(api, job_id)["status"] in FINISHED for job_id in job_ids),
-        timeout_s,
-        f"jobs not finished in {timeout_s} s",
-    )
-    return [job_of(api, job_id) for job_id in job_ids]
-
-
 def assert_each_result_announced_once(stack: FaultStack, job_id: str) -> None:
     events = read_events(stack.client, job_id, "0-0", None)
     names = [e.data["name"] for e in events if e.type.startswith("result.")]
     assert len(names) == len(set(names)), f"a result was announced twice: {names}"
     assert [str(e.type) for e in events].count("job.finished") == 1
-
-
-def submit_jobs(api, count: int, **form: str) -> list[str]:
-    return [submit(api, sample_variant(), **form).get_json()["id"] for _ in range(count)]
 
 
 def result_status(api, job_id: str, name: str) -> str:
