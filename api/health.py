@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -15,7 +16,12 @@ from shared.workers import live_workers, ready_queues
 blueprint = Blueprint("health", __name__)
 
 REQUIRED_QUEUES = (QUEUE_GPU, QUEUE_CPU)
-WARMUP_REQUESTS_KEY = "cutfx:warmup:requests"
+#: A list on the broker's Redis that holds one entry per recent warm-up request and
+#: vanishes WARMUP_SIGNAL_TTL_S after the last: an autoscaler that reads list lengths
+#: (KEDA's redis scaler) wakes a GPU worker on it as on the gpu queue itself.
+WARMUP_SIGNAL_KEY = "cutfx:warmup"
+WARMUP_SIGNAL_TTL_S = 120
+WARMUP_SIGNAL_MAX_LEN = 100
 
 
 @blueprint.get("/healthz")
@@ -52,11 +58,15 @@ def readyz() -> dict[str, Any]:
 def warmup() -> dict[str, Any]:
     """A page announces a coming upload; say whether a GPU worker is ready for it.
 
-    The request is counted in Redis (WARMUP_REQUESTS_KEY), so an autoscaler that
-    keeps GPU workers at zero can start one before the photo arrives.
+    The request leaves an entry in WARMUP_SIGNAL_KEY, so an autoscaler that keeps GPU
+    workers at zero can start one before the photo arrives.
     """
     svc = services()
-    svc.redis.incr(WARMUP_REQUESTS_KEY)
+    with svc.broker.pipeline(transaction=True) as pipe:
+        pipe.lpush(WARMUP_SIGNAL_KEY, time.time())
+        pipe.ltrim(WARMUP_SIGNAL_KEY, 0, WARMUP_SIGNAL_MAX_LEN - 1)
+        pipe.expire(WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S)
+        pipe.execute()
     workers = live_workers(svc.redis)
     gpu_ready = QUEUE_GPU in ready_queues(workers)
     return {

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from cli import batch, demo
 
+#: A probe that gets no answer from Redis in this long fails rather than hangs.
+PROBE_TIMEOUT_S = 3
+
 
 def make_checkpoint(args: argparse.Namespace) -> int:
     from worker.checkpoint import ensure_random_checkpoint
@@ -65,6 +68,31 @@ def garbage_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_ready(args: argparse.Namespace) -> int:
+    """A readiness probe: 0 when a worker on this host (node name `<kind>@<host>`) has a
+    live heartbeat that says ready, 1 otherwise."""
+    import socket
+
+    from shared.redis_location import redis_client
+    from shared.settings import Settings
+    from shared.workers import live_workers
+
+    settings = Settings.from_env()
+    host = args.host or socket.gethostname()
+    client = redis_client(
+        settings.job_store_url,
+        decode_responses=True,
+        socket_timeout=PROBE_TIMEOUT_S,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+    )
+    mine = [w for w in live_workers(client) if w.name.rpartition("@")[2] == host]
+    if not any(w.ready for w in mine):
+        print(f"no ready worker on {host}: {[w.name for w in mine] or 'no heartbeat'}")
+        return 1
+    print(", ".join(f"{w.name} ready ({','.join(w.queues)})" for w in mine if w.ready))
+    return 0
+
+
 def key_ids(args: argparse.Namespace) -> int:
     """The non-secret id of each key, for CUTFX_KEY_ORIGINS and the logs."""
     from api.auth import key_id_of
@@ -102,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete local-storage objects older than CUTFX_RESULT_TTL_S (workers do it hourly)",
     )
     gc.set_defaults(handler=garbage_collect)
+    ready = subparsers.add_parser(
+        "worker-ready",
+        help="exit 0 when a worker on this host has a live heartbeat that says ready (a probe)",
+    )
+    ready.add_argument("--host", default="", help="the host part of the node name (default: ours)")
+    ready.set_defaults(handler=worker_ready)
     ids = subparsers.add_parser(
         "key-ids", help="print the id of each key in CUTFX_API_KEYS (or of keys read from stdin)"
     )

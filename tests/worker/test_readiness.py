@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
 from shared.workers import live_workers
 
 pytestmark = pytest.mark.e2e
@@ -17,10 +18,13 @@ def test_readyz_counts_ready_workers_per_queue(e2e_client):
     assert response.get_json()["queues"] == {"gpu": 1, "cpu": 1}
 
 
-def test_warmup_reports_a_ready_gpu_worker(e2e_client):
+def test_warmup_reports_a_ready_gpu_worker_and_leaves_a_signal_that_expires(e2e_app, e2e_client):
     body = e2e_client.post("/v1/warmup").get_json()
     assert body["ready"] is True
     assert body["gpu_workers"] == 1
+    broker = e2e_app.extensions["cutfx"].broker
+    assert broker.llen(WARMUP_SIGNAL_KEY) >= 1
+    assert 0 < broker.ttl(WARMUP_SIGNAL_KEY) <= WARMUP_SIGNAL_TTL_S
 
 
 def test_the_gpu_heartbeat_carries_the_model_and_device(e2e_app, e2e_settings, checkpoint):
