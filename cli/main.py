@@ -8,9 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from cli import batch, demo
+from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 
 #: A probe that gets no answer from Redis in this long fails rather than hangs.
 PROBE_TIMEOUT_S = 3
+#: A worker busy in a solo pool answers between tasks; a ping waits this long for it.
+PING_TIMEOUT_S = 10.0
 
 
 def make_checkpoint(args: argparse.Namespace) -> int:
@@ -93,6 +96,29 @@ def worker_ready(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_ping(args: argparse.Namespace) -> int:
+    """A liveness probe: 0 when the worker node answers a Celery ping through the broker.
+
+    A producer-only app (the broker settings alone), so the probe imports neither the
+    model nor the effects."""
+    import socket
+
+    from celery import Celery
+
+    from shared.queues import celery_config
+    from shared.settings import Settings
+
+    node = args.node or f"{args.kind}@{socket.gethostname()}"
+    app = Celery("cutfx-probe")
+    app.conf.update(celery_config(Settings.from_env()))
+    replies = app.control.ping(destination=[node], timeout=args.timeout)
+    if not any(node in reply for reply in replies):
+        print(f"{node} did not answer a ping within {args.timeout} s")
+        return 1
+    print(f"{node} answered")
+    return 0
+
+
 def key_ids(args: argparse.Namespace) -> int:
     """The non-secret id of each key, for CUTFX_KEY_ORIGINS and the logs."""
     from api.auth import key_id_of
@@ -136,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ready.add_argument("--host", default="", help="the host part of the node name (default: ours)")
     ready.set_defaults(handler=worker_ready)
+    ping = subparsers.add_parser(
+        "worker-ping", help="exit 0 when this host's worker answers a ping (a liveness probe)"
+    )
+    ping.add_argument("--kind", default="gpu", choices=(QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS))
+    ping.add_argument("--node", default="", help="the node name (default: <kind>@<host>)")
+    ping.add_argument("--timeout", type=float, default=PING_TIMEOUT_S)
+    ping.set_defaults(handler=worker_ping)
     ids = subparsers.add_parser(
         "key-ids", help="print the id of each key in CUTFX_API_KEYS (or of keys read from stdin)"
     )

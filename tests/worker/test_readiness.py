@@ -7,7 +7,9 @@ import json
 import pytest
 
 from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
+from cli.main import main
 from shared.workers import live_workers
+from tests.conftest import settings_env
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +68,17 @@ def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_
     chosen = next(line for line in lines if line["msg"] == "cpu precision")
     assert chosen["precision"] == loaded["precision"]
     assert chosen["reason"]
+
+
+def test_the_worker_probes_find_a_live_worker_and_miss_an_absent_one(
+    e2e_app, e2e_settings, monkeypatch
+):
+    for name, value in settings_env(e2e_settings).items():
+        monkeypatch.setenv(name, value)
+    workers = live_workers(e2e_app.extensions["cutfx"].redis)
+    (gpu,) = [w for w in workers if "gpu" in w.queues]
+    host = gpu.name.rpartition("@")[2]
+    assert main(["worker-ready", "--host", host]) == 0
+    assert main(["worker-ready", "--host", "no-such-host"]) == 1
+    assert main(["worker-ping", "--node", gpu.name]) == 0
+    assert main(["worker-ping", "--node", "gpu@no-such-host", "--timeout", "1"]) == 1
