@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from celery import Celery
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.lock import Lock
 
 from effects import EffectError, apply_effect, get_effect
 from shared.cache import Rendered, ResultCache, cache_scope
@@ -161,11 +164,27 @@ def _segment_once(
         timeout=settings.visibility_timeout_s,
         blocking_timeout=settings.segment_time_limit_s,
     )
-    with lock:
+    with held_while_valid(lock):
         found = cache.get_or_store(key, segmented)
     if not found.hit:
         watch.lap("upload")
     return found.stored, found.hit
+
+
+@contextmanager
+def held_while_valid(lock: Lock) -> Iterator[None]:
+    """Hold `lock` for the block (LockError when it cannot be had in its blocking time).
+    A lock that lapsed under a long block is no failure of the block: its work is done
+    and stored, and at worst another worker did it too."""
+    if not lock.acquire():
+        raise LockError("the inference lock was not free within the blocking time")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            logger.warning("the inference lock lapsed before the cutout was stored")
 
 
 def _subject_of(worker: WorkerProcess, source: StoredObject) -> dict[str, float]:
