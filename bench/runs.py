@@ -32,6 +32,7 @@ class JobRun:
     job: dict[str, Any] = field(default_factory=dict)
 
 
+BENCH_REDIS_URL = "redis://127.0.0.1:6379/12"
 #: A benchmark measures the service, not its limits.
 BENCH_RATE_LIMIT = "1000000/minute"
 
@@ -66,6 +67,11 @@ def stage_seconds(job: dict[str, Any]) -> dict[str, list[float]]:
     return stages
 
 
+def bench_redis_url() -> str:
+    """The Redis database local stacks of the benchmarks use (CUTFX_BENCH_REDIS_URL)."""
+    return os.environ.get("CUTFX_BENCH_REDIS_URL", BENCH_REDIS_URL)
+
+
 def use_local_settings(workdir: Path) -> None:
     """Settings for a local stack: development mode without rate limits, fast mode, the
     generated checkpoint, Redis database 12."""
@@ -78,7 +84,7 @@ def use_local_settings(workdir: Path) -> None:
         CUTFX_MAX_ACTIVE_JOBS_PER_KEY="100000",
         CUTFX_MODEL_MODE="fast",
         CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
-        CUTFX_REDIS_URL=os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        CUTFX_REDIS_URL=bench_redis_url(),
         CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
     )
 
@@ -95,11 +101,12 @@ def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
 
 @contextmanager
 def local_stack(
-    workdir: Path, preferred_port: int = 8500
+    workdir: Path, preferred_port: int = 8500, **stack_options: Any
 ) -> Iterator[tuple[LocalStack, CutfxClient]]:
-    """A local stack on the benchmark settings, started and ready; stopped after."""
+    """A local stack on the benchmark settings, started and ready; stopped after.
+    `stack_options` go to LocalStack (replicas, worker_env, cpu_concurrency)."""
     use_local_settings(workdir)
-    stack = LocalStack(workdir / "logs", free_port(preferred_port))
+    stack = LocalStack(workdir / "logs", free_port(preferred_port), **stack_options)
     stack.start()
     try:
         client = CutfxClient(stack.base_url)

@@ -59,10 +59,22 @@ def worker_commands(
 
 
 class LocalStack:
-    def __init__(self, log_dir: Path, port: int, cpu_concurrency: int = 2) -> None:
+    """The API and workers of one machine; with `replicas`, that many gpu and cpu worker
+    processes side by side (one webhooks worker), each with `worker_env` added."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        port: int,
+        cpu_concurrency: int = 2,
+        replicas: int = 1,
+        worker_env: dict[str, str] | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.port = port
         self.cpu_concurrency = cpu_concurrency
+        self.replicas = replicas
+        self.worker_env = worker_env or {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
@@ -71,10 +83,14 @@ class LocalStack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name, command in worker_commands(
-            cpu_concurrency=self.cpu_concurrency, batch_max=Settings.from_env().batch_max
-        ).items():
-            self._spawn(name, command)
+        batch_max = Settings.from_env().batch_max
+        for index in range(self.replicas):
+            prefix = f"r{index}-" if self.replicas > 1 else ""
+            commands = worker_commands(prefix, self.cpu_concurrency, batch_max)
+            for name, command in commands.items():
+                if index and name == "worker-webhooks":
+                    continue
+                self._spawn(f"{prefix}{name}", command, self.worker_env)
         self._spawn(
             "api",
             [
@@ -83,13 +99,15 @@ class LocalStack:
             ],
         )  # fmt: skip
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    def _spawn(
+        self, name: str, command: list[str], extra_env: dict[str, str] | None = None
+    ) -> None:
         log = (self.log_dir / f"{name}.log").open("wb")
         self.processes[name] = subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env={**os.environ, **(extra_env or {})},
             start_new_session=True,
         )
 
