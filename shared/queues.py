@@ -29,6 +29,10 @@ PRIORITY_OTHER = 6
 #: Past its soft limit a task is told (and fails its result as `timeout`); this much
 #: later its process is stopped.
 HARD_LIMIT_GRACE_S = 15
+#: The sweep's own lock. Kombu's default (300 s) outlives a sweeper cut off by a Redis
+#: restart or failover (the lock is persisted, or replicated), and would hold every
+#: dead worker's task back for five minutes; a sweep takes milliseconds.
+UNACKED_MUTEX_EXPIRE_S = 10
 #: A broker that does not answer within this is gone: reconnect rather than hang.
 BROKER_SOCKET_TIMEOUT_S = 15
 
@@ -45,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_index_key": UNACKED_INDEX_KEY,
             "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE_S,
             "priority_steps": PRIORITY_STEPS,
             "sep": ":",
             "queue_order_strategy": "priority",

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from kombu import Connection
+from kombu.transport.redis import Mutex
+
 from shared.queues import (
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     QUEUE_CPU,
     TASK_APPLY_EFFECT,
+    UNACKED_MUTEX_EXPIRE_S,
+    celery_config,
     enqueue_effects,
 )
+from shared.settings import Settings
+from tests.conftest import UNIT_REDIS_URL
 
 
 class RecordingCelery:
@@ -28,3 +35,27 @@ def test_the_primary_effect_is_sent_first_at_the_highest_priority():
         (TASK_APPLY_EFFECT, ["job1", "dithering"], QUEUE_CPU, PRIORITY_OTHER),
     ]
     assert PRIORITY_PRIMARY < PRIORITY_OTHER, "Redis transport: lower number is served first"
+
+
+def test_the_broker_sweeps_unacked_messages_with_a_short_lived_lock(redis_client):
+    """A sweeper cut off mid-sweep (Redis restarted, primary failed over) leaves its lock
+    behind; it must lapse well inside the visibility promise, not after kombu's 5 min."""
+    settings = Settings(redis_url=UNIT_REDIS_URL)
+    with Connection(
+        UNIT_REDIS_URL, transport_options=celery_config(settings)["broker_transport_options"]
+    ) as connection:
+        channel = connection.default_channel
+        assert channel.unacked_mutex_expire == UNACKED_MUTEX_EXPIRE_S
+        with Mutex(channel.client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
+            ttl_ms = redis_client.pttl(channel.unacked_mutex_key)
+    assert 0 < ttl_ms <= UNACKED_MUTEX_EXPIRE_S * 1000
+    assert settings.visibility_timeout_s > UNACKED_MUTEX_EXPIRE_S
+
+
+def test_a_sentinel_url_gives_celery_its_sentinels_and_the_primarys_name():
+    settings = Settings(redis_url="redis+sentinel://:secret@s0:26379,s1:26380/cutfx/2")
+    config = celery_config(settings)
+    assert config["broker_url"] == "sentinel://:secret@s0:26379/2;sentinel://:secret@s1:26380/2"
+    options = config["broker_transport_options"]
+    assert options["master_name"] == "cutfx"
+    assert options["visibility_timeout"] == settings.visibility_timeout_s
