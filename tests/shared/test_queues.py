@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kombu import Connection
+from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
 from shared.queues import (
