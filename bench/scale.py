@@ -3,7 +3,7 @@
 The same number of small distinct photos (40 by default, 480 px long side, all four
 effects, fast mode with the generated checkpoint) through a local stack with 1, 2 and 4
 worker processes of each kind (gpu and cpu, separate Celery workers on one Redis, as
-separate machines would be). Torch's and OpenCV's threads per process are the
+separate machines would be). The math libraries' threads per process are the
 machine's cores divided by the processes of a kind, so the levels share the cores
 fairly instead of oversubscribing them. All photos are submitted at once; jobs per
 second = photos / (last job finished - first submitted). Writes bench/RESULTS.md.
@@ -46,9 +46,15 @@ def levels() -> list[tuple[int, int]]:
 
 
 def thread_env(threads: int) -> dict[str, str]:
-    """Thread counts the math libraries read at start-up (torch, OpenMP, MKL, OpenCV's)."""
+    """Thread counts the math libraries read at start-up: torch (OpenMP, MKL), OpenCV's,
+    and numba's (pymatting's foreground estimation runs in parallel loops)."""
     value = str(threads)
-    return {"OMP_NUM_THREADS": value, "MKL_NUM_THREADS": value, "OPENCV_NUM_THREADS": value}
+    return {
+        "OMP_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        "OPENCV_NUM_THREADS": value,
+        "NUMBA_NUM_THREADS": value,
+    }
 
 
 def wait_for_workers(processes: int) -> None:

@@ -39,6 +39,8 @@ WORKER_QUEUES = {
     "cutfx-worker-cpu": QUEUE_CPU,
     "cutfx-worker-webhooks": QUEUE_WEBHOOKS,
 }
+#: The thread-pool sizes torch, MKL, OpenCV and numba read at start-up.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_NUM_THREADS", "NUMBA_NUM_THREADS")
 SECRETS_PRODUCTION_NEEDS = {
     "CUTFX_API_KEYS": "key-one,key-two",
     "CUTFX_SIGNING_KEY": "0" * 64,
@@ -168,7 +170,20 @@ def test_every_pod_reads_the_settings_and_secrets_by_reference():
         sources = spec["envFrom"]
         assert {"configMapRef": {"name": "cutfx-settings"}} in sources
         assert {"secretRef": {"name": "cutfx-secrets"}} in sources
-        assert "env" not in spec, "settings come from the ConfigMap and Secret only"
+        names = {item["name"] for item in spec.get("env", [])}
+        assert not any(n.startswith(ENV_PREFIX) for n in names), "settings: ConfigMap, Secret"
+
+
+@pytest.mark.parametrize("name", ["cutfx-worker-gpu", "cutfx-worker-cpu"])
+def test_model_and_effect_workers_share_their_cpu_request_out_as_threads(name):
+    """The math libraries would size their pools by the node's cores; each process gets
+    its share of the pod's CPU request instead."""
+    spec = container(DEPLOYMENTS[name])
+    command = spec["command"]
+    processes = 1 if option(command, "--pool") == "threads" else int(option(command, "-c"))
+    share = int(spec["resources"]["requests"]["cpu"]) // processes
+    env = {item["name"]: item["value"] for item in spec["env"]}
+    assert env == dict.fromkeys(THREAD_VARIABLES, str(share))
 
 
 def test_the_settings_are_real_and_with_the_secrets_pass_the_production_checks():
