@@ -10,9 +10,9 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -24,7 +24,25 @@ from tests.conftest import REPO, settings_env
 from tests.helpers import FINISHED, sample_variant, submit
 
 READY_TIMEOUT_S = 300
+StartableT = TypeVar("StartableT", bound="Startable")
 KINDS = ("gpu", "cpu", "webhooks")
+
+
+class Startable(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def running(processes: StartableT) -> Iterator[StartableT]:
+    """`processes` started for the block and stopped after, also when starting failed
+    half-way (a server up, its peers not)."""
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.stop()
 
 
 class RedisServer:

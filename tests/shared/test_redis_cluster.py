@@ -15,7 +15,7 @@ from shared.jobs.keys import events_key, job_key, pending_key, webhook_cursor_ke
 from shared.jobs.model import JobStatus, ResultStatus
 from shared.redis_location import redis_client
 from tests.conftest import make_settings
-from tests.faults import FaultStack, RedisServer
+from tests.faults import FaultStack, RedisServer, running
 from tests.helpers import sample_variant, submit, wait_finished
 from tests.redis_topologies import LocalCluster
 from tests.shared.test_jobstore import request
@@ -28,18 +28,14 @@ BROKER_PORT = 6393
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    running = LocalCluster(tmp_path_factory.mktemp("cluster"), CLUSTER_FIRST_PORT)
-    running.start()
-    yield running
-    running.stop()
+    with running(LocalCluster(tmp_path_factory.mktemp("cluster"), CLUSTER_FIRST_PORT)) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("broker"), BROKER_PORT)
-    server.start()
-    yield server
-    server.stop()
+    with running(RedisServer(tmp_path_factory.mktemp("broker"), BROKER_PORT)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,11 +29,28 @@ from worker.time_limits import soft_time_limit
 
 #: A database of its own: the jobs wait in the queue until the batching worker starts.
 BATCH_REDIS_URL = os.environ.get("CUTFX_TEST_BATCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
 #: Batched and single forwards differ only by the rounding of other kernel blockings,
 #: grown through the random network's huge activations (measured: 1.1e-4 at most in fp32).
-MAX_RELATIVE_LOGIT_DIFFERENCE = 1e-3
-MIN_LOGIT_CORRELATION = 0.99999
-MAX_MEAN_MASK_DIFFERENCE = 1.0
+@dataclass(frozen=True)
+class Agreement:
+    """How close a batched forward's output must be to the photo's own forward."""
+
+    max_relative_logit_difference: float
+    min_logit_correlation: float
+    max_mean_mask_difference: float
+
+
+#: fp32 batches are the single forward to rounding. bf16 keeps three digits: where the
+#: CPU has AMX, oneDNN picks other kernels for a batch than for one photo, and the random
+#: network's huge activations (~1e10) carry that rounding into the logits' scale (up to
+#: 31% of their largest value measured) while their shape agrees (correlation > 0.9992)
+#: and the masks, stretched per photo, stay within the precision tests' bound.
+AGREEMENT = {
+    "fp32": Agreement(1e-3, 0.99999, 1.0),
+    "bf16": Agreement(0.5, 0.999, 2.0),
+}
 
 
 class RecordingForward:
@@ -170,16 +188,18 @@ def test_a_batched_forward_gives_each_photo_its_single_photo_output(checkpoint, 
     )
     sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
     photos = [sample, np.ascontiguousarray(sample[40:260, 100:400]), sample[:, ::-1].copy()]
+    bound = AGREEMENT[precision]
     batched = model.saliency([model.prepare(photo) for photo in photos])
     for photo, logits in zip(photos, batched, strict=True):
         (alone,) = model.saliency([model.prepare(photo)])
         scale = alone.abs().max().item()
-        assert (logits - alone).abs().max().item() <= MAX_RELATIVE_LOGIT_DIFFERENCE * scale
-        correlation = torch.corrcoef(torch.stack([logits.flatten(), alone.flatten()]))[0, 1]
-        assert correlation.item() >= MIN_LOGIT_CORRELATION
+        difference = (logits - alone).abs().max().item()
+        assert difference <= bound.max_relative_logit_difference * scale
+        pair = torch.stack([logits.flatten(), alone.flatten()]).float()
+        assert torch.corrcoef(pair)[0, 1].item() >= bound.min_logit_correlation
         batched_mask = model.finish(photo, logits)[..., 3].astype(np.float64)
         single_mask = model.finish(photo, alone)[..., 3].astype(np.float64)
-        assert np.abs(batched_mask - single_mask).mean() <= MAX_MEAN_MASK_DIFFERENCE
+        assert np.abs(batched_mask - single_mask).mean() <= bound.max_mean_mask_difference
     distinct = [logits.flatten()[:1000] for logits in batched]
     assert not torch.allclose(distinct[0], distinct[1]), "the photos really differ"
 

@@ -12,7 +12,7 @@ import pytest
 
 from api import create_app
 from tests.conftest import make_settings
-from tests.faults import FaultStack, job_of, submit_jobs, wait_all_finished, wait_for
+from tests.faults import FaultStack, job_of, running, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit
 from tests.redis_topologies import SentinelGroup
 
@@ -28,10 +28,8 @@ SUBMIT_EVERY_S = 0.5
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
-    running = SentinelGroup(tmp_path_factory.mktemp("sentinel"), SENTINEL_FIRST_PORT)
-    running.start()
-    yield running
-    running.stop()
+    with running(SentinelGroup(tmp_path_factory.mktemp("sentinel"), SENTINEL_FIRST_PORT)) as g:
+        yield g
 
 
 @pytest.fixture(scope="module")
