@@ -127,3 +127,8 @@ def test_compose_requires_the_keys_and_runs_in_production():
     assert settings["CUTFX_ENV"] == "production"
     for name in ("CUTFX_API_KEYS", "CUTFX_SIGNING_KEY", "CUTFX_METRICS_TOKEN"):
         assert re.search(rf"{name}: \$\{{{name}:\?", raw), f"{name} must be required"
+
+
+def test_every_cutfx_service_comes_back_after_it_exits():
+    for name in ("api", "worker-gpu", "worker-cpu", "worker-webhooks"):
+        assert SERVICES[name]["restart"] == "unless-stopped", name

@@ -27,6 +27,7 @@ from shared.logging import configure_logging
 from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
 from shared.queues import celery_config
 from shared.settings import Settings
+from worker.consumer import CONSUMER_CLASS
 from worker.deadlines import DeadlineSweeper
 from worker.heartbeat import Heartbeat, new_status
 from worker.process import this_process
@@ -46,6 +47,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
     celery = Celery("cutfx", include=["worker.tasks"])
     celery.conf.update(celery_config(settings))
     celery.conf.worker_proc_alive_timeout = PROCESS_START_TIMEOUT_S
+    celery.conf.worker_consumer = CONSUMER_CLASS
     load_plugins(settings.effect_plugins)
     return celery
 
