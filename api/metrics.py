@@ -58,11 +58,9 @@ def require_metrics_token() -> None:
 @blueprint.get("/metrics")
 def metrics() -> Response:
     require_metrics_token()
-    client = services().redis
+    svc = services()
     gauges = [
-        gauge(
-            "cutfx_queue_depth", "Tasks waiting per queue", queue_depths(services().broker), "queue"
-        ),
-        gauge("cutfx_ready_workers", "Ready workers per queue", ready_workers(client), "queue"),
+        gauge("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(svc.broker), "queue"),
+        gauge("cutfx_ready_workers", "Ready workers per queue", ready_workers(svc.redis), "queue"),
     ]
-    return Response(render(client, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)
+    return Response(render(svc.redis, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)

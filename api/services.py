@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import redis
 from celery import Celery
 from flask import Flask, current_app
 
 from api.decoding import DecodePool
 from api.idempotency import IdempotencyStore
 from api.token_quota import TokenQuota
-from shared.context import ServiceContext, broker_client, build_context
+from shared.context import ServiceContext, connect_context
 from shared.queues import celery_config
-from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.signing import Purpose, derive_key
 
@@ -53,20 +51,10 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     return celery
 
 
-def redis_pool_client(settings: Settings) -> redis.Redis:
-    """A blocking pool: each open event stream holds one connection while it waits on Redis."""
-    return redis_client(
-        settings.job_store_url,
-        max_connections=settings.redis_max_connections,
-        pool_wait_s=POOL_WAIT_S,
-        **CONNECTION_OPTIONS,
-    )
-
-
 def init_services(app: Flask, settings: Settings) -> Services:
-    store = redis_pool_client(settings)
-    broker = broker_client(settings, store, **CONNECTION_OPTIONS)
-    context = build_context(settings, store, CACHE_LOOKUPS_FROM, broker)
+    # A blocking pool: each open event stream holds one connection while it waits on Redis.
+    pool = {"max_connections": settings.redis_max_connections, "pool_wait_s": POOL_WAIT_S}
+    context = connect_context(settings, CACHE_LOOKUPS_FROM, pool, **CONNECTION_OPTIONS)
     built = Services(
         **{item.name: getattr(context, item.name) for item in fields(context)},
         celery=celery_init_app(app, settings),

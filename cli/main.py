@@ -56,14 +56,12 @@ def gcs_cors(args: argparse.Namespace) -> int:
 
 
 def garbage_collect(args: argparse.Namespace) -> int:
-    from shared.context import build_context
-    from shared.redis_location import redis_client
+    from shared.context import connect_context
     from shared.settings import Settings
     from worker.retention import collect_garbage
 
     settings = Settings.from_env()
-    client = redis_client(settings.job_store_url, decode_responses=True)
-    deleted = collect_garbage(build_context(settings, client, "gc"))
+    deleted = collect_garbage(connect_context(settings, "gc", decode_responses=True))
     if deleted is None:
         print("GCS deletes old objects by its lifecycle rule: run `cutfx gcs-lifecycle`")
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +31,18 @@ class ServiceContext:
     metrics: Metrics
 
 
-def broker_client(settings: Settings, store: Redis, **options: Any) -> Redis:
-    """The broker's Redis: `store` itself unless the job store lives elsewhere."""
-    if not settings.store_url:
-        return store
-    return redis_client(settings.redis_url, **options)
+def connect_context(
+    settings: Settings,
+    cache_lookups_from: str,
+    store_pool: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ServiceContext:
+    """The context on clients of its own: the job store's Redis with `options` (and
+    `store_pool`: redis_client's pool bounds), and the broker's, the same client unless
+    CUTFX_STORE_URL puts the job store elsewhere."""
+    store = redis_client(settings.job_store_url, **(store_pool or {}), **options)
+    broker = redis_client(settings.redis_url, **options) if settings.store_url else store
+    return build_context(settings, store, cache_lookups_from, broker)
 
 
 def build_context(

@@ -9,15 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from shared.context import ServiceContext, broker_client, build_context
+from shared.context import ServiceContext, connect_context
 from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
-from shared.redis_location import redis_client
 from shared.settings import Settings
 from worker.batching import Batcher, effective_batch_max
 from worker.cutout_pixels import CutoutPixels
@@ -67,16 +65,14 @@ class WorkerProcess:
     @property
     def context(self) -> ServiceContext:
         if self._context is None:
-            settings = Settings.from_env()
-            options: dict[str, Any] = {
-                "decode_responses": True,
-                "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
-                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
-                "health_check_interval": 30,
-            }
-            store = redis_client(settings.job_store_url, **options)
-            broker = broker_client(settings, store, **options)
-            self._context = build_context(settings, store, CACHE_LOOKUPS_FROM, broker)
+            self._context = connect_context(
+                Settings.from_env(),
+                CACHE_LOOKUPS_FROM,
+                decode_responses=True,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                health_check_interval=30,
+            )
         return self._context
 
     @property
