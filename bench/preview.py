@@ -11,15 +11,13 @@ page following the events sees them. Writes bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import time
 
 from bench.common import publish
-from bench.runs import photo_variants, scratch, use_local_settings
-from cli.client import CutfxClient
-from cli.stack import LocalStack, free_port
+from bench.runs import local_stack, photo_variants, scratch
+from worker.checkpoint import ensure_random_checkpoint
 
 
 def main() -> None:
@@ -28,15 +26,14 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     workdir = scratch()
-    use_local_settings(workdir)
-    os.environ.update(CUTFX_MODEL_MODE="base", CUTFX_PREVIEW_CKPT=os.environ["CUTFX_MODEL_CKPT"])
     photos = photo_variants(args.jobs, workdir)
-    stack = LocalStack(workdir / "logs", free_port(8600))
-    stack.start()
+    # The generated checkpoint serves both: the gpu worker's base model and its fast preview.
+    base_with_preview = {
+        "CUTFX_MODEL_MODE": "base",
+        "CUTFX_PREVIEW_CKPT": str(ensure_random_checkpoint("fast")),
+    }
     seen: dict[str, list[float]] = {"preview": [], "cutout": []}
-    try:
-        client = CutfxClient(stack.base_url)
-        stack.wait_ready(client)
+    with local_stack(workdir, 8600, settings=base_with_preview) as (_, client):
         for photo in photos:
             started = time.monotonic()
             job = client.submit(photo, effects="color", preview="true")
@@ -44,9 +41,7 @@ def main() -> None:
                 name = event.data.get("name")
                 if event.type == "result.succeeded" and name in seen:
                     seen[name].append(time.monotonic() - started)
-    finally:
-        stack.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     preview, cutout = statistics.median(seen["preview"]), statistics.median(seen["cutout"])
     body = (
         f"`python -m bench.preview --jobs {args.jobs}` — gpu worker in `base` mode on the CPU "

@@ -101,11 +101,16 @@ def deployment(api_url: str | None, workdir: Path) -> Iterator[CutfxClient]:
 
 @contextmanager
 def local_stack(
-    workdir: Path, preferred_port: int = 8500, **stack_options: Any
+    workdir: Path,
+    preferred_port: int = 8500,
+    settings: dict[str, str] | None = None,
+    **stack_options: Any,
 ) -> Iterator[tuple[LocalStack, CutfxClient]]:
-    """A local stack on the benchmark settings, started and ready; stopped after.
-    `stack_options` go to LocalStack (replicas, worker_env, cpu_concurrency)."""
+    """A local stack on the benchmark settings (`settings` changing some), started and
+    ready; stopped after. `stack_options` go to LocalStack (replicas, worker_env,
+    cpu_concurrency)."""
     use_local_settings(workdir)
+    os.environ.update(settings or {})
     stack = LocalStack(workdir / "logs", free_port(preferred_port), **stack_options)
     stack.start()
     try:
