@@ -11,6 +11,7 @@ do: the network, its weights and their layout stay the package's.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -25,12 +26,16 @@ CONFIG_FILE = "config.yaml"
 NETWORK_DEPTH = 64
 
 
-def package_dir() -> Path:
-    """Where transparent-background is installed, found without importing it."""
+def _package_spec() -> importlib.machinery.ModuleSpec:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f"{PACKAGE} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return spec
+
+
+def package_dir() -> Path:
+    """Where transparent-background is installed, found without importing it."""
+    return Path(next(iter(_package_spec().submodule_search_locations or ())))
 
 
 def mode_config(mode: str) -> dict[str, Any]:
@@ -44,8 +49,7 @@ def mode_config(mode: str) -> dict[str, Any]:
 def _register_package_without_init() -> None:
     if PACKAGE in sys.modules:
         return
-    spec = importlib.util.find_spec(PACKAGE)
-    assert spec is not None
+    spec = _package_spec()
     package = types.ModuleType(PACKAGE)
     package.__path__ = [str(package_dir())]
     package.__spec__ = spec
@@ -64,15 +68,20 @@ def network_builder() -> Any:
 def build_network(mode: str, checkpoint: Path) -> Any:
     """The network for `mode` with the checkpoint's weights, on the CPU, in eval mode.
 
-    As `Remover` builds it (the same constructor and arguments, strict loading);
-    the weights are mapped, not read, so worker processes share them in the page
-    cache.
+    As `Remover` builds it (the same constructor and arguments, strict loading),
+    without the random initialisation the weights replace; the weights are mapped,
+    not read, so worker processes share them in the page cache.
     """
     import torch
 
+    from worker.uninitialised import WithoutRandomInit
+
     builder = network_builder()
     base_size = list(mode_config(mode)["base_size"])
-    network = builder(depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None)
+    with WithoutRandomInit():
+        network = builder(
+            depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None
+        )
     state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
     network.load_state_dict(state, strict=True, assign=True)
     return network.eval()

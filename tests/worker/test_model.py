@@ -86,3 +86,41 @@ def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
     for rgb in (sample, np.ascontiguousarray(sample[40:260, 100:400])):
         expected = theirs.process(rgb, type="rgba")
         assert np.array_equal(ours.segment(rgb), expected)
+
+
+def test_built_without_random_init_the_network_is_the_one_remover_builds(checkpoint):
+    """Skipping the constructor's random fills changes no weight and no raw output:
+    the logits before the sigmoid equal those of Remover's own network, bit for bit."""
+    from transparent_background.Remover import Remover
+
+    ours = load_model(
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+    )
+    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint)).model
+    their_weights = theirs.state_dict()
+    assert all(
+        torch.equal(value, their_weights[name]) for name, value in ours.network.state_dict().items()
+    )
+    photo = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        our_logits = ours.network.forward_inspyre(photo)["saliency"][-1]
+        their_logits = theirs.forward_inspyre(photo)["saliency"][-1]
+    assert torch.equal(our_logits, their_logits)
+
+
+def test_random_fills_are_skipped_only_inside_the_mode():
+    from worker.uninitialised import WithoutRandomInit
+
+    weight = torch.zeros(4, 4)
+    with WithoutRandomInit():
+        torch.nn.init.kaiming_uniform_(weight)
+        torch.nn.init.trunc_normal_(weight)
+        weight.normal_()
+        layer = torch.nn.Linear(4, 4)
+        doubled = torch.ones(2) * 2
+    assert torch.count_nonzero(weight) == 0
+    assert torch.equal(doubled, torch.tensor([2.0, 2.0]))  # other operations still run
+    assert layer.weight.shape == (4, 4)
+    weight.normal_()
+    assert torch.count_nonzero(weight) > 0
+
