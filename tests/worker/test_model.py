@@ -124,3 +124,25 @@ def test_random_fills_are_skipped_only_inside_the_mode():
     weight.normal_()
     assert torch.count_nonzero(weight) > 0
 
+
+def test_a_cpu_warm_up_compiles_the_ending_without_a_forward(checkpoint, monkeypatch):
+    """On a CPU a first forward costs little more than the next, so the warm-up pays
+    only the foreground estimation's compilation, at the dtypes real photos use."""
+    model = load_model(Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu"))
+    forwards: list[object] = []
+    mattings: list[tuple[object, object]] = []
+    estimate = model.matting
+    monkeypatch.setattr(model.network, "forward_inspyre", forwards.append)
+
+    def recorded(image, mask):
+        mattings.append((image.dtype, mask.dtype))
+        return estimate(image, mask)
+
+    model.matting = recorded
+    model.warm_up()
+    assert forwards == []
+    assert mattings == [(np.dtype(np.float64), np.dtype(np.float32))]
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    monkeypatch.undo()
+    assert model.segment(sample).shape == (*sample.shape[:2], 4)
+    assert mattings[-1] == mattings[0]  # a real photo reaches the compiled signature
