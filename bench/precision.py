@@ -28,10 +28,11 @@ from worker.model import LoadedModel, cpu_supports_bf16, load_model
 
 #: What the worker runs, and why (the figures above decide it).
 DECISION = (
-    "The worker runs **bf16 autocast** on a CPU with bf16 instructions: about half of fp32's "
-    "time, with masks within 2/255 of fp32's. torch.compile is faster still, but its first "
-    "call compiles for minutes, far past a worker's cold start; int8 dynamic quantisation of "
-    "the Linear layers and a TorchScript trace gain little. Neither is kept."
+    "The worker runs **bf16 autocast** on a CPU with bf16 instructions, its masks within "
+    "2/255 of fp32's (tests/worker/test_precision.py). torch.compile of the bf16 network is "
+    "faster still, but its first call compiles for minutes, far past a worker's cold start; "
+    "int8 dynamic quantisation of the Linear layers and a TorchScript trace are slower than "
+    "bf16 autocast. None of the three is kept."
 )
 
 
@@ -62,15 +63,18 @@ def last_saliency(network: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def quantised() -> LoadedModel:
     model = loaded("fp32")
+    # The model keeps precision "fp32": any other value turns autocast on around the
+    # quantised layers, which take float32 only.
     model.network = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
         model.network, {torch.nn.Linear}, dtype=torch.qint8
     )
-    model.precision = "int8-dynamic"
     return model
 
 
 def traced(rgb: np.ndarray) -> LoadedModel:
     model = loaded("fp32")
+    # A traced function holds the weights as constants, which may not require grad.
+    model.network.requires_grad_(False)
     x = model.prepare(rgb).unsqueeze(0)
     with torch.no_grad():
         function = torch.jit.trace(  # type: ignore[no-untyped-call]
