@@ -51,7 +51,7 @@ def _register_package_without_init() -> None:
         return
     spec = _package_spec()
     package = types.ModuleType(PACKAGE)
-    package.__path__ = [str(package_dir())]
+    package.__path__ = list(spec.submodule_search_locations or ())
     package.__spec__ = spec
     package.__file__ = spec.origin
     sys.modules[PACKAGE] = package
