@@ -67,12 +67,23 @@ function showResult(name, result, seconds) {
   element.querySelector(".meta").append(link);
 }
 
-async function follow(job, started) {
+// A run is one upload or re-style; changing an option mid-run starts a newer one, and only the
+// newest may touch the page (an older job's late events would show stale results).
+function superseded(run) { return run !== runs; }
+
+// A superseded job's remaining results would never be shown: stop following it and cancel it.
+function retire(job) {
+  job.close();
+  if (!job.finished) job.cancel().catch(() => {});
+}
+
+async function follow(job, started, run) {
   const names = ["cutout", ...job.body.effects];
   $("results").replaceChildren(...names.map(card));
   let done = 0;
   shown = [];
   for await (const event of job.events()) {
+    if (superseded(run)) break;
     if (event.type === "job.started") $("status-text").textContent = "Removing the background…";
     if (event.type.startsWith("result.")) {
       done += 1;
@@ -82,6 +93,7 @@ async function follow(job, started) {
     }
     if (event.type === "job.finished") {
       await Promise.allSettled(shown);
+      if (superseded(run)) break;
       clearInterval(timer);
       const status = event.data.status;
       $("status-text").textContent = status === "succeeded" ? "All done" : `Finished: ${status}`;
@@ -103,7 +115,8 @@ function outputOptions() {
 async function upload(file) {
   lastFile = file;
   runs += 1;
-  document.body.dataset.run = String(runs);
+  const run = runs;
+  document.body.dataset.run = String(run);
   showError("");
   document.body.dataset.job = "running";
   const started = performance.now();
@@ -113,11 +126,17 @@ async function upload(file) {
   clearInterval(timer);
   timer = setInterval(() => { $("elapsed").textContent = ((performance.now() - started) / 1000).toFixed(1) + " s"; }, 100);
   try {
-    if (current) current.close();
-    current = await cutfx.submit(file, { primary: $("primary").value, format: $("format").value, ...outputOptions() });
+    if (current) retire(current);
+    const job = await cutfx.submit(file, { primary: $("primary").value, format: $("format").value, ...outputOptions() });
+    if (superseded(run)) {
+      retire(job);
+      return;
+    }
+    current = job;
     $("status-text").textContent = "Queued…";
-    await follow(current, started);
+    await follow(job, started, run);
   } catch (error) {
+    if (superseded(run)) return;
     clearInterval(timer);
     $("progress").hidden = true;
     document.body.dataset.job = "error";

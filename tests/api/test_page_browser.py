@@ -76,17 +76,29 @@ MIN_ALPHA = """img => {
 }"""
 
 
-def test_background_crop_and_size_restyle_the_photo_after_upload(browser, e2e_server):
+def open_page_with_a_finished_upload(browser, e2e_server):
     from tests.helpers import sample_variant
 
-    photo = sample_variant()
     page = browser.new_page()
     page.goto(e2e_server.url + "/")
     page.wait_for_selector("#primary option[value=popart]", state="attached")
     page.set_input_files(
-        "#file", files=[{"name": "pet.png", "mimeType": "image/png", "buffer": photo}]
+        "#file", files=[{"name": "pet.png", "mimeType": "image/png", "buffer": sample_variant()}]
     )
     page.wait_for_selector('body[data-run="1"][data-job=succeeded]', timeout=120_000)
+    return page
+
+
+def shown_longest_sides(page) -> dict[str, int]:
+    sides = {}
+    for name in RESULTS:
+        shown = page.locator(f'[data-result="{name}"] img')
+        sides[name] = max(shown.evaluate("img => [img.naturalWidth, img.naturalHeight]"))
+    return sides
+
+
+def test_background_crop_and_size_restyle_the_photo_after_upload(browser, e2e_server):
+    page = open_page_with_a_finished_upload(browser, e2e_server)
     plain = page.locator('[data-result="cutout"] img')
     assert plain.evaluate("img => img.naturalWidth") == 451
     assert plain.evaluate(MIN_ALPHA) < 255, "the plain cutout is transparent somewhere"
@@ -98,10 +110,50 @@ def test_background_crop_and_size_restyle_the_photo_after_upload(browser, e2e_se
     last_run = page.evaluate("document.body.dataset.run")
     page.wait_for_selector(f'body[data-run="{last_run}"][data-job=succeeded]', timeout=60_000)
 
+    sides = shown_longest_sides(page)
+    assert max(sides.values()) <= 200, sides
     for name in RESULTS:
         shown = page.locator(f'[data-result="{name}"] img')
-        width, height = shown.evaluate("img => [img.naturalWidth, img.naturalHeight]")
-        assert max(width, height) <= 200, name
         assert shown.evaluate(MIN_ALPHA) == 255, f"{name} is on an opaque background"
     assert "cached" in page.locator('[data-result="cutout"] .info').inner_text()
+    page.close()
+
+
+def test_a_restyle_answered_late_never_replaces_a_newer_one(browser, e2e_server):
+    """Two option changes in a row: the first one's submit answers only after the second job
+    has finished. The page must keep the second's results and cancel the first job."""
+    page = open_page_with_a_finished_upload(browser, e2e_server)
+    submits: list[object] = []
+    held = []
+
+    def hold_the_first_restyle(route):
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        submits.append(route)
+        if len(submits) == 1:
+            # The job is queued and runs; only the page's answer is late.
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route("**/v1/jobs", hold_the_first_restyle)
+    page.check("#background-on")
+    page.select_option("#size", "200")
+    page.wait_for_selector('body[data-run="3"][data-job=succeeded]', timeout=60_000)
+    assert len(submits) == 2, "the two restyles were not both submitted"
+    assert len(held) == 1, "the first restyle's submit was not held"
+    newest = shown_longest_sides(page)
+    assert max(newest.values()) <= 200, newest
+
+    route, answer = held[0]
+    late_job = answer.json()["id"]
+    with page.expect_request(
+        lambda request: request.method == "DELETE" and request.url.endswith(late_job),
+        timeout=10_000,
+    ):
+        route.fulfill(response=answer)
+    assert page.evaluate("document.body.dataset.job") == "succeeded"
+    assert shown_longest_sides(page) == newest
+    assert page.locator("#status-text").inner_text() == "All done"
     page.close()
