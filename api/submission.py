@@ -15,26 +15,11 @@ from api.validation import JobOptions
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import encode_lossless
 from shared.errors import QuotaExhausted, TooManyActiveJobs
-from shared.hashing import (
-    canonical_json,
-    cutout_key,
-    cutout_view_key,
-    effect_key,
-    input_key,
-    sha256_hex,
-)
-from shared.jobs.model import (
-    CUTOUT,
-    PREVIEW,
-    JobRecord,
-    JobRequest,
-    Owner,
-    StoredObject,
-    Webhook,
-    new_job_id,
-)
+from shared.hashing import canonical_json, input_key, sha256_hex
+from shared.jobs import plan
+from shared.jobs.model import JobRecord, JobRequest, Owner, StoredObject, new_job_id
 from shared.metrics import JOBS_ACCEPTED
-from shared.queues import enqueue_effects, enqueue_segment, enqueue_webhook_delivery
+from shared.queues import enqueue_webhook_delivery
 
 INPUT_CONTENT_TYPE = "image/png"
 #: How soon a client over its unfinished-job cap should try again.
@@ -178,34 +163,19 @@ def _create_job(
         )
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
-        hits = _cached_results(svc, cache, request)
+        done = plan.find_done(cache, request, svc.settings.max_side)
         svc.jobs.finish_from_cache(
             job,
-            hits.results,
-            hits.model_id,
-            hits.source_key,
-            request.subject_in_upload(hits.subject),
+            done.results,
+            done.model_id,
+            done.source_key,
+            request.subject_in_upload(done.subject),
         )
     with stage("enqueue"):
-        _enqueue(svc, job_id, request, hits.results, options.webhook)
-    return svc.jobs.get(job_id) if hits.results else job
-
-
-def _enqueue(
-    svc: Services,
-    job_id: str,
-    request: JobRequest,
-    cached: dict[str, StoredObject],
-    webhook: Webhook | None,
-) -> None:
-    if CUTOUT not in cached:
-        enqueue_segment(svc.celery, job_id)
-    else:
-        missing = [name for name in request.effect_order if name not in cached]
-        if missing:
-            enqueue_effects(svc.celery, job_id, missing, request.primary)
-    if webhook is not None:
-        enqueue_webhook_delivery(svc.celery, job_id)
+        plan.enqueue(svc.celery, job_id, plan.after_submit(request, done.results))
+        if options.webhook is not None:
+            enqueue_webhook_delivery(svc.celery, job_id)
+    return svc.jobs.get(job_id) if done.results else job
 
 
 def _store_input(
@@ -240,40 +210,3 @@ def _normalise_and_encode(
         source_width=image.source_width,
         source_height=image.source_height,
     )
-
-
-@dataclass(frozen=True)
-class CacheHits:
-    """What already exists for a request: the model it was made with, the lossless
-    cutout the effects start from, and each result found (the cutout in the client's format)."""
-
-    model_id: str = ""
-    source_key: str | None = None
-    results: dict[str, StoredObject] = field(default_factory=dict)
-    #: The cutout's subject facts, in the processed photo's pixels.
-    subject: dict[str, float] | None = None
-
-
-def _cached_results(svc: Services, cache: ResultCache, request: JobRequest) -> CacheHits:
-    model_id = cache.current_model()
-    if model_id is None:
-        return CacheHits()
-    source = cutout_key(request.input_sha256, svc.settings.max_side, model_id)
-    cutout = cache.lookup(source, "cutout")
-    view = None
-    if cutout is not None and cutout.subject is not None:
-        view = cache.lookup(cutout_view_key(source, request.output, request.options))
-    if cutout is None or view is None:
-        return CacheHits()
-    found = {CUTOUT: view}
-    if request.preview:
-        # The cutout itself is there: nothing quicker to show first.
-        found[PREVIEW] = view
-    effect_options = request.options.for_effect()
-    for name in request.effect_order:
-        params = request.params.get(name, {})
-        key = effect_key(source, name, params, request.output, effect_options)
-        hit = cache.lookup(key, "effect")
-        if hit is not None:
-            found[name] = hit
-    return CacheHits(model_id, source, found, cutout.subject)

@@ -14,7 +14,7 @@ from redis.lock import Lock
 from effects import EffectError, apply_effect, get_effect
 from shared.cache import Rendered, ResultCache, cache_scope
 from shared.encoding import decode_lossless, encode_lossless, encode_rgba
-from shared.hashing import cutout_key, cutout_view_key, effect_key
+from shared.jobs import plan
 from shared.jobs.model import (
     CUTOUT,
     PREVIEW,
@@ -26,7 +26,6 @@ from shared.jobs.model import (
     now,
 )
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
-from shared.queues import enqueue_effects
 from worker.cutout_pixels import Pixels
 from worker.deadlines import cancel_past_deadline
 from worker.model import LoadedModel
@@ -55,7 +54,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     record = job.results[CUTOUT]
     if record.status == ResultStatus.SUCCEEDED:
         # A redelivery after the cutout landed: make sure its effects were queued.
-        _enqueue_waiting_effects(job, celery)
+        plan.enqueue(celery, job_id, plan.after_cutout(job))
         return
     if not _may_start(worker, job, record):
         return
@@ -84,7 +83,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     logger.info("cutout ready", extra={"cached": cached, "recorded": recorded, **watch.timings})
     if recorded:
         # Not when the job was canceled meanwhile: its effects would only be skipped.
-        enqueue_effects(celery, job_id, job.request.effect_order, job.request.primary)
+        plan.enqueue(celery, job_id, plan.after_cutout(job))
 
 
 def _cache_of(worker: WorkerProcess, job: JobRecord) -> ResultCache:
@@ -123,7 +122,7 @@ def _cutout_by(
 ) -> tuple[StoredObject, bool]:
     """The lossless cutout of the job's photo by `model`, and whether it came from the
     cache; on a miss, `on_miss` runs before the model does."""
-    key = cutout_key(job.request.input_sha256, worker.context.settings.max_side, model.model_id)
+    key = plan.source_key(job.request, worker.context.settings.max_side, model.model_id)
     source = cache.lookup(key, "cutout")
     if source is not None:
         return source, True
@@ -204,7 +203,7 @@ def _cutout_view(
     """The cutout in the format and with the options the client asked for (WebP is ~15x
     smaller than the PNG)."""
     output, options = request.output, request.options
-    key = cutout_view_key(source.key, output, options)
+    key = plan.view_key(request, source.key)
     if key == source.key:
         return source
 
@@ -247,7 +246,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
         watch.lap("encode")
         return Rendered(data, request.output.content_type, pixels.shape[1], pixels.shape[0])
 
-    key = effect_key(source_key, effect_name, params, request.output, options)
+    key = plan.result_key(request, source_key, effect_name)
     try:
         found = _cache_of(worker, job).get_or_store(key, rendered, "effect")
     except EffectError as exc:
@@ -311,16 +310,6 @@ def _fail(
     logger.warning("result failed", extra={"result": record.name, "code": code, "reason": message})
     if record.name == CUTOUT:
         jobs.fail_unfinished(job_id, "cutout_failed", "background removal failed")
-
-
-def _enqueue_waiting_effects(job: JobRecord, celery: Celery) -> None:
-    waiting = [
-        name
-        for name in job.request.effect_order
-        if job.results[name].status == ResultStatus.PENDING
-    ]
-    if waiting:
-        enqueue_effects(celery, job.id, waiting, job.request.primary)
 
 
 def _decoded(worker: WorkerProcess, key: str) -> Pixels:
