@@ -250,7 +250,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
     try:
         found = _cache_of(worker, job).get_or_store(key, rendered, "effect")
     except EffectError as exc:
-        _fail(worker, job_id, record, "effect_failed", str(exc))
+        fail_for_good(worker, job_id, effect_name, "effect_failed", str(exc), record)
         return
     if not found.hit:
         watch.lap("upload")
@@ -266,12 +266,6 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
     logger.info("effect ready", extra={"effect": effect_name, "cached": found.hit, **watch.timings})
 
 
-def fail_result(worker: WorkerProcess, job_id: str, name: str, code: str, message: str) -> None:
-    """Record a result as failed for good; a failed cutout fails every effect with it."""
-    record = worker.context.jobs.get(job_id).results[name]
-    _fail(worker, job_id, record, code, message)
-
-
 def _may_start(worker: WorkerProcess, job: JobRecord, record: ResultRecord) -> bool:
     """Whether the task should do its work: not when its result was finished or canceled
     meanwhile, nor when the job is past its deadline (then it is canceled here)."""
@@ -281,7 +275,7 @@ def _may_start(worker: WorkerProcess, job: JobRecord, record: ResultRecord) -> b
         return False
     if record.attempts >= worker.context.settings.task_max_attempts:
         message = f"gave up after {record.attempts} attempts"
-        _fail(worker, job.id, record, "too_many_attempts", message)
+        fail_for_good(worker, job.id, record.name, "too_many_attempts", message, record)
         return False
     started = jobs.start_result(job.id, record)
     if not started:
@@ -302,14 +296,18 @@ def _observe_stages(
             worker.context.metrics.observe(STAGE_SECONDS, seconds, labels)
 
 
-def _fail(
-    worker: WorkerProcess, job_id: str, record: ResultRecord, code: str, message: str
+def fail_for_good(
+    worker: WorkerProcess,
+    job_id: str,
+    name: str,
+    code: str,
+    message: str,
+    record: ResultRecord | None = None,
 ) -> None:
-    jobs = worker.context.jobs
-    jobs.fail_result(job_id, record, code, message)
-    logger.warning("result failed", extra={"result": record.name, "code": code, "reason": message})
-    if record.name == CUTOUT:
-        jobs.fail_unfinished(job_id, "cutout_failed", "background removal failed")
+    """Record the result `name` as failed for good, through the job store's one failure
+    path (a failed cutout fails the effects with it)."""
+    worker.context.jobs.fail(job_id, name, code, message, record)
+    logger.warning("result failed", extra={"result": name, "code": code, "reason": message})
 
 
 def _decoded(worker: WorkerProcess, key: str) -> Pixels:

@@ -24,7 +24,7 @@ from shared.queues import (
     enqueue_webhook_delivery,
 )
 from worker.process import WorkerProcess, this_process
-from worker.steps import fail_result, run_effect, run_segment
+from worker.steps import fail_for_good, run_effect, run_segment
 from worker.time_limits import soft_time_limit
 from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
 
@@ -57,7 +57,9 @@ def failure_code(exc: BaseException) -> str:
 
 
 class JobTask(Task):  # type: ignore[misc]
-    """Records a result as failed when its task fails for good, so no job hangs.
+    """Records a result as failed when its task fails for good, so no job hangs, and
+    queues the webhook delivery of that failure (the step's frame queues none for a
+    step that raised).
 
     The task's own parameters say which result it makes: `job_id`, and
     `effect_name` for an effect (the cutout otherwise).
@@ -89,7 +91,7 @@ class JobTask(Task):  # type: ignore[misc]
                 exc_info=exc,
             )
             try:
-                fail_result(this_process(), job_id, result_name, code, type(exc).__name__)
+                fail_for_good(this_process(), job_id, result_name, code, type(exc).__name__)
             except Exception:
                 logger.exception("could not record the failure")
             notify_webhook(job_id)
@@ -118,7 +120,12 @@ def requeued_on_outage() -> Iterator[None]:
 @contextlib.contextmanager
 def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int) -> Iterator[None]:
     """The frame of one step: the job's log context, its time limit (a timed-out result
-    fails with `timeout` and the worker goes on), and its webhook notified after."""
+    fails with `timeout` and the worker goes on), and its webhook notified once after.
+
+    A step that raises is not notified here: it is retried, handed back (whose next
+    run notifies), or failed for good by JobTask.on_failure, which notifies then; a
+    notice here would come before the failure it should carry.
+    """
     # Prefork pools enforce the annotated limits themselves; a solo worker needs ours.
     limited: contextlib.AbstractContextManager[None] = (
         contextlib.nullcontext() if process.forks else soft_time_limit(limit_s, HARD_LIMIT_GRACE_S)
@@ -129,9 +136,9 @@ def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int
                 yield
         except SoftTimeLimitExceeded:
             logger.error("step timed out", extra={"result": result_name, "limit_s": limit_s})
-            fail_result(process, job_id, result_name, TIMEOUT_CODE, f"took longer than {limit_s} s")
-        finally:
-            notify_webhook(job_id)
+            message = f"took longer than {limit_s} s"
+            fail_for_good(process, job_id, result_name, TIMEOUT_CODE, message)
+        notify_webhook(job_id)
 
 
 @shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)

@@ -44,6 +44,9 @@ STREAM_MAX_LEN = 1000
 START_OF_STREAM = "0-0"
 #: The error code of a canceled result.
 CANCELED_CODE = "canceled"
+#: The error of the results a failed cutout leaves without their source.
+CUTOUT_FAILED_CODE = "cutout_failed"
+CUTOUT_FAILED_MESSAGE = "background removal failed"
 
 JobFinished = Callable[[JobRecord], None]
 
@@ -260,6 +263,25 @@ class JobStore:
         result.status = ResultStatus.FAILED
         result.error = {"code": code, "message": message}
         return self._finish_result(job_id, result)
+
+    def fail(
+        self,
+        job_id: str,
+        name: str,
+        code: str,
+        message: str,
+        record: ResultRecord | None = None,
+    ) -> bool:
+        """The one way a result fails for good (an exception, a time limit, too many
+        attempts, an effect's own error): recorded once, with its event; a failed cutout
+        fails every unfinished result with it, since they are made from it. `record` is
+        the result as its task holds it (read from the store otherwise)."""
+        if record is None:
+            record = self.get(job_id).results[name]
+        failed = self.fail_result(job_id, record, code, message)
+        if name == CUTOUT:
+            self.fail_unfinished(job_id, CUTOUT_FAILED_CODE, CUTOUT_FAILED_MESSAGE)
+        return failed
 
     def fail_unfinished(self, job_id: str, code: str, message: str) -> None:
         """Fail every result not finished yet (when the cutout they need failed)."""
