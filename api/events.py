@@ -10,7 +10,7 @@ from flask import Blueprint, Response, request, stream_with_context
 
 from api.auth import owner
 from api.services import Services, services
-from shared.errors import MalformedRequest
+from shared.errors import InvalidEventId, InvalidParameter, MalformedRequest
 from shared.jobs.events import JobEvent, check_event_id, follow_events
 from shared.jobs.store import START_OF_STREAM
 from shared.jobs.view import event_view
@@ -32,7 +32,15 @@ SSE_HEADERS = {
 
 def resume_point() -> str:
     after = request.headers.get("Last-Event-ID") or request.args.get("since") or START_OF_STREAM
-    return check_event_id(after)
+    return since_param(after)
+
+
+def since_param(raw: str) -> str:
+    """`raw` as the event id a client resumes after; a bad one is a 422 naming `since`."""
+    try:
+        return check_event_id(raw)
+    except InvalidEventId as exc:
+        raise InvalidParameter(exc.message, field="since") from None
 
 
 def keepalive_interval() -> int:

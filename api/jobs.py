@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, request
 
 from api.auth import client_token, key_id, owner
+from api.events import since_param
 from api.idempotency import check_key
 from api.images import BACKGROUND, PHOTO
 from api.presenters import job_links, present_job
@@ -15,7 +16,7 @@ from api.services import services
 from api.submission import Submitter, submit_job
 from api.validation import check_known_fields, parse_cancel_after, parse_options, read_upload
 from shared.errors import Forbidden, InvalidParameter
-from shared.jobs.events import check_event_id, read_events
+from shared.jobs.events import read_events
 from shared.queues import enqueue_webhook_delivery
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -82,7 +83,7 @@ def get_job(job_id: str) -> dict[str, Any]:
     job = svc.jobs.get_owned(job_id, owner())
     wait_s = parse_wait(request.args.get("wait"))
     if wait_s and not job.finished:
-        since = check_event_id(request.args.get("since") or svc.jobs.last_event_id(job_id))
+        since = since_param(request.args.get("since") or svc.jobs.last_event_id(job_id))
         if read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000)):
             job = svc.jobs.get(job_id)
     body = present_job(job, svc.storage, svc.settings.url_ttl_s)

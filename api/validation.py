@@ -13,7 +13,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from api.images import BACKGROUND, PHOTO
 from api.output_form import parse_flag, parse_output_options
 from effects import EFFECT_NAMES, get_effect
-from shared.encoding import OutputFormat, output_format
+from shared.encoding import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS, OutputFormat
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.jobs.model import EventType, Webhook
 from shared.output_options import OutputOptions
@@ -191,3 +191,22 @@ def parse_cancel_after(raw: str) -> float:
     if not low <= seconds <= high:
         raise problem
     return seconds
+
+
+def output_format(name: str | None, quality: int | None) -> OutputFormat:
+    """Validate a client's format and quality; quality means nothing for PNG."""
+    name = (name or DEFAULT_OUTPUT_FORMAT).lower()
+    if name == "jpg":
+        name = "jpeg"
+    if name not in OUTPUT_FORMATS:
+        raise InvalidParameter(
+            f"format must be one of {', '.join(OUTPUT_FORMATS)}; got {name!r}", field="format"
+        )
+    default_quality = OUTPUT_FORMATS[name][2]
+    if default_quality is None:
+        return OutputFormat(name, None)
+    if quality is None:
+        return OutputFormat(name, default_quality)
+    if not 1 <= quality <= 100:
+        raise InvalidParameter(f"quality must be between 1 and 100; got {quality}", field="quality")
+    return OutputFormat(name, quality)

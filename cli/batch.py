@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cli.client import ApiError, CutfxClient, extension_of
+from cli.client import CutfxClient, extension_of
+from shared.errors import ApiError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DONE_MARKER = ".done"

@@ -11,16 +11,10 @@ from typing import Any
 
 import requests
 
+from shared.errors import ApiError
+
 DEFAULT_TIMEOUT_S = 30
 EVENT_READ_TIMEOUT_S = 60
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        error = body.get("error", {})
-        super().__init__(f"{status} {error.get('code', 'error')}: {error.get('message', body)}")
-        self.status = status
-        self.code = error.get("code")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """Errors raised by effects; the API maps them to HTTP 422."""
 
+from shared.errors import CutfxError
 
-class EffectError(Exception):
+
+class EffectError(CutfxError):
     """Base class of every error an effect raises on purpose."""
+
+    code = "effect_failed"
+    status = 422
 
 
 class UnknownEffect(EffectError):

@@ -9,8 +9,6 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageCms
 
-from shared.errors import InvalidParameter
-
 #: format name → (MIME type, file extension, default quality or None)
 OUTPUT_FORMATS: dict[str, tuple[str, str, int | None]] = {
     "webp": ("image/webp", "webp", 85),
@@ -57,25 +55,6 @@ class OutputFormat:
     @property
     def extension(self) -> str:
         return OUTPUT_FORMATS[self.name][1]
-
-
-def output_format(name: str | None, quality: int | None) -> OutputFormat:
-    """Validate a client's format and quality; quality means nothing for PNG."""
-    name = (name or DEFAULT_OUTPUT_FORMAT).lower()
-    if name == "jpg":
-        name = "jpeg"
-    if name not in OUTPUT_FORMATS:
-        raise InvalidParameter(
-            f"format must be one of {', '.join(OUTPUT_FORMATS)}; got {name!r}", field="format"
-        )
-    default_quality = OUTPUT_FORMATS[name][2]
-    if default_quality is None:
-        return OutputFormat(name, None)
-    if quality is None:
-        return OutputFormat(name, default_quality)
-    if not 1 <= quality <= 100:
-        raise InvalidParameter(f"quality must be between 1 and 100; got {quality}", field="quality")
-    return OutputFormat(name, quality)
 
 
 def encode_rgba(

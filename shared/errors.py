@@ -1,6 +1,11 @@
-"""Named errors with their wire code and HTTP status, mapped to responses in api/errors.py."""
+"""Every named error of cutfx, with its wire code and HTTP status (mapped to responses in
+api/errors.py alone). The effects keep a base class of their own, `effects.EffectError`,
+which subclasses CutfxError. Errors that never reach a client (a delivery to retry, a
+bad configuration) are here too, so there is one place to look."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CutfxError(Exception):
@@ -21,6 +26,19 @@ class CutfxError(Exception):
 
 class ConfigurationError(CutfxError):
     code = "configuration_error"
+
+
+class InvalidRedisUrl(ConfigurationError, ValueError):
+    """A Redis URL this service cannot use, with the reason (a ValueError, so the settings
+    report it against the variable that holds it)."""
+
+
+class ScriptVocabularyError(ConfigurationError):
+    """A Lua script names a state or event that the job model does not define."""
+
+
+class ChecksumMismatch(ConfigurationError):
+    """A downloaded checkpoint is not the file its checksum names."""
 
 
 class MalformedRequest(CutfxError):
@@ -90,6 +108,10 @@ class InvalidParameter(CutfxError):
     status = 422
 
 
+class InvalidEventId(InvalidParameter):
+    """Not a position in a job's event stream (the API names the parameter it came in)."""
+
+
 class ImageTooSmall(InvalidParameter):
     """A side shorter than cutfx can find a subject in."""
 
@@ -140,3 +162,38 @@ class TransientStorageError(StorageError):
     """Worth retrying: a timeout, a reset connection, a 5xx or 429 from the store."""
 
     code = "storage_unavailable"
+
+
+class InvalidSignature(CutfxError):
+    """A webhook body whose signature header does not sign it (or signed it too long ago)."""
+
+    code = "invalid_signature"
+    status = 401
+
+
+class DeliveryRefused(CutfxError):
+    """The receiver broke a delivery rule (deadline, answer size) or its address is not public."""
+
+    code = "delivery_refused"
+
+
+class WebhookDeliveryFailed(CutfxError):
+    """The receiver did not take an event; retried with backoff."""
+
+    code = "webhook_delivery_failed"
+
+
+class DeliveryBusy(CutfxError):
+    """Another delivery for the job is running; try again shortly."""
+
+    code = "delivery_busy"
+
+
+class ApiError(CutfxError):
+    """What the cutfx API answered with an error, as its Python client raises it."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error", {})
+        super().__init__(f"{status} {error.get('code', 'error')}: {error.get('message', body)}")
+        self.status = status
+        self.code = error.get("code")

@@ -22,6 +22,8 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from shared.errors import InvalidRedisUrl
+
 DEFAULT_REDIS_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 SENTINEL_SCHEMES = ("redis+sentinel", "sentinel")
@@ -29,10 +31,6 @@ CLUSTER_SCHEME = "redis+cluster"
 SERVER_SCHEMES = ("redis", "rediss", "unix")
 #: How long a question to one sentinel may take before the next one is asked.
 SENTINEL_SOCKET_TIMEOUT_S = 1.0
-
-
-class InvalidRedisUrl(ValueError):
-    """A Redis URL this service cannot use, with the reason."""
 
 
 class Topology(StrEnum):

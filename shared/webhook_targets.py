@@ -19,7 +19,7 @@ import requests
 from requests_hardened import Config, Manager
 from requests_hardened.ip_filter import InvalidIPAddress, get_ip_address
 
-from shared.errors import InvalidParameter
+from shared.errors import DeliveryRefused, InvalidParameter
 
 FIELD = "callback_url"
 MAX_URL_LENGTH = 2048
@@ -31,10 +31,6 @@ DELIVERY_DEADLINE_S = 15.0
 MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "cutfx-webhooks/1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class DeliveryRefused(Exception):
-    """The receiver broke a delivery rule (deadline, answer size) or its address is not public."""
 
 
 def check_callback_url(url: str) -> None:

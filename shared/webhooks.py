@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import time
 
+from shared.errors import InvalidSignature
 from shared.jobs.model import EventType
 from shared.signing import Purpose, derive_key
 
@@ -21,10 +22,6 @@ JOB_ID_HEADER = "Cutfx-Job-Id"
 DEFAULT_TOLERANCE_S = 300
 #: Event types a job may subscribe to; the default is all of them.
 WEBHOOK_EVENT_TYPES = tuple(EventType)
-
-
-class InvalidSignature(Exception):
-    pass
 
 
 def webhook_secret(signing_key: str, key_id: str) -> str:

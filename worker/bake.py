@@ -22,7 +22,8 @@ DOWNLOAD_TIMEOUT_S = 60
 
 
 def fetch_verified(url: str, sha256: str, destination: Path) -> Path:
-    from worker.checkpoint import ChecksumMismatch, download_verified, has_digest
+    from shared.errors import ChecksumMismatch
+    from worker.checkpoint import download_verified, has_digest
 
     if has_digest(destination, "sha256", sha256):
         return destination

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from shared.errors import ChecksumMismatch
 from shared.settings import Settings
 from worker.network import NETWORK_DEPTH, mode_config, network_builder
 
@@ -84,10 +85,6 @@ def release_checkpoint_path(mode: str) -> Path:
     """Where transparent-background keeps (and looks for) its release checkpoint."""
     home = os.environ.get("TRANSPARENT_BACKGROUND_FILE_PATH", str(Path.home()))
     return Path(home) / ".transparent-background" / str(mode_config(mode)["ckpt_name"])
-
-
-class ChecksumMismatch(Exception):
-    pass
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:

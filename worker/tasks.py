@@ -13,7 +13,7 @@ from celery import Task, current_app, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 
-from shared.errors import CutfxError
+from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
 from shared.jobs.model import CUTOUT
 from shared.logging import job_context
 from shared.queues import (
@@ -26,7 +26,7 @@ from shared.queues import (
 from worker.process import WorkerProcess, this_process
 from worker.steps import fail_for_good, run_effect, run_segment
 from worker.time_limits import soft_time_limit
-from worker.webhooks import DeliveryBusy, WebhookDeliveryFailed, deliver_pending
+from worker.webhooks import deliver_pending
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from shared.context import ServiceContext
-from shared.errors import InvalidParameter
+from shared.errors import DeliveryBusy, DeliveryRefused, InvalidParameter, WebhookDeliveryFailed
 from shared.jobs.events import JobEvent, read_events
 from shared.jobs.keys import webhook_cursor_key, webhook_lock_key
 from shared.jobs.model import Webhook
@@ -25,7 +25,6 @@ from shared.jobs.store import START_OF_STREAM
 from shared.jobs.view import event_view
 from shared.webhook_targets import (
     DELIVERY_DEADLINE_S,
-    DeliveryRefused,
     delivery_manager,
     post_within_limits,
     redacted,
@@ -40,14 +39,6 @@ from shared.webhooks import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-class WebhookDeliveryFailed(Exception):
-    """The receiver did not take an event; retried with backoff."""
-
-
-class DeliveryBusy(Exception):
-    """Another delivery for the job is running; try again shortly."""
 
 
 def deliver_pending(ctx: ServiceContext, job_id: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from shared.errors import InvalidParameter
+from shared.errors import InvalidEventId
 from shared.jobs.keys import events_key
 from shared.jobs.model import EventType
 
@@ -21,11 +21,11 @@ _STREAM_ID_PART_LIMIT = 2**64
 
 
 def check_event_id(raw: str) -> str:
-    """`raw` if it is a stream id Redis accepts; InvalidParameter (field `since`) otherwise."""
+    """`raw` if it is a stream id Redis accepts; InvalidEventId otherwise."""
     if not STREAM_ID.match(raw) or any(
         int(part) >= _STREAM_ID_PART_LIMIT for part in raw.split("-")
     ):
-        raise InvalidParameter(f"not an event id: {raw[:40]!r}", field="since")
+        raise InvalidEventId(f"not an event id: {raw[:40]!r}")
     return raw
 
 

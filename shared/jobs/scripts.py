@@ -11,13 +11,10 @@ from __future__ import annotations
 import re
 from string import Template
 
+from shared.errors import ScriptVocabularyError
 from shared.jobs.model import EventType, JobStatus, ResultStatus
 
 RESULT_FIELD_PREFIX = "result:"
-
-
-class ScriptVocabularyError(RuntimeError):
-    """A Lua script names a state or event that the job model does not define."""
 
 
 # KEYS: job hash, pending set, event stream

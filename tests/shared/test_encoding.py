@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api.validation import output_format
 from effects import apply_effect
 from effects.popart import PALETTE
-from shared.encoding import OutputFormat, encode_rgba, output_format
+from shared.encoding import OutputFormat, encode_rgba
 from shared.errors import InvalidParameter
 from tests.effects.inputs import cat_cutout
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import ScriptVocabularyError
 from shared.jobs.model import EventType, JobStatus, ResultStatus
 from shared.jobs.scripts import (
     _FINISH_RESULT,
     FINISH_RESULT,
     START_RESULT,
     VOCABULARY,
-    ScriptVocabularyError,
     render,
 )
 

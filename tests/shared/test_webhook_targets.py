@@ -10,9 +10,8 @@ import pytest
 import requests
 
 from shared import webhook_targets
-from shared.errors import InvalidParameter
+from shared.errors import DeliveryRefused, InvalidParameter
 from shared.webhook_targets import (
-    DeliveryRefused,
     check_callback_address,
     delivery_manager,
     post_within_limits,

@@ -9,8 +9,9 @@ import threading
 
 import pytest
 
+from shared.errors import ChecksumMismatch
 from worker.bake import fetch_verified
-from worker.checkpoint import ChecksumMismatch, download_verified, file_digest, has_digest
+from worker.checkpoint import download_verified, file_digest, has_digest
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from shared.webhooks import InvalidSignature, sign, verify, webhook_secret
+from shared.errors import InvalidSignature
+from shared.webhooks import sign, verify, webhook_secret
 from tests.helpers import sample_variant, submit, wait_finished
 
 
