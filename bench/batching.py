@@ -18,11 +18,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.common import median_s, publish
+from bench.common import median_s, publish, random_checkpoint
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.batching import Batcher
-from worker.checkpoint import ensure_random_checkpoint
 from worker.model import LoadedModel, load_model
 
 BATCH_SIZES = (1, 2, 4, 8)
@@ -68,7 +67,7 @@ def main() -> None:
     settings = Settings.from_env()
     if not settings.model_ckpt:
         settings = settings.with_overrides(
-            model_mode="fast", model_ckpt=str(ensure_random_checkpoint("fast"))
+            model_mode="fast", model_ckpt=str(random_checkpoint("fast"))
         )
     model = load_model(settings)
     model.warm_up()

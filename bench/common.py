@@ -71,3 +71,11 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     RESULTS.write_text(text.rstrip() + "\n")
+
+
+def random_checkpoint(mode: str = "fast") -> Path:
+    """The generated checkpoint of `mode`, in the settings' CUTFX_CACHE_DIR (made once)."""
+    from shared.settings import Settings
+    from worker.checkpoint import ensure_random_checkpoint
+
+    return ensure_random_checkpoint(mode, Settings.from_env().cache_dir)

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import write_section
+from bench.common import random_checkpoint, write_section
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.checkpoint import ensure_random_checkpoint
 from worker.foreground import TorchForeground
 from worker.model import LoadedModel, load_model
 
@@ -118,7 +117,7 @@ def main() -> None:
         parser.error("no CUDA device here; --device cpu tries the script on the CPU")
     settings = Settings.from_env().with_overrides(device=args.device, model_mode=args.mode)
     if not settings.model_ckpt:
-        settings = settings.with_overrides(model_ckpt=str(ensure_random_checkpoint(args.mode)))
+        settings = settings.with_overrides(model_ckpt=str(random_checkpoint(args.mode)))
     sample = Image.open(SAMPLE).convert("RGB")
     photo = np.asarray(sample.resize((1536, 1024), Image.Resampling.LANCZOS))
     report: dict[str, Any] = {

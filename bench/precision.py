@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import median_s, write_section
+from bench.common import median_s, random_checkpoint, write_section
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.checkpoint import ensure_random_checkpoint
 from worker.model import LoadedModel, cpu_supports_bf16, load_model
 
 #: What the worker runs, and why (the figures above decide it).
@@ -39,7 +38,7 @@ DECISION = (
 def loaded(precision: str) -> LoadedModel:
     settings = Settings(
         model_mode="fast",
-        model_ckpt=str(ensure_random_checkpoint("fast")),
+        model_ckpt=str(random_checkpoint("fast")),
         device="cpu",
         precision=precision,  # type: ignore[arg-type]
     )

@@ -15,9 +15,8 @@ import shutil
 import statistics
 import time
 
-from bench.common import publish
+from bench.common import publish, random_checkpoint
 from bench.runs import local_stack, photo_variants, scratch
-from worker.checkpoint import ensure_random_checkpoint
 
 
 def main() -> None:
@@ -30,7 +29,7 @@ def main() -> None:
     # The generated checkpoint serves both: the gpu worker's base model and its fast preview.
     base_with_preview = {
         "CUTFX_MODEL_MODE": "base",
-        "CUTFX_PREVIEW_CKPT": str(ensure_random_checkpoint("fast")),
+        "CUTFX_PREVIEW_CKPT": str(random_checkpoint("fast")),
     }
     seen: dict[str, list[float]] = {"preview": [], "cutout": []}
     with local_stack(workdir, 8600, settings=base_with_preview) as (_, client):

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.common import random_checkpoint
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port
+from shared.settings import Settings
 
 SAMPLE = Path("samples/chelsea.png")
 LONG_SIDE = 1024
@@ -75,7 +77,6 @@ def bench_redis_url() -> str:
 def use_local_settings(workdir: Path) -> None:
     """Settings for a local stack: development mode without rate limits, fast mode, the
     generated checkpoint, Redis database 12."""
-    from worker.checkpoint import ensure_random_checkpoint
 
     os.environ.update(
         CUTFX_ENV="development",
@@ -83,7 +84,7 @@ def use_local_settings(workdir: Path) -> None:
         CUTFX_READ_RATE_LIMIT=BENCH_RATE_LIMIT,
         CUTFX_MAX_ACTIVE_JOBS_PER_KEY="100000",
         CUTFX_MODEL_MODE="fast",
-        CUTFX_MODEL_CKPT=str(ensure_random_checkpoint("fast")),
+        CUTFX_MODEL_CKPT=str(random_checkpoint("fast")),
         CUTFX_REDIS_URL=bench_redis_url(),
         CUTFX_LOCAL_STORAGE_DIR=str(workdir / "storage"),
     )
@@ -111,6 +112,7 @@ def local_stack(
     cpu_concurrency)."""
     use_local_settings(workdir)
     os.environ.update(settings or {})
+    stack_options.setdefault("batch_max", Settings.from_env().batch_max)
     stack = LocalStack(workdir / "logs", free_port(preferred_port), **stack_options)
     stack.start()
     try:

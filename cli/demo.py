@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from cli import service_settings
 from cli.client import CutfxClient, extension_of
 from cli.stack import LocalStack, free_port
 
@@ -37,7 +38,7 @@ def choose_model() -> None:
         os.environ["CUTFX_MODEL_CKPT"] = str(real)
         say(f"checkpoint: {real}")
         return
-    random_checkpoint = ensure_random_checkpoint(mode)
+    random_checkpoint = ensure_random_checkpoint(mode, service_settings().cache_dir)
     os.environ["CUTFX_MODEL_CKPT"] = str(random_checkpoint)
     say(
         "WARNING: the real InSPyReNet checkpoint could not be downloaded (offline?).\n"
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("CUTFX_LOCAL_STORAGE_DIR", str(Path("var") / "storage"))
     port = free_port(args.port)
     os.environ["CUTFX_BIND"] = f"127.0.0.1:{port}"
-    stack = LocalStack(Path("var") / "logs", port)
+    stack = LocalStack(Path("var") / "logs", port, batch_max=service_settings().batch_max)
     client = CutfxClient(stack.base_url)
     say(f"starting a gpu worker, a cpu worker and the API on {stack.base_url} (logs in var/logs/)")
     stack.start()

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import batch, demo
+from cli import batch, demo, service_settings
 from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 
 #: A probe that gets no answer from Redis in this long fails rather than hangs.
@@ -19,15 +19,14 @@ PING_TIMEOUT_S = 10.0
 def make_checkpoint(args: argparse.Namespace) -> int:
     from worker.checkpoint import ensure_random_checkpoint
 
-    print(ensure_random_checkpoint(args.mode))
+    print(ensure_random_checkpoint(args.mode, service_settings().cache_dir))
     return 0
 
 
 def gcs_lifecycle(args: argparse.Namespace) -> int:
-    from shared.settings import Settings
     from shared.storage.gcs import GcsStorage, set_lifecycle
 
-    settings = Settings.from_env()
+    settings = service_settings()
     if settings.storage != "gcs":
         print("set CUTFX_STORAGE=gcs and CUTFX_GCS_BUCKET first", file=sys.stderr)
         return 2
@@ -39,10 +38,9 @@ def gcs_lifecycle(args: argparse.Namespace) -> int:
 
 
 def gcs_cors(args: argparse.Namespace) -> int:
-    from shared.settings import Settings
     from shared.storage.gcs import GcsStorage, set_cors
 
-    settings = Settings.from_env()
+    settings = service_settings()
     if settings.storage != "gcs":
         print("set CUTFX_STORAGE=gcs and CUTFX_GCS_BUCKET first", file=sys.stderr)
         return 2
@@ -57,10 +55,9 @@ def gcs_cors(args: argparse.Namespace) -> int:
 
 def garbage_collect(args: argparse.Namespace) -> int:
     from shared.context import connect_context
-    from shared.settings import Settings
     from worker.retention import collect_garbage
 
-    settings = Settings.from_env()
+    settings = service_settings()
     deleted = collect_garbage(connect_context(settings, "gc", decode_responses=True))
     if deleted is None:
         print("GCS deletes old objects by its lifecycle rule: run `cutfx gcs-lifecycle`")
@@ -75,10 +72,9 @@ def worker_ready(args: argparse.Namespace) -> int:
     import socket
 
     from shared.redis_location import redis_client
-    from shared.settings import Settings
     from shared.workers import live_workers
 
-    settings = Settings.from_env()
+    settings = service_settings()
     host = args.host or socket.gethostname()
     client = redis_client(
         settings.job_store_url,
@@ -104,11 +100,10 @@ def worker_ping(args: argparse.Namespace) -> int:
     from celery import Celery
 
     from shared.queues import celery_config
-    from shared.settings import Settings
 
     node = args.node or f"{args.kind}@{socket.gethostname()}"
     app = Celery("cutfx-probe")
-    app.conf.update(celery_config(Settings.from_env()))
+    app.conf.update(celery_config(service_settings()))
     replies = app.control.ping(destination=[node], timeout=args.timeout)
     if not any(node in reply for reply in replies):
         print(f"{node} did not answer a ping within {args.timeout} s")
@@ -120,9 +115,8 @@ def worker_ping(args: argparse.Namespace) -> int:
 def key_ids(args: argparse.Namespace) -> int:
     """The non-secret id of each key, for CUTFX_KEY_ORIGINS and the logs."""
     from api.auth import key_id_of
-    from shared.settings import Settings
 
-    keys = [line.strip() for line in sys.stdin] if args.stdin else Settings.from_env().api_keys
+    keys = [line.strip() for line in sys.stdin] if args.stdin else service_settings().api_keys
     for key in filter(None, keys):
         print(key_id_of(key))
     return 0

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from cli.client import CutfxClient
-from shared.settings import Settings
 
 READY_TIMEOUT_S = 900
 #: Found from the installed package, so the stack starts from any folder.
@@ -69,12 +68,15 @@ class LocalStack:
         cpu_concurrency: int = 2,
         replicas: int = 1,
         worker_env: dict[str, str] | None = None,
+        batch_max: int = 0,
     ) -> None:
         self.log_dir = log_dir
         self.port = port
         self.cpu_concurrency = cpu_concurrency
         self.replicas = replicas
         self.worker_env = worker_env or {}
+        #: CUTFX_BATCH_MAX of the gpu workers: past 1, their pool runs threads.
+        self.batch_max = batch_max
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
@@ -83,10 +85,9 @@ class LocalStack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        batch_max = Settings.from_env().batch_max
         for index in range(self.replicas):
             prefix = f"r{index}-" if self.replicas > 1 else ""
-            commands = worker_commands(prefix, self.cpu_concurrency, batch_max)
+            commands = worker_commands(prefix, self.cpu_concurrency, self.batch_max)
             for name, command in commands.items():
                 if index and name == "worker-webhooks":
                     continue

@@ -87,7 +87,7 @@ def client(app):
 def checkpoint() -> Path:
     from worker.checkpoint import ensure_random_checkpoint
 
-    return ensure_random_checkpoint("fast")
+    return ensure_random_checkpoint("fast", Settings.from_env().cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from shared.settings import Settings
+
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -45,15 +47,12 @@ def place_random_checkpoint(source: Path, destination: Path) -> Path:
     return destination
 
 
-def warm(checkpoint: Path, mode: str) -> dict[str, float | str]:
+def warm(settings: Settings, checkpoint: Path, mode: str) -> dict[str, float | str]:
     """Load the model as a worker does and run its warm-up inference."""
-    from shared.settings import Settings
     from worker.model import load_model
 
     started = time.perf_counter()
-    model = load_model(
-        Settings.from_env().with_overrides(model_ckpt=str(checkpoint), model_mode=mode)
-    )
+    model = load_model(settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode))
     loaded = time.perf_counter() - started
     warmup = model.warm_up()
     return {
@@ -86,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, help="where the fetched checkpoint goes")
     parser.add_argument("--random", action="store_true", help="use a generated random checkpoint")
     args = parser.parse_args(argv)
+    settings = Settings.from_env()
     if args.random:
         from worker.checkpoint import ensure_random_checkpoint
 
-        checkpoint = ensure_random_checkpoint(args.mode)
+        checkpoint = ensure_random_checkpoint(args.mode, settings.cache_dir)
         if args.dest is not None:
             checkpoint = place_random_checkpoint(checkpoint, args.dest)
     elif args.url:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = fetch_verified(args.url, args.sha256, args.dest)
     else:
         parser.error("give --url with --sha256 and --dest, or --random")
-    print(json.dumps({**warm(checkpoint, args.mode), "effects_s": warm_effects()}))
+    print(json.dumps({**warm(settings, checkpoint, args.mode), "effects_s": warm_effects()}))
     return 0
 
 

@@ -41,8 +41,7 @@ PROCESS_START_TIMEOUT_S = 300.0
 _started_at = time.time()
 
 
-def create_celery(settings: Settings | None = None) -> Celery:
-    settings = settings or Settings.from_env()
+def create_celery(settings: Settings) -> Celery:
     settings.require_safe_start("workers")
     celery = Celery("cutfx", include=["worker.tasks"])
     celery.conf.update(celery_config(settings))
@@ -52,7 +51,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
     return celery
 
 
-app = create_celery()
+#: The worker's entry point (`celery -A worker.celery_app`) reads the environment here,
+#: once; the process state and everything below it are handed these settings.
+settings = Settings.from_env()
+app = create_celery(settings)
+this_process().settings = settings
 
 
 @celeryd_after_setup.connect

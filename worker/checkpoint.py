@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from shared.errors import ChecksumMismatch
-from shared.settings import Settings
 from worker.network import NETWORK_DEPTH, mode_config, network_builder
 
 logger = logging.getLogger(__name__)
@@ -25,17 +24,16 @@ DIGEST_SUFFIX = ".sha256.json"
 _HASH_CHUNK = 8 * 1024 * 1024
 
 
-def random_checkpoint_path(mode: str, cache_dir: Path | None = None) -> Path:
-    """Where the stand-in for `mode` is kept: in CUTFX_CACHE_DIR unless told otherwise."""
-    folder = cache_dir if cache_dir is not None else Settings.from_env().cache_dir
-    return folder / f"inspyrenet-swinb-{mode}-random-seed{RANDOM_SEED}.pth"
+def random_checkpoint_path(mode: str, cache_dir: Path) -> Path:
+    """Where the stand-in for `mode` is kept in `cache_dir` (the settings' CUTFX_CACHE_DIR)."""
+    return cache_dir / f"inspyrenet-swinb-{mode}-random-seed{RANDOM_SEED}.pth"
 
 
 def is_random_checkpoint(path: Path) -> bool:
     return Path(str(path) + RANDOM_MARKER_SUFFIX).exists()
 
 
-def ensure_random_checkpoint(mode: str, cache_dir: Path | None = None) -> Path:
+def ensure_random_checkpoint(mode: str, cache_dir: Path) -> Path:
     """Make (once) and return a randomly initialised checkpoint for `mode`."""
     path = random_checkpoint_path(mode, cache_dir)
     if path.exists() and is_random_checkpoint(path):

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from shared.context import ServiceContext, connect_context
+from shared.errors import ConfigurationError
 from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
@@ -38,6 +39,8 @@ REDIS_CONNECT_TIMEOUT_S = 5
 class WorkerProcess:
     """What this process holds. `queues`, `forks` and `heartbeat` are set in the main process."""
 
+    #: Set at the process's entry point (worker/celery_app.py) before anything runs.
+    settings: Settings | None = None
     queues: tuple[str, ...] = ()
     forks: bool = False
     #: A threads pool: its segment tasks run side by side, so their forwards batch.
@@ -65,8 +68,10 @@ class WorkerProcess:
     @property
     def context(self) -> ServiceContext:
         if self._context is None:
+            if self.settings is None:
+                raise ConfigurationError("a worker process is started through worker.celery_app")
             self._context = connect_context(
-                Settings.from_env(),
+                self.settings,
                 CACHE_LOOKUPS_FROM,
                 decode_responses=True,
                 socket_timeout=REDIS_SOCKET_TIMEOUT_S,
