@@ -17,6 +17,23 @@ from shared.jobs.model import EventType, JobStatus, ResultStatus
 RESULT_FIELD_PREFIX = "result:"
 
 
+# The close count, shared by every script that closes a job: its results by final state.
+# Included at the top of a script; KEYS[1] is the job hash.
+_COUNT_RESULTS = """
+local function count_results()
+  local counts = {failed = 0, succeeded = 0}
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
+      local status = cjson.decode(fields[i + 1])['status']
+      if status == '$result_failed' then counts.failed = counts.failed + 1
+      elseif status == '$result_succeeded' then counts.succeeded = counts.succeeded + 1 end
+    end
+  end
+  return counts.failed, counts.succeeded
+end
+"""
+
 # KEYS: job hash, pending set, event stream
 # ARGV: result name, result json, event type, event json, ttl seconds, now, stream max length
 _FINISH_RESULT = """
@@ -27,14 +44,7 @@ redis.call('HSET', KEYS[1], '$result_prefix' .. ARGV[1], ARGV[2], 'updated_at', 
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[3], 'data', ARGV[4])
 if redis.call('SCARD', KEYS[2]) == 0 then
-  local failed, succeeded = 0, 0
-  local fields = redis.call('HGETALL', KEYS[1])
-  for i = 1, #fields, 2 do
-    if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
-      local status = cjson.decode(fields[i + 1])['status']
-      if status == '$result_failed' then failed = failed + 1 else succeeded = succeeded + 1 end
-    end
-  end
+  local failed, succeeded = count_results()
   local final = '$job_succeeded'
   if succeeded == 0 then final = '$job_failed' elseif failed > 0 then final = '$job_partial' end
   redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[6])
@@ -85,15 +95,7 @@ for _, name in ipairs(names) do
     'data', cjson.encode({name = name, result = result}))
 end
 redis.call('DEL', KEYS[2])
-local failed, succeeded = 0, 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
-    local status = cjson.decode(fields[i + 1])['status']
-    if status == '$result_failed' then failed = failed + 1
-    elseif status == '$result_succeeded' then succeeded = succeeded + 1 end
-  end
-end
+local failed, succeeded = count_results()
 redis.call('HSET', KEYS[1], 'status', '$job_canceled', 'finished_at', ARGV[1],
   'updated_at', ARGV[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', '$event_finished',
@@ -137,6 +139,6 @@ def render(source: str, vocabulary: dict[str, str] = VOCABULARY) -> str:
     return rendered
 
 
-FINISH_RESULT = render(_FINISH_RESULT)
+FINISH_RESULT = render(_COUNT_RESULTS + _FINISH_RESULT)
 START_RESULT = render(_START_RESULT)
-CANCEL_JOB = render(_CANCEL_JOB)
+CANCEL_JOB = render(_COUNT_RESULTS + _CANCEL_JOB)
