@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.client_tokens import MAX_JOBS_PER_TOKEN, MIN_TTL_S
+from api.events import KEEPALIVE_MS_RANGE
+from api.idempotency import MAX_KEY_LENGTH
+from api.jobs import MAX_WAIT_S
+from api.validation import CANCEL_AFTER_RANGE_S, job_form
 from effects import list_effects
-from shared.encoding import OUTPUT_FORMATS
 from shared.jobs.model import JobStatus, ResultStatus
+from shared.settings import DEFAULT_CLIENT_TOKEN_TTL_S, MAX_CLIENT_TOKEN_TTL_S
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -93,8 +98,13 @@ CLIENT_TOKEN_REQUEST_SCHEMA = {
             "type": "string",
             "description": "The shop page's origin (scheme://host[:port]); one of the key's",
         },
-        "ttl_s": {"type": "integer", "minimum": 10, "maximum": 86400, "default": 900},
-        "max_jobs": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "ttl_s": {
+            "type": "integer",
+            "minimum": MIN_TTL_S,
+            "maximum": MAX_CLIENT_TOKEN_TTL_S,
+            "default": DEFAULT_CLIENT_TOKEN_TTL_S,
+        },
+        "max_jobs": {"type": "integer", "minimum": 1, "maximum": MAX_JOBS_PER_TOKEN},
     },
 }
 
@@ -107,58 +117,6 @@ CLIENT_TOKEN_SCHEMA = {
         "origin": {"type": "string"},
         "expires_at": {"type": "integer", "description": "Unix time"},
         "max_jobs": {"type": ["integer", "null"]},
-    },
-}
-
-
-OUTPUT_FORM_FIELDS = {
-    "background": {
-        "type": "string",
-        "description": "Behind the subject: #rrggbb or #rrggbbaa, 'blur' (the photo "
-        "blurred) or 'image' (the background_image part); default transparent",
-    },
-    "background_blur": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 100,
-        "description": "Blur radius in pixels, with background=blur (default 20)",
-    },
-    "background_image": {
-        "type": "string",
-        "format": "binary",
-        "description": "An image scaled to cover the frame behind the subject",
-    },
-    "crop": {"type": "boolean", "description": "Crop to the subject (default false)"},
-    "crop_margin": {
-        "type": "string",
-        "description": "With crop: pixels ('24', '24px') or a share of the subject ('10%')",
-    },
-    "size": {
-        "type": "string",
-        "description": "'full' (default), 'preview' (at most 0.25 MP) or a longest side "
-        "in pixels (16 to 8192); never enlarged",
-    },
-    "channels": {
-        "type": "string",
-        "enum": ["rgba", "alpha"],
-        "description": "alpha: the cutout result is the mask alone (greyscale)",
-    },
-    "preview": {
-        "type": "boolean",
-        "description": "A quick 'preview' result first, from the fast model, announced before "
-        "the cutout (default false)",
-    },
-}
-
-WEBHOOK_FORM_FIELDS = {
-    "callback_url": {
-        "type": "string",
-        "format": "uri",
-        "description": "Webhook URL for signed events",
-    },
-    "callback_events": {
-        "type": "string",
-        "description": "Comma list of event types (default all)",
     },
 }
 
@@ -201,6 +159,9 @@ def _job_id_param() -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     effect_names = [effect.name for effect in list_effects()]
+    job_form_fields = job_form(tuple(effect_names))
+    cancel_low, cancel_high = CANCEL_AFTER_RANGE_S
+    keepalive_low, keepalive_high = KEEPALIVE_MS_RANGE
     job_ref = {"$ref": "#/components/schemas/Job"}
     return {
         "openapi": "3.0.3",
@@ -222,13 +183,18 @@ def openapi_document() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "description": "Repeat safely: the same key returns the same job",
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_KEY_LENGTH,
+                            },
                         },
                         {
                             "name": "Cancel-After",
                             "in": "header",
                             "description": "Cancel unfinished work this long after submit: "
-                            "seconds ('90') or a duration like '1m30s' (1 s to 24 h)",
+                            f"seconds ('90') or a duration like '1m30s' ({cancel_low:g} to "
+                            f"{cancel_high:g} s)",
                             "schema": {"type": "string"},
                         },
                     ],
@@ -238,29 +204,8 @@ def openapi_document() -> dict[str, Any]:
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
-                                    "required": ["image"],
-                                    "properties": {
-                                        "image": {"type": "string", "format": "binary"},
-                                        "effects": {
-                                            "type": "string",
-                                            "description": "Comma list of "
-                                            + ", ".join(effect_names)
-                                            + "; default all.",
-                                        },
-                                        "primary": {"type": "string"},
-                                        "format": {"type": "string", "enum": list(OUTPUT_FORMATS)},
-                                        "quality": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 100,
-                                        },
-                                        "params": {
-                                            "type": "string",
-                                            "description": "JSON object keyed by effect name.",
-                                        },
-                                        **WEBHOOK_FORM_FIELDS,
-                                        **OUTPUT_FORM_FIELDS,
-                                    },
+                                    "required": [f.name for f in job_form_fields if f.required],
+                                    "properties": {f.name: f.schema() for f in job_form_fields},
                                     "additionalProperties": False,
                                 }
                             }
@@ -291,8 +236,9 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "wait",
                             "in": "query",
-                            "description": "Long-poll: hold up to N seconds (max 30) for a change",
-                            "schema": {"type": "number", "minimum": 0, "maximum": 30},
+                            "description": f"Long-poll: hold up to N seconds (max {MAX_WAIT_S:g}) "
+                            "for a change",
+                            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
                         },
                         {
                             "name": "since",
@@ -326,8 +272,13 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "keepalive_ms",
                             "in": "query",
-                            "description": "Keep-alive comment interval (100 to 60000 ms)",
-                            "schema": {"type": "integer", "minimum": 100, "maximum": 60000},
+                            "description": f"Keep-alive comment interval ({keepalive_low} to "
+                            f"{keepalive_high} ms)",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": keepalive_low,
+                                "maximum": keepalive_high,
+                            },
                         },
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                     ],

@@ -16,7 +16,19 @@ from effects import EFFECT_NAMES, get_effect
 from shared.encoding import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS, OutputFormat
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.jobs.model import EventType, Webhook
-from shared.output_options import OutputOptions
+from shared.output_options import (
+    BLUR_RADIUS_RANGE,
+    CHANNELS,
+    DEFAULT_BLUR_RADIUS,
+    FULL,
+    IMAGE,
+    MAX_MARGIN_PERCENT,
+    MAX_MARGIN_PX,
+    MAX_SIDE_RANGE,
+    PREVIEW_PIXELS,
+    OutputOptions,
+)
+from shared.output_options import PREVIEW as SIZE_PREVIEW
 from shared.webhook_targets import check_callback_address, check_callback_url
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
@@ -36,26 +48,122 @@ class JobOptions:
     preview: bool = False
 
 
+#: The range of `quality` for the lossy formats.
+QUALITY_RANGE = (1, 100)
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of the POST /v1/jobs form: what validation knows it by and what the
+    OpenAPI document says of it."""
+
+    name: str
+    type: str
+    description: str = ""
+    #: Said in the description; no default means the field's absence has its own meaning.
+    default: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    enum: tuple[str, ...] | None = None
+    #: `binary` for a file part, `uri` for an address.
+    format: str | None = None
+    required: bool = False
+
+    @property
+    def is_file(self) -> bool:
+        return self.format == "binary"
+
+    def schema(self) -> dict[str, Any]:
+        """The field as a JSON Schema property."""
+        schema: dict[str, Any] = {"type": self.type}
+        if self.format is not None:
+            schema["format"] = self.format
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
+        described = self.description
+        if self.default is not None:
+            described = (
+                f"{described} (default {self.default})" if described else f"Default {self.default}"
+            )
+        if described:
+            schema["description"] = described
+        return schema
+
+
+def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, ...]:
+    """The form of POST /v1/jobs, field by field, with every range and default from the
+    constants its parsers check against."""
+    low_side, high_side = MAX_SIDE_RANGE
+    return (
+        FormField(PHOTO.field, "string", format="binary", required=True),
+        FormField("effects", "string", f"Comma list of {', '.join(effect_names)}", "all"),
+        FormField("primary", "string", "The effect to run first", "the first listed"),
+        FormField("format", "string", enum=tuple(OUTPUT_FORMATS), default=DEFAULT_OUTPUT_FORMAT),
+        FormField(
+            "quality",
+            "integer",
+            "Quality of the lossy formats",
+            ", ".join(f"{name} {q}" for name, (_, _, q) in OUTPUT_FORMATS.items() if q),
+            *QUALITY_RANGE,
+        ),
+        FormField("params", "string", "JSON object keyed by effect name"),
+        FormField("callback_url", "string", "Webhook URL for signed events", format="uri"),
+        FormField("callback_events", "string", "Comma list of event types", "all"),
+        FormField(
+            "background",
+            "string",
+            "Behind the subject: #rrggbb or #rrggbbaa, 'blur' (the photo blurred) or "
+            f"'{IMAGE}' (the {BACKGROUND.field} part)",
+            "transparent",
+        ),
+        FormField(
+            "background_blur",
+            "integer",
+            "Blur radius in pixels, with background=blur",
+            str(DEFAULT_BLUR_RADIUS),
+            *BLUR_RADIUS_RANGE,
+        ),
+        FormField(
+            BACKGROUND.field,
+            "string",
+            "An image scaled to cover the frame behind the subject",
+            format="binary",
+        ),
+        FormField("crop", "boolean", "Crop to the subject", "false"),
+        FormField(
+            "crop_margin",
+            "string",
+            f"With crop: pixels ('24', '24px', at most {MAX_MARGIN_PX}) or a share of the "
+            f"subject ('10%', at most {MAX_MARGIN_PERCENT:g}%)",
+        ),
+        FormField(
+            "size",
+            "string",
+            f"'{FULL}' (default), '{SIZE_PREVIEW}' (at most {PREVIEW_PIXELS / 1e6:g} MP) or a "
+            f"longest side in pixels ({low_side} to {high_side}); never enlarged",
+        ),
+        FormField(
+            "channels",
+            "string",
+            "alpha: the cutout result is the mask alone (greyscale)",
+            enum=CHANNELS,
+        ),
+        FormField(
+            "preview",
+            "boolean",
+            "A quick 'preview' result first, from the fast model, announced before the cutout",
+            "false",
+        ),
+    )
+
+
 #: The form fields of POST /v1/jobs, and its file parts.
-FORM_FIELDS = frozenset(
-    {
-        "effects",
-        "primary",
-        "format",
-        "quality",
-        "params",
-        "callback_url",
-        "callback_events",
-        "background",
-        "background_blur",
-        "crop",
-        "crop_margin",
-        "size",
-        "channels",
-        "preview",
-    }
-)
-FILE_FIELDS = frozenset({PHOTO.field, BACKGROUND.field})
+FORM_FIELDS = frozenset(field.name for field in job_form() if not field.is_file)
+FILE_FIELDS = frozenset(field.name for field in job_form() if field.is_file)
 
 
 def check_known_fields(form_names: set[str], file_names: set[str]) -> None:
@@ -207,6 +315,9 @@ def output_format(name: str | None, quality: int | None) -> OutputFormat:
         return OutputFormat(name, None)
     if quality is None:
         return OutputFormat(name, default_quality)
-    if not 1 <= quality <= 100:
-        raise InvalidParameter(f"quality must be between 1 and 100; got {quality}", field="quality")
+    low, high = QUALITY_RANGE
+    if not low <= quality <= high:
+        raise InvalidParameter(
+            f"quality must be between {low} and {high}; got {quality}", field="quality"
+        )
     return OutputFormat(name, quality)
