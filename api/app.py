@@ -8,24 +8,10 @@ from typing import Any
 
 from flask import Flask
 
-from api import (
-    catalog,
-    client_tokens,
-    errors,
-    events,
-    files,
-    health,
-    jobs,
-    metrics,
-    page,
-    security_headers,
-    timing,
-    webhooks,
-)
+from api import auth, errors, files, health, jobs, middleware, openapi
 from api.auth import EXTENSION_NAME as API_KEYS_EXTENSION
 from api.auth import TOKENS_EXTENSION_NAME, ApiKeys, require_api_key
-from api.cors import init_cors
-from api.limits import init_limits
+from api.middleware import init_cors, init_limits, register_security_headers
 from api.services import init_services
 from api.tokens import TokenCodec
 from effects.registry import load_plugins
@@ -54,14 +40,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     init_services(app, settings)
     app.extensions[API_KEYS_EXTENSION] = ApiKeys.from_keys(settings.api_keys)
     app.extensions[TOKENS_EXTENSION_NAME] = TokenCodec(settings.signing_key)
-    timing.register(app)
+    middleware.register(app)
     app.before_request(require_api_key)
-    blueprints = (jobs, events, files, health, catalog, page, webhooks, metrics, client_tokens)
-    for module in blueprints:
-        app.register_blueprint(module.blueprint)
+    blueprints = (
+        jobs.blueprint,
+        jobs.events_blueprint,
+        files.blueprint,
+        health.blueprint,
+        openapi.blueprint,
+        files.page_blueprint,
+        auth.webhooks_blueprint,
+        health.metrics_blueprint,
+        auth.client_tokens_blueprint,
+    )
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
     init_cors(app, settings)
     init_limits(app, settings)
-    security_headers.register(app)
+    register_security_headers(app)
     errors.register(app)
     if settings.development:
         logger.warning("CUTFX_ENV=development: keys and limits are not enforced as in production")

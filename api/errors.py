@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from api.limits import as_cutfx_error
+from api.middleware import as_cutfx_error
 from effects import InvalidEffectParameter, UnknownEffect
 from shared.errors import CutfxError
 

@@ -1,8 +1,9 @@
-"""GET /v1/files/<key>: downloads behind HMAC-signed, expiring links (local storage)."""
+"""Files and the page: GET /v1/files/<key> (downloads behind HMAC-signed, expiring links,
+local storage) and GET / with the JavaScript client (the web page and its module)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, current_app, request, send_file
 
 from api.services import services
 from shared.errors import Forbidden, NotFound, ObjectNotFound
@@ -31,4 +32,20 @@ def download(key: str) -> Response:
         raise ObjectNotFound(f"no object {key}")
     response = send_file(path, mimetype=content_type_of(key), conditional=True, etag=True)
     response.headers["Cache-Control"] = IMMUTABLE_CACHE
+    return response
+
+
+page_blueprint = Blueprint("page", __name__)
+
+
+@page_blueprint.get("/")
+def index() -> Response:
+    return current_app.send_static_file("index.html")
+
+
+@page_blueprint.get("/v1/client.js")
+def client_module() -> Response:
+    """The JavaScript client as an ES module, for pages on any allowed origin."""
+    response = current_app.send_static_file("client.js")
+    response.mimetype = "text/javascript"
     return response

@@ -14,8 +14,11 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +30,7 @@ from shared.errors import (
     ImageTooSmall,
     ImageTooThin,
     InvalidImage,
+    ServiceBusy,
     UnsupportedMediaType,
 )
 
@@ -225,3 +229,42 @@ def _flatten_to_rgb(image: Image.Image) -> Image.Image:
 
 def _accepted_message(reason: str) -> str:
     return f"{reason}; send one of {', '.join(ACCEPTED_FORMATS.values())}"
+
+
+#: How soon a client turned away by a full decode pool should try again.
+BUSY_RETRY_AFTER_S = 2
+#: How long a submit waits for a decode slot before it is turned away.
+SLOT_WAIT_S = 10.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _gevent_patched() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+class DecodePool:
+    def __init__(self, limit: int, slot_wait_s: float = SLOT_WAIT_S) -> None:
+        self.limit = limit
+        self.slot_wait_s = slot_wait_s
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if not self._slots.acquire(timeout=self.slot_wait_s):
+            raise ServiceBusy(
+                f"this server is decoding {self.limit} uploads already; retry shortly",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+            )
+        try:
+            if _gevent_patched():
+                import gevent
+
+                return gevent.get_hub().threadpool.apply(work, args, kwargs)  # type: ignore[no-any-return]
+            return work(*args, **kwargs)
+        finally:
+            self._slots.release()

@@ -1,13 +1,15 @@
-"""The OpenAPI 3 document of the routes, with the effect parameters from the registry."""
+"""The API described: GET /v1/openapi.json (the OpenAPI 3 document, with the effect
+parameters from the registry) and GET /v1/effects (the catalogue)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from api.client_tokens import MAX_JOBS_PER_TOKEN, MIN_TTL_S
-from api.events import KEEPALIVE_MS_RANGE
+from flask import Blueprint
+
+from api.auth import MAX_JOBS_PER_TOKEN, MIN_TTL_S
 from api.idempotency import MAX_KEY_LENGTH
-from api.jobs import MAX_WAIT_S
+from api.jobs import KEEPALIVE_MS_RANGE, MAX_WAIT_S
 from api.validation import CANCEL_AFTER_RANGE_S, job_form
 from effects import list_effects
 from shared.jobs.model import JobStatus, ResultStatus
@@ -393,3 +395,16 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
     }
+
+
+blueprint = Blueprint("catalog", __name__, url_prefix="/v1")
+
+
+@blueprint.get("/effects")
+def effects() -> dict[str, Any]:
+    return {"effects": [effect.schema() for effect in list_effects()]}
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return openapi_document()

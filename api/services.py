@@ -7,9 +7,9 @@ from dataclasses import dataclass, fields
 from celery import Celery
 from flask import Flask, current_app
 
-from api.decoding import DecodePool
 from api.idempotency import IdempotencyStore
-from api.token_quota import TokenQuota
+from api.images import DecodePool
+from api.tokens import TokenQuota
 from shared.context import ServiceContext, connect_context
 from shared.queues import celery_config
 from shared.settings import Settings

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from api.idempotency import wait_for_job
 from api.images import BACKGROUND, PHOTO, UploadPart, normalise_upload
+from api.middleware import stage
 from api.services import Services
-from api.timing import stage
 from api.tokens import ClientToken
 from api.validation import JobOptions
 from shared.cache import Rendered, ResultCache, cache_scope

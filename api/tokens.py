@@ -14,9 +14,11 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import redis
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from shared.errors import Unauthorized
+from shared.jobs.keys import token_jobs_key
 from shared.signing import Purpose, derive_key
 
 TOKEN_PREFIX = "ct_"
@@ -93,3 +95,27 @@ class TokenCodec:
         if (time.time() if now is None else now) >= token.expires_at:
             raise Unauthorized("the client token has expired; ask the shop's server for a new one")
         return token
+
+
+class TokenQuota:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def claim(self, token: ClientToken) -> bool:
+        """Count one more job against the token; False (and nothing counted) past its quota."""
+        if token.max_jobs is None:
+            return True
+        key = token_jobs_key(token.token_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expireat(key, token.expires_at + 1)
+            submitted, _ = pipe.execute()
+        if int(submitted) > token.max_jobs:
+            self.redis.decr(key)
+            return False
+        return True
+
+    def release(self, token: ClientToken) -> None:
+        """Give back a claim whose job was not created."""
+        if token.max_jobs is not None:
+            self.redis.decr(token_jobs_key(token.token_id))
