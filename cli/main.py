@@ -55,7 +55,7 @@ def gcs_cors(args: argparse.Namespace) -> int:
 
 def garbage_collect(args: argparse.Namespace) -> int:
     from shared.context import connect_context
-    from worker.retention import collect_garbage
+    from worker.periodic import collect_garbage
 
     settings = service_settings()
     deleted = collect_garbage(connect_context(settings, "gc", decode_responses=True))

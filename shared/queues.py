@@ -42,7 +42,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
-        # A message whose worker stops refreshing it (worker/visibility.py) is handed
+        # A message whose worker stops refreshing it (worker/consumer.py) is handed
         # out again visibility_timeout_s later, found by a sweep every few seconds.
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,

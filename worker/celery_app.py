@@ -28,10 +28,8 @@ from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
 from shared.queues import celery_config
 from shared.settings import Settings
 from worker.consumer import CONSUMER_CLASS
-from worker.deadlines import DeadlineSweeper
-from worker.heartbeat import Heartbeat, new_status
+from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, new_status
 from worker.process import this_process
-from worker.retention import GarbageCollector
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The worker's broker consumer: Celery's, kept alive through a broker outage.
+"""The worker and its broker messages: Celery's consumer, kept alive through a broker
+outage, and the visibility of the messages whose tasks are running, kept fresh.
 
 When the broker connection drops while a task's acknowledgement or rejection could
 not reach Redis, that message is still in the channel's delivered set. Celery then
@@ -8,16 +9,21 @@ which Celery counts as unrecoverable: the worker exits and its queue stops until
 something restarts it. Seen in tests/worker/test_faults.py's Redis restart.
 
 Here that close is allowed to fail: the message stays in the broker's unacked index
-and comes back through the visibility sweep (worker/visibility.py), and the consumer
+and comes back through the visibility sweep (VisibilityKeeper, below), and the consumer
 reconnects as it does after any other connection error.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
+import redis
 from celery.worker.consumer import Consumer
+
+from shared.queues import UNACKED_INDEX_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +42,44 @@ class OutageProofConsumer(Consumer):  # type: ignore[misc]
                 "back; they return through the visibility sweep",
                 extra={"reason": repr(close_error), "connection_error": repr(exc)},
             )
+
+
+class VisibilityKeeper:
+    """Refreshes, every `interval_s`, the unacked-index score of each running task."""
+
+    def __init__(self, client: redis.Redis, interval_s: float) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self._tags: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, delivery_tag: str) -> None:
+        with self._lock:
+            self._tags.add(delivery_tag)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="cutfx-visibility", daemon=True
+                )
+                self._thread.start()
+
+    def release(self, delivery_tag: str) -> None:
+        with self._lock:
+            self._tags.discard(delivery_tag)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.refresh()
+
+    def refresh(self) -> None:
+        with self._lock:
+            tags = list(self._tags)
+        if not tags:
+            return
+        now = time.time()
+        try:
+            # XX: only messages still unacknowledged; an acked one stays gone.
+            self.client.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
+        except redis.RedisError as exc:
+            logger.warning("could not refresh task visibility", extra={"reason": str(exc)})

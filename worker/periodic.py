@@ -1,11 +1,23 @@
-"""A daemon thread that does one thing every so often, and survives Redis and storage outages."""
+"""The worker's periodic chores, each a daemon thread that survives Redis and storage
+outages: the heartbeat that says the worker is ready, the sweep that cancels jobs past
+their Cancel-After deadline, and the garbage collection of expired local objects."""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+from collections.abc import Callable
 
 import redis
+
+from shared.context import ServiceContext
+from shared.jobs.model import now
+from shared.jobs.store import JobStore
+from shared.logging import job_context
+from shared.storage.local import LocalStorage
+from shared.workers import HEARTBEAT_INTERVAL_S, WorkerStatus, publish, withdraw
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +47,112 @@ class Periodic:
                 self.tick()
             except (redis.RedisError, OSError) as exc:
                 logger.warning(f"{self.name} failed", extra={"reason": str(exc)})
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, status: WorkerStatus) -> None:
+        self.client = client
+        self.status = status
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cutfx-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            withdraw(self.client, self.status.name)
+        except redis.RedisError:
+            logger.warning("could not withdraw the heartbeat")
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            publish(self.client, self.status)
+        except redis.RedisError as exc:
+            logger.warning("heartbeat failed", extra={"reason": str(exc)})
+
+
+def new_status(
+    name: str, queues: tuple[str, ...], started_at: float, **model: object
+) -> WorkerStatus:
+    return WorkerStatus(
+        name=name,
+        queues=queues,
+        ready=True,
+        pid=os.getpid(),
+        started_at=started_at,
+        ready_after_s=round(time.time() - started_at, 3),
+        **model,  # type: ignore[arg-type]
+    )
+
+
+DEADLINE_SWEEP_INTERVAL_S = 1.0
+#: Jobs canceled per sweep at most; the rest wait a second.
+DEADLINE_SWEEP_BATCH = 100
+DEADLINE_MESSAGE = "canceled: the job's Cancel-After deadline passed"
+
+Canceled = Callable[[str], None]
+
+
+def cancel_past_deadline(jobs: JobStore, job_id: str) -> bool:
+    """Cancel the job's unfinished work; True when this call canceled something."""
+    canceled = jobs.cancel(job_id, DEADLINE_MESSAGE)
+    if canceled:
+        with job_context(job_id):
+            logger.info("job canceled at its deadline")
+    return canceled
+
+
+def cancel_overdue(jobs: JobStore, on_canceled: Canceled, at: float | None = None) -> int:
+    """Cancel the jobs whose deadline has passed; the number canceled."""
+    count = 0
+    for job_id in jobs.past_deadline(now() if at is None else at, DEADLINE_SWEEP_BATCH):
+        if jobs.claim_deadline(job_id) and cancel_past_deadline(jobs, job_id):
+            on_canceled(job_id)
+            count += 1
+    return count
+
+
+class DeadlineSweeper(Periodic):
+    name = "deadline sweep"
+
+    def __init__(self, jobs: JobStore, on_canceled: Canceled) -> None:
+        super().__init__(DEADLINE_SWEEP_INTERVAL_S)
+        self.jobs = jobs
+        self.on_canceled = on_canceled
+
+    def tick(self) -> None:
+        cancel_overdue(self.jobs, self.on_canceled)
+
+
+GC_LOCK_KEY = "cutfx:gc:lock"
+
+
+def collect_garbage(ctx: ServiceContext) -> int | None:
+    """Delete expired local objects; None when the backend is not local storage."""
+    storage = ctx.storage.unwrapped()
+    if not isinstance(storage, LocalStorage):
+        return None
+    deleted = storage.delete_older_than(ctx.settings.result_ttl_s)
+    logger.info("storage swept", extra={"deleted": deleted, "max_age_s": ctx.settings.result_ttl_s})
+    return deleted
+
+
+class GarbageCollector(Periodic):
+    """Sweeps every `interval_s`, when no other worker has just done so."""
+
+    name = "storage sweep"
+
+    def __init__(self, ctx: ServiceContext, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.ctx = ctx
+
+    def tick(self) -> None:
+        if self.ctx.redis.set(GC_LOCK_KEY, "1", nx=True, ex=int(self.interval_s)):
+            collect_garbage(self.ctx)

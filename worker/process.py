@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,12 +21,9 @@ from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
 from worker.batching import Batcher, effective_batch_max
-from worker.cutout_pixels import CutoutPixels
-from worker.deadlines import DeadlineSweeper
-from worker.heartbeat import Heartbeat
+from worker.consumer import VisibilityKeeper
 from worker.model import PREVIEW_MODE, LoadedModel, load_model
-from worker.retention import GarbageCollector
-from worker.visibility import VisibilityKeeper
+from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +32,38 @@ CACHE_LOOKUPS_FROM = "worker"
 #: Workers never block on a Redis read: a reply slower than this means the server is gone.
 REDIS_SOCKET_TIMEOUT_S = 30
 REDIS_CONNECT_TIMEOUT_S = 5
+
+
+Pixels = npt.NDArray[np.uint8]
+#: Decoded cutouts kept per process; a 2048² RGBA cutout is 16 MB.
+CUTOUT_CACHE_SIZE = 4
+
+
+class CutoutPixels:
+    """A small least-recently-used map from a cutout's storage key to its decoded pixels."""
+
+    def __init__(self, size: int = CUTOUT_CACHE_SIZE) -> None:
+        self.size = size
+        self._pixels: OrderedDict[str, Pixels] = OrderedDict()
+        # A batching gpu worker's task threads share it.
+        self._lock = threading.Lock()
+
+    def get(self, key: str, load: Callable[[str], Pixels]) -> Pixels:
+        """The pixels of `key`, loaded (and remembered) on a miss."""
+        with self._lock:
+            if key in self._pixels:
+                self._pixels.move_to_end(key)
+                return self._pixels[key]
+        pixels = load(key)
+        self.remember(key, pixels)
+        return pixels
+
+    def remember(self, key: str, pixels: Pixels) -> None:
+        with self._lock:
+            self._pixels[key] = pixels
+            self._pixels.move_to_end(key)
+            while len(self._pixels) > self.size:
+                self._pixels.popitem(last=False)
 
 
 @dataclass

@@ -26,10 +26,9 @@ from shared.jobs.model import (
     now,
 )
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
-from worker.cutout_pixels import Pixels
-from worker.deadlines import cancel_past_deadline
 from worker.model import LoadedModel
-from worker.process import WorkerProcess
+from worker.periodic import cancel_past_deadline
+from worker.process import Pixels, WorkerProcess
 from worker.render import PhotoLoader, render, subject_facts
 
 logger = logging.getLogger(__name__)

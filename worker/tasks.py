@@ -1,11 +1,18 @@
-"""Celery tasks: thin wrappers that give each step its process, limits, retries, failures."""
+"""Celery tasks: thin wrappers that give each step its process, time limits (our own in a
+solo pool, whose Celery enforces none), retries and failures."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import inspect
 import logging
+import os
+import signal
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import redis
@@ -25,7 +32,6 @@ from shared.queues import (
 )
 from worker.process import WorkerProcess, this_process
 from worker.steps import fail_for_good, run_effect, run_segment
-from worker.time_limits import soft_time_limit
 from worker.webhooks import deliver_pending
 
 logger = logging.getLogger(__name__)
@@ -173,3 +179,76 @@ def deliver_webhooks(self: Task, job_id: str) -> int:
             # Another delivery holds the job's lock: no failure, look again shortly (its
             # events are sent by whichever delivery holds the lock next).
             raise self.retry(countdown=DELIVERY_BUSY_RETRY_S, max_retries=None) from None
+
+
+#: The exit status of a worker stopped by its hard time limit.
+EXIT_HARD_TIME_LIMIT = 70
+
+
+@contextmanager
+def soft_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
+    """SoftTimeLimitExceeded after `seconds`; the process stops `hard_grace_s` later."""
+    if threading.current_thread() is not threading.main_thread():
+        with _thread_time_limit(seconds, hard_grace_s):
+            yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise SoftTimeLimitExceeded(f"soft time limit of {seconds:g} s exceeded")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        with _watchdog(seconds, hard_grace_s):
+            yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def _thread_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
+    thread_id = threading.get_ident()
+    finished = threading.Event()
+    guard = threading.Lock()
+
+    def interrupt() -> None:
+        with guard:
+            if not finished.is_set():
+                _raise_in_thread(thread_id, SoftTimeLimitExceeded)
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        with _watchdog(seconds, hard_grace_s):
+            yield
+    finally:
+        with guard:
+            finished.set()
+        timer.cancel()
+
+
+def _raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exception)
+    )
+
+
+@contextmanager
+def _watchdog(seconds: float, hard_grace_s: float) -> Iterator[None]:
+    watchdog = threading.Timer(seconds + hard_grace_s, _stop_process, args=(seconds,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+
+
+def _stop_process(seconds: float) -> None:
+    logger.critical(
+        "hard time limit exceeded: stopping the process; its task will be handed out again",
+        extra={"soft_limit_s": seconds},
+    )
+    os._exit(EXIT_HARD_TIME_LIMIT)

@@ -11,7 +11,7 @@ from shared.jobs import JobRecord, JobStore, ResultRecord, new_job_id, read_even
 from shared.jobs.keys import DEADLINES_KEY, active_jobs_key, job_key
 from shared.jobs.model import JobStatus, Owner, ResultStatus
 from tests.shared.test_jobstore import STORED, event_types, request
-from worker.deadlines import cancel_overdue
+from worker.periodic import cancel_overdue
 
 
 @pytest.fixture

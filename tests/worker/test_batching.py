@@ -25,7 +25,7 @@ from tests.conftest import WorkerProcesses, make_settings
 from tests.helpers import SAMPLE, sample_variant, submit, wait_finished
 from worker.batching import Batcher, effective_batch_max
 from worker.model import load_model
-from worker.time_limits import soft_time_limit
+from worker.tasks import soft_time_limit
 
 #: A database of its own: the jobs wait in the queue until the batching worker starts.
 BATCH_REDIS_URL = os.environ.get("CUTFX_TEST_BATCH_REDIS_URL", "redis://127.0.0.1:6379/9")

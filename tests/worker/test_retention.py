@@ -45,7 +45,7 @@ def test_cutfx_gc_deletes_what_outlived_the_result_ttl(settings, redis_client, m
 
 
 def test_the_periodic_sweep_runs_once_per_interval_across_workers(settings, redis_client):
-    from worker.retention import GarbageCollector
+    from worker.periodic import GarbageCollector
 
     settings = settings.with_overrides(result_ttl_s=DAY_S)
     ctx = context_for(settings)
