@@ -166,6 +166,8 @@ def check_origin(allowed: frozenset[str]) -> None:
     raise OriginNotAllowed(f"this credential may not be used from {origin}")
 
 
+# GET /v1/webhooks/secret: the secret that signs this API key's webhook deliveries.
+
 webhooks_blueprint = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
 
@@ -179,6 +181,8 @@ def secret() -> dict[str, Any]:
         "event_types": list(WEBHOOK_EVENT_TYPES),
     }
 
+
+# POST /v1/client-tokens: a shop's server trades its secret key for a browser's token.
 
 client_tokens_blueprint = Blueprint("client_tokens", __name__, url_prefix="/v1/client-tokens")
 

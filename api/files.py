@@ -35,6 +35,8 @@ def download(key: str) -> Response:
     return response
 
 
+# GET /: the web page (plain HTML, CSS and JavaScript); GET /v1/client.js: the JS client.
+
 page_blueprint = Blueprint("page", __name__)
 
 

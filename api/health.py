@@ -80,6 +80,8 @@ def warmup() -> dict[str, Any]:
     }
 
 
+# GET /metrics: Prometheus text, the same from every API process (the figures live in Redis).
+
 metrics_blueprint = Blueprint("metrics", __name__)
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"

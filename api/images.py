@@ -231,6 +231,15 @@ def _accepted_message(reason: str) -> str:
     return f"{reason}; send one of {', '.join(ACCEPTED_FORMATS.values())}"
 
 
+# Upload decoding off the event loop, a bounded number at a time per API process.
+#
+# The API serves requests and event streams on gevent: one CPU-bound decode run
+# on the loop freezes every other request of the process. Decoding therefore runs
+# on gevent's pool of real threads (Pillow releases the GIL while it decodes),
+# and at most `limit` at once. A submit waits up to SLOT_WAIT_S for a slot (its
+# greenlet waits; the loop does not), then is a 503 with Retry-After.
+# Outside gevent (tests, the development server) it runs in the calling thread.
+
 #: How soon a client turned away by a full decode pool should try again.
 BUSY_RETRY_AFTER_S = 2
 #: How long a submit waits for a decode slot before it is turned away.

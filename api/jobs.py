@@ -125,6 +125,9 @@ def parse_wait(raw: str | None) -> float:
     return wait_s
 
 
+# What clients see of a job, with the API's own links and absolute download URLs.
+
+
 def job_links(job_id: str) -> dict[str, str]:
     return {
         "self": url_for("jobs.get_job", job_id=job_id, _external=True),
@@ -135,6 +138,8 @@ def job_links(job_id: str) -> dict[str, str]:
 def present_job(job: JobRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
     return job_view(job, storage, url_ttl_s, job_links(job.id), url_base=request.host_url)
 
+
+# GET /v1/jobs/<id>/events: the job's Redis Stream as Server-Sent Events.
 
 events_blueprint = Blueprint("events", __name__, url_prefix="/v1/jobs")
 

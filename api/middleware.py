@@ -65,6 +65,8 @@ def register(app: Flask) -> None:
     app.after_request(_finish)
 
 
+# Headers every answer carries: no sniffing, no framing, no referrer leaks, a strict CSP.
+
 #: The page loads its own script and style only; images come from this origin, signed
 #: storage URLs (https) and the inline favicon (data:). No inline script anywhere.
 CONTENT_SECURITY_POLICY = (
@@ -90,6 +92,14 @@ def _add_headers(response: Response) -> Response:
 def register_security_headers(app: Flask) -> None:
     app.after_request(_add_headers)
 
+
+# CORS (flask-cors): pages on the origins some API key allows may call the API.
+#
+# Preflights are answered for every origin named in CUTFX_CORS_ORIGINS or
+# CUTFX_KEY_ORIGINS (a preflight carries no credential, so it cannot be told
+# apart by key); which origin a given key or client token may really be used
+# from is checked when the request itself arrives (api/auth.py). Other origins
+# get no CORS headers at all, so the browser keeps the answer from the page.
 
 #: What a page sends besides the simple headers.
 ALLOWED_HEADERS = (
@@ -130,6 +140,14 @@ def init_cors(app: Flask, settings: Settings) -> None:
         supports_credentials=False,
     )
 
+
+# Rate limits (flask-limiter on the job store's Redis): per API key, per client token (each
+# on its own, with a tighter submit limit), or per client address when keys are off; one limit
+# for submits, another for everything else.
+#
+# A breach is a 429 in the error shape with Retry-After, X-RateLimit-Limit,
+# -Remaining and -Reset (as remove.bg sends them) and the IETF draft's
+# RateLimit-Limit, -Remaining and -Reset (seconds until the window resets).
 
 SUBMIT_ENDPOINT = "jobs.create_job"
 #: Load balancers and scrapers poll these; they are never limited.

@@ -397,6 +397,8 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+# GET /v1/effects and GET /v1/openapi.json.
+
 blueprint = Blueprint("catalog", __name__, url_prefix="/v1")
 
 

@@ -97,6 +97,9 @@ class TokenCodec:
         return token
 
 
+# The job quota of client tokens: a counter per token id that lives as long as the token.
+
+
 class TokenQuota:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client

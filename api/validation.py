@@ -326,6 +326,12 @@ def output_format(name: str | None, quality: int | None) -> OutputFormat:
     return OutputFormat(name, quality)
 
 
+# The output options of POST /v1/jobs (background, crop, size, channels), validated.
+#
+# Each bad value is a 422 naming its field; options that only mean something with
+# another (a blur radius without a blurred background, a margin without a crop) are
+# refused rather than ignored.
+
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no", "")
 

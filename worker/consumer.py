@@ -44,6 +44,17 @@ class OutageProofConsumer(Consumer):  # type: ignore[misc]
             )
 
 
+# Keeping running tasks' broker messages invisible while their worker lives.
+#
+# Celery on Redis hands an unacknowledged message out again once it has been
+# invisible for the visibility timeout. A long timeout strands the job of a dead
+# worker for that long; a short one would hand a slow but healthy task to a
+# second worker. So the timeout is short (CUTFX_VISIBILITY_TIMEOUT_S, 30 s), and
+# each worker process refreshes the delivery time of the messages it is running,
+# as SQS's ChangeMessageVisibility does: a worker that dies stops refreshing, and
+# its message is handed out again within the timeout plus one sweep (5 s).
+
+
 class VisibilityKeeper:
     """Refreshes, every `interval_s`, the unacked-index score of each running task."""
 

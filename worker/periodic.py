@@ -49,6 +49,9 @@ class Periodic:
                 logger.warning(f"{self.name} failed", extra={"reason": str(exc)})
 
 
+# A daemon thread that tells Redis, every few seconds, that this worker is alive and ready.
+
+
 class Heartbeat:
     def __init__(self, client: redis.Redis, status: WorkerStatus) -> None:
         self.client = client
@@ -92,6 +95,12 @@ def new_status(
     )
 
 
+# Cancel-After: the unfinished work of a job past its deadline is canceled.
+#
+# Every worker process sweeps the deadline list each second; whoever takes a job
+# off it (ZREM answers 1 to one caller only) cancels it. A task that comes up
+# for a job past its deadline cancels it too, so a late sweep costs no work.
+
 DEADLINE_SWEEP_INTERVAL_S = 1.0
 #: Jobs canceled per sweep at most; the rest wait a second.
 DEADLINE_SWEEP_BATCH = 100
@@ -130,6 +139,15 @@ class DeadlineSweeper(Periodic):
     def tick(self) -> None:
         cancel_overdue(self.jobs, self.on_canceled)
 
+
+# Retention: local storage keeps objects only as long as the job records that name them.
+#
+# A cpu worker runs the sweep every CUTFX_GC_INTERVAL_S (one worker at a time, by
+# a Redis lock); `cutfx gc` runs it by hand. Objects older than
+# CUTFX_RESULT_TTL_S go: the cache index entries naming them expire at the same
+# age, and a lookup that finds an entry without its object drops it, so nothing
+# served ever points at a deleted object. GCS buckets use a lifecycle rule
+# instead (`cutfx gcs-lifecycle`).
 
 GC_LOCK_KEY = "cutfx:gc:lock"
 

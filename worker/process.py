@@ -34,6 +34,9 @@ REDIS_SOCKET_TIMEOUT_S = 30
 REDIS_CONNECT_TIMEOUT_S = 5
 
 
+# Decoded cutouts (and photos behind blurred backgrounds) kept in memory: the effects of one
+# job usually meet in one worker process.
+
 Pixels = npt.NDArray[np.uint8]
 #: Decoded cutouts kept per process; a 2048² RGBA cutout is 16 MB.
 CUTOUT_CACHE_SIZE = 4

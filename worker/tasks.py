@@ -181,6 +181,17 @@ def deliver_webhooks(self: Task, job_id: str) -> int:
             raise self.retry(countdown=DELIVERY_BUSY_RETRY_S, max_retries=None) from None
 
 
+# Time limits where the pool does not enforce them: the gpu worker's solo and threads pools.
+#
+# Celery's prefork pool (the cpu workers) applies the soft and hard limits of the
+# task annotations itself. In a solo worker the task runs in the main thread, so
+# the soft limit is a SIGALRM that raises SoftTimeLimitExceeded there; in a
+# threads pool (a batching gpu worker) a timer raises it in the task's thread
+# through CPython's asynchronous exception. Either way it lands between Python
+# steps: a hung loop stops, a hung C call cannot. The hard limit is a watchdog
+# that stops the process: its tasks are handed out again once their visibility
+# lapses, and count as an attempt.
+
 #: The exit status of a worker stopped by its hard time limit.
 EXIT_HARD_TIME_LIMIT = 70
 
