@@ -165,8 +165,9 @@ def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, .
 
 
 #: The form fields of POST /v1/jobs, and its file parts.
-FORM_FIELDS = frozenset(field.name for field in job_form() if not field.is_file)
-FILE_FIELDS = frozenset(field.name for field in job_form() if field.is_file)
+_JOB_FORM = job_form()
+FORM_FIELDS = frozenset(field.name for field in _JOB_FORM if not field.is_file)
+FILE_FIELDS = frozenset(field.name for field in _JOB_FORM if field.is_file)
 
 
 def check_known_fields(form_names: set[str], file_names: set[str]) -> None:

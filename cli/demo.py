@@ -21,8 +21,9 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def choose_model() -> None:
-    """Mode and checkpoint for this machine, unless the settings already name them."""
+def choose_model(cache_dir: Path) -> None:
+    """Mode and checkpoint for this machine, unless the settings already name them; a
+    generated checkpoint is kept in `cache_dir`."""
     if "CUTFX_MODEL_MODE" not in os.environ:
         import torch
 
@@ -38,7 +39,7 @@ def choose_model() -> None:
         os.environ["CUTFX_MODEL_CKPT"] = str(real)
         say(f"checkpoint: {real}")
         return
-    random_checkpoint = ensure_random_checkpoint(mode, service_settings().cache_dir)
+    random_checkpoint = ensure_random_checkpoint(mode, cache_dir)
     os.environ["CUTFX_MODEL_CKPT"] = str(random_checkpoint)
     say(
         "WARNING: the real InSPyReNet checkpoint could not be downloaded (offline?).\n"
@@ -60,11 +61,14 @@ def choose_environment() -> None:
 
 def run(args: argparse.Namespace) -> int:
     choose_environment()
-    choose_model()
+    # Read once: the demo goes on to set the model and the addresses for the processes it
+    # starts, and takes from these settings only what it never sets (cache, batch size).
+    settings = service_settings()
+    choose_model(settings.cache_dir)
     os.environ.setdefault("CUTFX_LOCAL_STORAGE_DIR", str(Path("var") / "storage"))
     port = free_port(args.port)
     os.environ["CUTFX_BIND"] = f"127.0.0.1:{port}"
-    stack = LocalStack(Path("var") / "logs", port, batch_max=service_settings().batch_max)
+    stack = LocalStack(Path("var") / "logs", port, batch_max=settings.batch_max)
     client = CutfxClient(stack.base_url)
     say(f"starting a gpu worker, a cpu worker and the API on {stack.base_url} (logs in var/logs/)")
     stack.start()

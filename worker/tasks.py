@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -196,7 +195,7 @@ def deliver_webhooks(self: Task, job_id: str) -> int:
 EXIT_HARD_TIME_LIMIT = 70
 
 
-@contextmanager
+@contextlib.contextmanager
 def soft_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
     """SoftTimeLimitExceeded after `seconds`; the process stops `hard_grace_s` later."""
     if threading.current_thread() is not threading.main_thread():
@@ -217,7 +216,7 @@ def soft_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _thread_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
     thread_id = threading.get_ident()
     finished = threading.Event()
@@ -246,7 +245,7 @@ def _raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:
     )
 
 
-@contextmanager
+@contextlib.contextmanager
 def _watchdog(seconds: float, hard_grace_s: float) -> Iterator[None]:
     watchdog = threading.Timer(seconds + hard_grace_s, _stop_process, args=(seconds,))
     watchdog.daemon = True

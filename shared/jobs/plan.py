@@ -82,10 +82,6 @@ class NextSteps:
     effects: tuple[str, ...] = ()
     primary: str | None = None
 
-    @property
-    def empty(self) -> bool:
-        return not self.segment and not self.effects
-
 
 def after_submit(request: JobRequest, done: Mapping[str, StoredObject]) -> NextSteps:
     """What a new job needs: the model unless its cutout exists, else its missing effects."""
