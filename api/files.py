@@ -7,8 +7,8 @@ from flask import Blueprint, Response, current_app, request, send_file
 
 from api.services import services
 from shared.errors import Forbidden, NotFound, ObjectNotFound
-from shared.signing import Purpose, derive_key, verify_link
-from shared.storage.local import LocalStorage, content_type_of
+from shared.signing import Purpose, derive_key
+from shared.storage import LocalStorage, content_type_of, verify_link
 
 blueprint = Blueprint("files", __name__, url_prefix="/v1/files")
 

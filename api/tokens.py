@@ -18,7 +18,7 @@ import redis
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from shared.errors import Unauthorized
-from shared.jobs.keys import token_jobs_key
+from shared.jobs.store import token_jobs_key
 from shared.signing import Purpose, derive_key
 
 TOKEN_PREFIX = "ct_"

@@ -12,26 +12,28 @@ from werkzeug.datastructures import FileStorage, MultiDict
 
 from api.images import BACKGROUND, PHOTO
 from effects import EFFECT_NAMES, get_effect
-from shared.encoding import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS, OutputFormat
 from shared.errors import InvalidParameter, MalformedRequest, PayloadTooLarge
 from shared.jobs.model import EventType, Webhook
-from shared.output_options import (
+from shared.output import (
     BLUR,
     BLUR_RADIUS_RANGE,
     CHANNELS,
     COLOUR_PATTERN,
     DEFAULT_BLUR_RADIUS,
+    DEFAULT_OUTPUT_FORMAT,
     FULL,
     IMAGE,
     MAX_MARGIN_PERCENT,
     MAX_MARGIN_PX,
     MAX_SIDE_RANGE,
+    OUTPUT_FORMATS,
     PREVIEW,
     PREVIEW_PIXELS,
+    OutputFormat,
     OutputOptions,
     parse_margin,
 )
-from shared.output_options import PREVIEW as SIZE_PREVIEW
+from shared.output import PREVIEW as SIZE_PREVIEW
 from shared.webhook_targets import check_callback_address, check_callback_url
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 

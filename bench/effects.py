@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.common import median_ms, write_section
 from effects import EFFECT_NAMES, apply_effect, get_effect
-from shared.encoding import OutputFormat, encode_rgba
+from shared.output import OutputFormat, encode_rgba
 
 SIZES = {"1024×1024": (1024, 1024), "12 MP (4000×3000)": (3000, 4000)}
 TARGET_ALL_MS = 100

@@ -41,7 +41,7 @@ def through_the_service(client: CutfxClient, photos: list[Path]) -> dict[str, li
 
 def in_one_process(photos: list[Path]) -> list[float]:
     from effects import EFFECT_NAMES, apply_effect, get_effect
-    from shared.encoding import OutputFormat, encode_lossless, encode_rgba
+    from shared.output import OutputFormat, encode_lossless, encode_rgba
     from shared.settings import Settings
     from worker.model import load_model
 

@@ -108,8 +108,8 @@ def unfinished_job() -> str:
 
     import redis
 
-    from shared.encoding import OutputFormat
     from shared.jobs import JobRequest, JobStore, new_job_id
+    from shared.output import OutputFormat
 
     client = redis.Redis.from_url(os.environ["CUTFX_REDIS_URL"], decode_responses=True)
     job_id = new_job_id()

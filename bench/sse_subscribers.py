@@ -21,8 +21,8 @@ import requests
 from bench.common import median_ms, p95_ms, write_section
 from cli.client import parse_sse
 from cli.stack import GUNICORN_CONFIG, free_port
-from shared.encoding import OutputFormat
 from shared.jobs import CUTOUT, JobRequest, JobStore, ResultRecord, StoredObject, new_job_id
+from shared.output import OutputFormat
 
 REDIS_URL = os.environ.get("CUTFX_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 EFFECTS = ("color", "enhancedblackwhite", "popart", "dithering")

@@ -24,7 +24,7 @@ def make_checkpoint(args: argparse.Namespace) -> int:
 
 
 def gcs_lifecycle(args: argparse.Namespace) -> int:
-    from shared.storage.gcs import GcsStorage, set_lifecycle
+    from shared.gcs import GcsStorage, set_lifecycle
 
     settings = service_settings()
     if settings.storage != "gcs":
@@ -38,7 +38,7 @@ def gcs_lifecycle(args: argparse.Namespace) -> int:
 
 
 def gcs_cors(args: argparse.Namespace) -> int:
-    from shared.storage.gcs import GcsStorage, set_cors
+    from shared.gcs import GcsStorage, set_cors
 
     settings = service_settings()
     if settings.storage != "gcs":

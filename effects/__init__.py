@@ -1,9 +1,8 @@
 """Pure image effects on RGBA cutouts, found by name through the registry."""
 
-from effects.base import Effect
 from effects.exceptions import EffectError, InvalidEffectParameter, UnknownEffect
 from effects.params import Param
-from effects.registry import EFFECT_NAMES, apply_effect, get_effect, list_effects
+from effects.registry import EFFECT_NAMES, Effect, apply_effect, get_effect, list_effects
 
 __all__ = [
     "EFFECT_NAMES",

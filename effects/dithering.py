@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import RGBA
 from effects.params import Params, integer, number
 from effects.pixels import channel_mix, grey_with_alpha
+from effects.registry import RGBA
 
 BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 EDGE_KERNEL = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], dtype=np.float32) / 8

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import RGBA
 from effects.params import Params, integer, number
 from effects.pixels import derived_seed, grey_with_alpha
+from effects.registry import RGBA
 
 Grey = npt.NDArray[np.float32]
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import RGBA
+from effects.registry import RGBA
 
 
 def grey_with_alpha(grey: npt.NDArray[np.uint8], rgba: RGBA) -> RGBA:

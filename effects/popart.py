@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from effects.base import RGBA
 from effects.params import Params, choice, integer, number
 from effects.poster_kernel import poster_indices
+from effects.registry import RGBA
 
 Colour = tuple[int, int, int]
 

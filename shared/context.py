@@ -8,10 +8,9 @@ from typing import Any
 
 from redis import Redis
 
-from shared.cache import ResultCache, cache_scope
-from shared.jobs.report import FinishedJobReporter
+from shared.jobs.plan import ResultCache, cache_scope
 from shared.jobs.store import JobStore
-from shared.metrics import Metrics
+from shared.metrics import FinishedJobReporter, Metrics
 from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings

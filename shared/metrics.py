@@ -8,6 +8,7 @@ is rendered by prometheus_client, through a collector that reads those hashes.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,11 @@ from prometheus_client.core import (
 from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
+
+from shared.jobs.model import JobRecord
+from shared.logging import job_context
+
+logger = logging.getLogger("cutfx.jobs")
 
 COUNTERS_KEY = "cutfx:metrics:counters"
 HISTOGRAMS_KEY = "cutfx:metrics:histograms"
@@ -217,3 +223,30 @@ def gauge(name: str, help_text: str, values: Mapping[str, float], label: str) ->
     for key, value in sorted(values.items()):
         family.add_metric([key], value)
     return family
+
+
+# What happens once per job when its last result lands: one log line and the job metrics.
+
+
+class FinishedJobReporter:
+    """The job store's `on_job_finished`: counts and logs each job it closes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, job: JobRecord) -> None:
+        total_s = job.total_s or 0.0
+        self.metrics.increment(JOBS_FINISHED, {"status": job.status})
+        self.metrics.observe(JOB_SECONDS, total_s)
+        with job_context(job.id):
+            logger.info(
+                "job finished",
+                extra={
+                    "status": job.status,
+                    "total_s": total_s,
+                    "results": {
+                        name: {"status": r.status, "cached": r.cached, **r.timings}
+                        for name, r in job.results.items()
+                    },
+                },
+            )

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-
-from celery import Celery
 
 from shared.redis_location import celery_broker
 from shared.settings import Settings
@@ -84,21 +81,3 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
-
-
-def enqueue_segment(celery: Celery, job_id: str) -> None:
-    celery.send_task(TASK_SEGMENT, args=[job_id], queue=QUEUE_GPU, priority=PRIORITY_PRIMARY)
-
-
-def enqueue_effects(
-    celery: Celery, job_id: str, effect_names: Sequence[str], primary: str | None
-) -> None:
-    """Queue effects in order; the primary one jumps ahead of other jobs' effects."""
-    for name in effect_names:
-        priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
-        celery.send_task(TASK_APPLY_EFFECT, args=[job_id, name], queue=QUEUE_CPU, priority=priority)
-
-
-def enqueue_webhook_delivery(celery: Celery, job_id: str) -> None:
-    """Deliver whatever events of the job its webhook has not received yet."""
-    celery.send_task(TASK_DELIVER_WEBHOOKS, args=[job_id], queue=QUEUE_WEBHOOKS)

@@ -6,9 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from effects.base import RGBA, Effect
 from effects.params import Params
-from effects.registry import register
+from effects.registry import RGBA, Effect, register
 
 CRASH_MARKER_ENV = "CUTFX_TEST_CRASH_MARKER"
 #: While the file this names exists, local storage refuses every write (a storage outage).
@@ -48,7 +47,7 @@ def _fail_writes_while_marked() -> None:
     if not marker:
         return
     from shared.errors import TransientStorageError
-    from shared.storage.local import LocalStorage
+    from shared.storage import LocalStorage
 
     write = LocalStorage.put
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from shared.output_options import BLUR, IMAGE, OutputOptions, fitted_size
+from shared.output import BLUR, IMAGE, OutputOptions, fitted_size
 
 RGBA = npt.NDArray[np.uint8]
 RGB = npt.NDArray[np.uint8]

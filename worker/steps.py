@@ -12,8 +12,6 @@ from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
 from effects import EffectError, apply_effect, get_effect
-from shared.cache import Rendered, ResultCache, cache_scope
-from shared.encoding import decode_lossless, encode_lossless, encode_rgba
 from shared.jobs import plan
 from shared.jobs.model import (
     CUTOUT,
@@ -25,7 +23,9 @@ from shared.jobs.model import (
     StoredObject,
     now,
 )
+from shared.jobs.plan import Rendered, ResultCache, cache_scope
 from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
+from shared.output import decode_lossless, encode_lossless, encode_rgba
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
 from worker.process import Pixels, WorkerProcess

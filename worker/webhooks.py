@@ -18,11 +18,14 @@ from redis.lock import Lock
 
 from shared.context import ServiceContext
 from shared.errors import DeliveryBusy, DeliveryRefused, InvalidParameter, WebhookDeliveryFailed
-from shared.jobs.events import JobEvent, read_events
-from shared.jobs.keys import webhook_cursor_key, webhook_lock_key
-from shared.jobs.model import Webhook
-from shared.jobs.store import START_OF_STREAM
-from shared.jobs.view import event_view
+from shared.jobs.model import Webhook, event_view
+from shared.jobs.store import (
+    START_OF_STREAM,
+    JobEvent,
+    read_events,
+    webhook_cursor_key,
+    webhook_lock_key,
+)
 from shared.webhook_targets import (
     DELIVERY_DEADLINE_S,
     delivery_manager,

@@ -1,6 +1,5 @@
 """The job: its model and vocabulary, the store that alone writes it, its events and views."""
 
-from shared.jobs.events import STREAM_ID, JobEvent, follow_events, read_events
 from shared.jobs.model import (
     CUTOUT,
     PREVIEW,
@@ -15,7 +14,14 @@ from shared.jobs.model import (
     new_job_id,
     now,
 )
-from shared.jobs.store import START_OF_STREAM, JobStore
+from shared.jobs.store import (
+    START_OF_STREAM,
+    STREAM_ID,
+    JobEvent,
+    JobStore,
+    follow_events,
+    read_events,
+)
 
 __all__ = [
     "CUTOUT",

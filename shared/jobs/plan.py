@@ -2,22 +2,207 @@
 which task runs next.
 
 The key chain (photo → lossless cutout → cutout view → each effect) is written here
-alone, and so is the order of the tasks: the API's submit and the worker's steps both
-ask this module, so a repeat hits the cache that the first run filled, whichever side
-looks.
+alone, as content addresses: what determines a result names the object that holds it.
+So is the order of the tasks, and their sending: the API's submit and the worker's
+steps both ask this module, so a repeat hits the cache that the first run filled,
+whichever side looks.
+
+The result cache: an index in Redis over those content-addressed objects in storage. A
+result's object key already names everything that determines it (input digest, model
+identity, effect, canonical parameters, format and quality), so the cache only remembers
+what is known of each stored object. An entry whose object has gone from storage is
+dropped and counts as a miss, never served. The index is kept per scope: per API key by
+default (CUTFX_CACHE_SCOPE=tenant), so a hit never tells one tenant that another uploaded
+the same photo; the objects themselves are content-addressed and may be shared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import redis
 from celery import Celery
 
-from shared.cache import ResultCache
-from shared.hashing import cutout_key, cutout_view_key, effect_key
 from shared.jobs.model import CUTOUT, PREVIEW, JobRecord, JobRequest, ResultStatus, StoredObject
-from shared.queues import enqueue_effects, enqueue_segment
+from shared.metrics import CACHE_LOOKUPS, Metrics
+from shared.output import OutputFormat, OutputOptions
+from shared.queues import (
+    PRIORITY_OTHER,
+    PRIORITY_PRIMARY,
+    QUEUE_CPU,
+    QUEUE_GPU,
+    QUEUE_WEBHOOKS,
+    TASK_APPLY_EFFECT,
+    TASK_DELIVER_WEBHOOKS,
+    TASK_SEGMENT,
+)
+from shared.storage import Storage
+
+# --- content addresses ----------------------------------------------------------------------
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def input_key(input_sha256: str, max_side: int) -> str:
+    return f"inputs/{input_sha256[:2]}/{input_sha256}-s{max_side}.png"
+
+
+def cutout_key(input_sha256: str, max_side: int, model_id: str) -> str:
+    digest = _digest("cutout", input_sha256, str(max_side), model_id)
+    return f"cutouts/{digest[:2]}/{digest}.png"
+
+
+def cutout_view_key(source: str, output: OutputFormat, options: OutputOptions | None = None) -> str:
+    """The cutout in the client's format and options; a PNG request without options gets
+    the lossless cutout itself."""
+    options = options or OutputOptions()
+    if output.name == "png" and not options.canonical():
+        return source
+    return effect_key(source, "cutout", {}, output, options)
+
+
+def effect_key(
+    cutout: str,
+    effect: str,
+    params: dict[str, Any],
+    output: OutputFormat,
+    options: OutputOptions | None = None,
+) -> str:
+    """The key of an effect result; its cutout's key already names input and model.
+    Output options are named only when some differ from the defaults, so results
+    without options keep the keys they always had."""
+    parts = ["effect", cutout, effect, canonical_json(params), output.name, str(output.quality)]
+    chosen = (options or OutputOptions()).canonical()
+    if chosen:
+        parts.append(canonical_json(chosen))
+    digest = _digest(*parts)
+    return f"results/{digest[:2]}/{digest}.{output.extension}"
+
+
+# --- the result cache ----------------------------------------------------------------------
+
+
+ENTRY_PREFIX = "cutfx:cache:"
+GLOBAL_SCOPE = "global"
+#: The identity of the model the gpu workers run, published when one is ready.
+CURRENT_MODEL_KEY = "cutfx:model:current"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An object made to be stored: its bytes and what the cache remembers of it."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    source_width: int | None = None
+    source_height: int | None = None
+    subject: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What get_or_store found or made, and whether it was already there."""
+
+    stored: StoredObject
+    hit: bool
+
+
+def cache_scope(setting: str, owner: str) -> str:
+    """The index scope of `owner`'s results under CUTFX_CACHE_SCOPE (`tenant` or `global`)."""
+    return GLOBAL_SCOPE if setting == GLOBAL_SCOPE else f"tenant:{owner}"
+
+
+class ResultCache:
+    def __init__(
+        self,
+        client: redis.Redis,
+        storage: Storage,
+        metrics: Metrics,
+        ttl_s: int,
+        where: str,
+        scope: str = GLOBAL_SCOPE,
+    ) -> None:
+        """`client` decodes replies; `where` labels the lookups (the API at submit, a worker)."""
+        self.redis = client
+        self.storage = storage
+        self.metrics = metrics
+        self.ttl_s = ttl_s
+        self.where = where
+        self.scope = scope
+
+    def scoped(self, scope: str) -> ResultCache:
+        """The same cache, looking only at the index of `scope`."""
+        return ResultCache(self.redis, self.storage, self.metrics, self.ttl_s, self.where, scope)
+
+    def _entry(self, key: str) -> str:
+        return f"{ENTRY_PREFIX}{self.scope}:{key}"
+
+    def lookup(self, key: str, kind: str | None = None) -> StoredObject | None:
+        """The cached object, or None; counted as a hit or miss of `kind` when one is given."""
+        raw = self.redis.get(self._entry(key))
+        found = None
+        if raw is not None:
+            if self.storage.exists(key):
+                found = StoredObject(**json.loads(raw))
+            else:
+                self.redis.delete(self._entry(key))  # repaired: the next run stores it again
+        if kind is not None:
+            outcome = "hit" if found else "miss"
+            labels = {"kind": kind, "outcome": outcome, "where": self.where}
+            self.metrics.increment(CACHE_LOOKUPS, labels)
+        return found
+
+    def get_or_store(
+        self, key: str, make: Callable[[], Rendered], kind: str | None = None
+    ) -> Lookup:
+        """The object under `key`: found in the cache, or made, stored and remembered now.
+
+        The index entry is written only after storage took the bytes, so it never
+        points at an object that was not written.
+        """
+        found = self.lookup(key, kind)
+        if found is not None:
+            return Lookup(found, hit=True)
+        rendered = make()
+        self.storage.put(key, rendered.data, rendered.content_type)
+        stored = StoredObject(
+            key,
+            rendered.content_type,
+            len(rendered.data),
+            rendered.width,
+            rendered.height,
+            rendered.source_width,
+            rendered.source_height,
+            rendered.subject,
+        )
+        self.redis.set(self._entry(key), json.dumps(asdict(stored)), ex=self.ttl_s)
+        return Lookup(stored, hit=False)
+
+    def current_model(self) -> str | None:
+        model_id: Any = self.redis.get(CURRENT_MODEL_KEY)
+        return str(model_id) if model_id is not None else None
+
+    def publish_model(self, model_id: str) -> None:
+        self.redis.set(CURRENT_MODEL_KEY, model_id)
+
+
+# --- the key chain of a request ---------------------------------------------------------------
 
 
 def source_key(request: JobRequest, max_side: int, model_id: str) -> str:
@@ -107,3 +292,21 @@ def enqueue(celery: Celery, job_id: str, steps: NextSteps) -> None:
         enqueue_segment(celery, job_id)
     if steps.effects:
         enqueue_effects(celery, job_id, steps.effects, steps.primary)
+
+
+def enqueue_segment(celery: Celery, job_id: str) -> None:
+    celery.send_task(TASK_SEGMENT, args=[job_id], queue=QUEUE_GPU, priority=PRIORITY_PRIMARY)
+
+
+def enqueue_effects(
+    celery: Celery, job_id: str, effect_names: Sequence[str], primary: str | None
+) -> None:
+    """Queue effects in order; the primary one jumps ahead of other jobs' effects."""
+    for name in effect_names:
+        priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
+        celery.send_task(TASK_APPLY_EFFECT, args=[job_id, name], queue=QUEUE_CPU, priority=priority)
+
+
+def enqueue_webhook_delivery(celery: Celery, job_id: str) -> None:
+    """Deliver whatever events of the job its webhook has not received yet."""
+    celery.send_task(TASK_DELIVER_WEBHOOKS, args=[job_id], queue=QUEUE_WEBHOOKS)

@@ -1,22 +1,31 @@
-"""Job records in Redis, and the only code that changes them.
+"""The job as one aggregate: where it lives in Redis, the Lua scripts that change it, its
+event stream, and the store that alone reads and writes it.
 
-A job is a hash, a set of unfinished results and an event stream. Every
-change of a result is written together with its event in one Lua script, so a
-subscriber never sees a state without its event or an event without its state,
-and the result that finishes last (whichever process records it) closes the
-job and runs the store's `on_job_finished` with the closed job.
+A job is a hash, a set of unfinished results and an event stream. Every key of one job
+carries the job id as a hash tag (`{...}`), so they all fall in one slot of a Redis
+Cluster and the job scripts, which touch several of them, may run there.
+
+Every change of a result is written together with its event in one Lua script, so a
+subscriber never sees a state without its event or an event without its state, and the
+result that finishes last (whichever process records it) closes the job and runs the
+store's `on_job_finished` with the closed job. Every state and event name in the scripts
+is a `$placeholder` substituted from JobStatus, ResultStatus and EventType, so the
+scripts cannot drift from the Python side: a placeholder without a value, or one left
+over, stops the import with ScriptVocabularyError.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 import redis
 
-from shared.errors import JobNotFound
-from shared.jobs.keys import DEADLINES_KEY, active_jobs_key, events_key, job_key, pending_key
+from shared.errors import InvalidEventId, JobNotFound, ScriptVocabularyError
 from shared.jobs.model import (
     CUTOUT,
     EventType,
@@ -30,13 +39,240 @@ from shared.jobs.model import (
     Webhook,
     now,
 )
-from shared.jobs.scripts import (
-    CANCEL_JOB,
-    FINISH_RESULT,
-    JOB_CLOSED,
-    RESULT_FIELD_PREFIX,
-    START_RESULT,
-)
+
+# --- where a job lives -------------------------------------------------------------------
+
+KEY_PREFIX = "cutfx:job:"
+
+
+def job_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}{{{job_id}}}"
+
+
+def pending_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:pending"
+
+
+def events_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:events"
+
+
+def active_jobs_key(owner: str) -> str:
+    """The unfinished jobs of one API key (a sorted set scored by submit time)."""
+    return f"cutfx:owner:{owner}:active"
+
+
+def webhook_cursor_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:webhook-cursor"
+
+
+def webhook_lock_key(job_id: str) -> str:
+    return f"{job_key(job_id)}:webhook-lock"
+
+
+#: Jobs with a Cancel-After deadline, scored by it; the workers cancel those past due.
+DEADLINES_KEY = "cutfx:deadlines"
+
+
+def token_jobs_key(token_id: str) -> str:
+    """How many jobs one client token has submitted (its quota's counter)."""
+    return f"cutfx:token:{token_id}:jobs"
+
+
+# --- the scripts that change a job ---------------------------------------------------------
+
+RESULT_FIELD_PREFIX = "result:"
+
+
+# The close count, shared by every script that closes a job: its results by final state.
+# Included at the top of a script; KEYS[1] is the job hash.
+_COUNT_RESULTS = """
+local function count_results()
+  local counts = {failed = 0, succeeded = 0}
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, $result_prefix_length) == '$result_prefix' then
+      local status = cjson.decode(fields[i + 1])['status']
+      if status == '$result_failed' then counts.failed = counts.failed + 1
+      elseif status == '$result_succeeded' then counts.succeeded = counts.succeeded + 1 end
+    end
+  end
+  return counts.failed, counts.succeeded
+end
+"""
+
+# KEYS: job hash, pending set, event stream
+# ARGV: result name, result json, event type, event json, ttl seconds, now, stream max length
+_FINISH_RESULT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], '$result_prefix' .. ARGV[1], ARGV[2], 'updated_at', ARGV[6])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', ARGV[3], 'data', ARGV[4])
+if redis.call('SCARD', KEYS[2]) == 0 then
+  local failed, succeeded = count_results()
+  local final = '$job_succeeded'
+  if succeeded == 0 then final = '$job_failed' elseif failed > 0 then final = '$job_partial' end
+  redis.call('HSET', KEYS[1], 'status', final, 'finished_at', ARGV[6])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'type', '$event_finished',
+    'data', cjson.encode({status = final, succeeded = succeeded, failed = failed}))
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+  return 2
+end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+return 1
+"""
+
+# KEYS: job hash, pending set, event stream
+# ARGV: result name, result json, ttl, now, stream max length
+_START_RESULT = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], '$result_prefix' .. ARGV[1], ARGV[2], 'updated_at', ARGV[4])
+if redis.call('HGET', KEYS[1], 'status') == '$job_queued' then
+  redis.call('HSET', KEYS[1], 'status', '$job_running')
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'type', '$event_started',
+    'data', cjson.encode({status = '$job_running'}))
+end
+return 1
+"""
+
+# KEYS: job hash, pending set, event stream
+# ARGV: now, ttl seconds, stream max length, error code, error message
+# Every unfinished result (queued or running) is canceled with its event, then the job
+# closes as canceled; a task that comes up for it later finds nothing pending and skips.
+_CANCEL_JOB = """
+local names = redis.call('SMEMBERS', KEYS[2])
+if #names == 0 then
+  return 0
+end
+table.sort(names)
+for _, name in ipairs(names) do
+  local field = '$result_prefix' .. name
+  local result = cjson.decode(redis.call('HGET', KEYS[1], field))
+  result['status'] = '$result_canceled'
+  result['error'] = {code = ARGV[4], message = ARGV[5]}
+  result['timings']['finished_at'] = tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], field, cjson.encode(result))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', '$event_result_canceled',
+    'data', cjson.encode({name = name, result = result}))
+end
+redis.call('DEL', KEYS[2])
+local failed, succeeded = count_results()
+redis.call('HSET', KEYS[1], 'status', '$job_canceled', 'finished_at', ARGV[1],
+  'updated_at', ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'type', '$event_finished',
+  'data', cjson.encode({status = '$job_canceled', succeeded = succeeded, failed = failed,
+    canceled = #names}))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return #names
+"""
+
+VOCABULARY: dict[str, str] = {
+    "result_prefix": RESULT_FIELD_PREFIX,
+    "result_prefix_length": str(len(RESULT_FIELD_PREFIX)),
+    "result_failed": ResultStatus.FAILED,
+    "result_succeeded": ResultStatus.SUCCEEDED,
+    "result_canceled": ResultStatus.CANCELED,
+    "job_queued": JobStatus.QUEUED,
+    "job_running": JobStatus.RUNNING,
+    "job_succeeded": JobStatus.SUCCEEDED,
+    "job_failed": JobStatus.FAILED,
+    "job_partial": JobStatus.PARTIAL,
+    "job_canceled": JobStatus.CANCELED,
+    "event_started": EventType.STARTED,
+    "event_finished": EventType.FINISHED,
+    "event_result_canceled": EventType.RESULT_CANCELED,
+}
+
+#: _FINISH_RESULT's answer when the result it recorded was the job's last.
+JOB_CLOSED = 2
+
+
+def render_script(source: str, vocabulary: dict[str, str] = VOCABULARY) -> str:
+    """The script with its vocabulary filled in; raises ScriptVocabularyError on any gap."""
+    try:
+        rendered = Template(source).substitute(vocabulary)
+    except (KeyError, ValueError) as exc:
+        raise ScriptVocabularyError(f"a job script names an unknown word: {exc}") from None
+    leftover = re.search(r"\$\w+", rendered)
+    if leftover:
+        raise ScriptVocabularyError(f"a job script keeps a placeholder: {leftover.group()}")
+    return rendered
+
+
+FINISH_RESULT = render_script(_COUNT_RESULTS + _FINISH_RESULT)
+START_RESULT = render_script(_START_RESULT)
+CANCEL_JOB = render_script(_COUNT_RESULTS + _CANCEL_JOB)
+
+
+# --- reading a job's event stream: replay from any id, then wait for new entries ------------
+
+STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+READ_BATCH = 100
+#: Redis stream ids are two unsigned 64-bit numbers.
+_STREAM_ID_PART_LIMIT = 2**64
+
+
+def check_event_id(raw: str) -> str:
+    """`raw` if it is a stream id Redis accepts; InvalidEventId otherwise."""
+    if not STREAM_ID.match(raw) or any(
+        int(part) >= _STREAM_ID_PART_LIMIT for part in raw.split("-")
+    ):
+        raise InvalidEventId(f"not an event id: {raw[:40]!r}")
+    return raw
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: str
+    type: EventType
+    data: dict[str, Any]
+
+    @property
+    def is_final(self) -> bool:
+        return self.type == EventType.FINISHED
+
+
+def read_events(
+    client: redis.Redis, job_id: str, after: str, block_ms: int | None
+) -> list[JobEvent]:
+    """Events after `after`; waits up to block_ms for one when there are none yet.
+
+    `client` decodes replies (decode_responses=True).
+    """
+    reply: Any = client.xread({events_key(job_id): after}, count=READ_BATCH, block=block_ms)
+    return [
+        JobEvent(id=entry_id, type=EventType(fields["type"]), data=json.loads(fields["data"]))
+        for _stream, entries in reply or []
+        for entry_id, fields in entries
+    ]
+
+
+def follow_events(
+    client: redis.Redis, job_id: str, after: str, block_ms: int | None
+) -> Iterator[JobEvent | None]:
+    """Every event after `after` until the final one; None each time block_ms passes idle
+    (at once when block_ms is None)."""
+    cursor = after
+    while True:
+        batch = read_events(client, job_id, cursor, block_ms)
+        if not batch:
+            yield None
+            continue
+        for event in batch:
+            cursor = event.id
+            yield event
+            if event.is_final:
+                return
+
+
+# --- the store --------------------------------------------------------------------------------
 
 #: Events kept per job; a job makes a handful, this only bounds a runaway.
 STREAM_MAX_LEN = 1000

@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 
 from api.services import EXTENSION_NAME
-from shared.signing import Purpose, derive_key, link_signature
+from shared.signing import Purpose, derive_key
+from shared.storage import link_signature
 
 
 @pytest.fixture

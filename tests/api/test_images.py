@@ -187,7 +187,7 @@ def test_heic_and_avif_are_decoded():
 
 
 def test_results_carry_an_srgb_profile_and_nothing_else():
-    from shared.encoding import SRGB_ICC, OutputFormat, encode_rgba
+    from shared.output import SRGB_ICC, OutputFormat, encode_rgba
 
     rgba = np.dstack([pet(), np.full(pet().shape[:2], 255, np.uint8)])
     for name in ("webp", "png", "jpeg"):

@@ -210,7 +210,8 @@ def test_deeply_nested_params_are_a_400(client):
 
 
 def test_a_link_minted_for_longer_than_links_live_is_refused(app, client):
-    from shared.signing import Purpose, derive_key, link_signature
+    from shared.signing import Purpose, derive_key
+    from shared.storage import link_signature
 
     storage = app.extensions["cutfx"].storage
     storage.put("results/ab/object.webp", b"RIFF0000WEBP", "image/webp")

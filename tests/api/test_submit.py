@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from shared.jobs.keys import KEY_PREFIX
+from shared.jobs.store import KEY_PREFIX
 from shared.queues import QUEUE_GPU
 from tests.helpers import image_bytes, submit
 

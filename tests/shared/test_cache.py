@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.cache import ENTRY_PREFIX, Rendered, ResultCache
 from shared.errors import TransientStorageError
+from shared.jobs.plan import ENTRY_PREFIX, Rendered, ResultCache
 from shared.metrics import CACHE_LOOKUPS, Metrics
-from shared.storage.local import LocalStorage
+from shared.storage import LocalStorage
 
 KEY = "results/ab/one.webp"
 

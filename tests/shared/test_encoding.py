@@ -11,8 +11,8 @@ from PIL import Image
 from api.validation import output_format
 from effects import apply_effect
 from effects.popart import PALETTE
-from shared.encoding import OutputFormat, encode_rgba
 from shared.errors import InvalidParameter
+from shared.output import OutputFormat, encode_rgba
 from tests.effects.inputs import cat_cutout
 
 

@@ -11,8 +11,7 @@ import pytest
 import requests
 
 from shared.errors import ConfigurationError, ObjectNotFound, StorageError, TransientStorageError
-from shared.settings import Settings
-from shared.storage.gcs import (
+from shared.gcs import (
     IMMUTABLE_CACHE_CONTROL,
     GcsStorage,
     IamSigner,
@@ -21,6 +20,7 @@ from shared.storage.gcs import (
     _retry,
     choose_signer,
 )
+from shared.settings import Settings
 from tests.gcs import BUCKET, SERVICE_ACCOUNT
 
 
@@ -159,7 +159,7 @@ def test_an_emulator_outage_is_ridden_out_by_the_retries(tmp_path):
     import threading
 
     from cli.stack import free_port
-    from shared.storage.retrying import RetryingStorage
+    from shared.storage import RetryingStorage
     from tests.gcs import EmulatorProcess, emulator, write_service_account_key
 
     running = EmulatorProcess(free_port(9161))

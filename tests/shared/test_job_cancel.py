@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from shared.jobs import JobRecord, JobStore, ResultRecord, new_job_id, read_events
-from shared.jobs.keys import DEADLINES_KEY, active_jobs_key, job_key
 from shared.jobs.model import JobStatus, Owner, ResultStatus
+from shared.jobs.store import DEADLINES_KEY, active_jobs_key, job_key
 from tests.shared.test_jobstore import STORED, event_types, request
 from worker.periodic import cancel_overdue
 

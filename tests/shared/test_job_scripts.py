@@ -6,12 +6,14 @@ import pytest
 
 from shared.errors import ScriptVocabularyError
 from shared.jobs.model import EventType, JobStatus, ResultStatus
-from shared.jobs.scripts import (
+from shared.jobs.store import (
     _FINISH_RESULT,
     FINISH_RESULT,
     START_RESULT,
     VOCABULARY,
-    render,
+)
+from shared.jobs.store import (
+    render_script as render,
 )
 
 

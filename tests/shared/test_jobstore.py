@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-from shared.encoding import OutputFormat
 from shared.errors import JobNotFound
 from shared.jobs import (
     CUTOUT,
@@ -18,8 +17,9 @@ from shared.jobs import (
     new_job_id,
     read_events,
 )
-from shared.jobs.keys import job_key
 from shared.jobs.model import ResultStatus
+from shared.jobs.store import job_key
+from shared.output import OutputFormat
 
 RESULT_SUCCEEDED = ResultStatus.SUCCEEDED
 RESULT_FAILED = ResultStatus.FAILED

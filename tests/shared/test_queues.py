@@ -5,6 +5,7 @@ from __future__ import annotations
 from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
+from shared.jobs.plan import enqueue_effects
 from shared.queues import (
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
@@ -12,7 +13,6 @@ from shared.queues import (
     TASK_APPLY_EFFECT,
     UNACKED_MUTEX_EXPIRE_S,
     celery_config,
-    enqueue_effects,
 )
 from shared.settings import Settings
 from tests.conftest import UNIT_REDIS_URL

@@ -11,8 +11,8 @@ import redis
 
 from api import create_app
 from shared.jobs import JobStore, new_job_id, read_events
-from shared.jobs.keys import events_key, job_key, pending_key, webhook_cursor_key
 from shared.jobs.model import JobStatus, ResultStatus
+from shared.jobs.store import events_key, job_key, pending_key, webhook_cursor_key
 from shared.redis_location import redis_client
 from tests.conftest import make_settings
 from tests.faults import FaultStack, RedisServer, running

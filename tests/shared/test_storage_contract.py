@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shared.errors import ObjectNotFound
-from shared.storage.local import LocalStorage
+from shared.storage import LocalStorage
 from tests.gcs import BUCKET
 
 
@@ -18,8 +18,8 @@ def storage(request, tmp_path):
     if request.param == "local":
         return LocalStorage(tmp_path / "objects", "secret")
     request.getfixturevalue("gcs_environment")
+    from shared.gcs import GcsStorage
     from shared.settings import Settings
-    from shared.storage.gcs import GcsStorage
 
     settings = Settings(storage="gcs", gcs_bucket=BUCKET, gcs_prefix=f"t-{uuid.uuid4().hex[:8]}")
     return GcsStorage.from_settings(settings)

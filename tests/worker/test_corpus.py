@@ -12,7 +12,7 @@ import io
 import pytest
 from PIL import Image
 
-from shared.encoding import SRGB_ICC
+from shared.output import SRGB_ICC
 from tests.corpus import corpus
 from tests.helpers import submit, wait_finished
 

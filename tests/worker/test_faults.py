@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from api import create_app
-from shared.cache import ENTRY_PREFIX
 from shared.jobs import read_events
+from shared.jobs.plan import ENTRY_PREFIX
 from tests.conftest import make_settings
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit

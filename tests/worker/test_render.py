@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.output_options import OutputOptions, fitted_size
+from shared.output import OutputOptions, fitted_size
 from worker.render import Box, cover, crop_box, over, render, subject_box, subject_facts
 
 

@@ -9,8 +9,8 @@ import time
 import redis
 
 from cli.main import main
-from shared.cache import Rendered
 from shared.context import build_context
+from shared.jobs.plan import Rendered
 from tests.conftest import settings_env
 
 DAY_S = 24 * 3600

@@ -43,8 +43,8 @@ def test_failure_codes_name_what_happened():
 
 
 def _job_with_webhook(jobs, effects=("color",)):
-    from shared.encoding import OutputFormat
     from shared.jobs import EventType, JobRequest, Webhook, new_job_id
+    from shared.output import OutputFormat
 
     job_id = new_job_id()
     request = JobRequest(
@@ -67,7 +67,7 @@ def process_on_unit_redis(settings, monkeypatch):
     with the job's events as they stood when it was queued."""
     import worker.tasks
     from shared.context import connect_context
-    from shared.jobs.events import read_events
+    from shared.jobs.store import read_events
     from worker.process import WorkerProcess
 
     process = WorkerProcess(forks=True)

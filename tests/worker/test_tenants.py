@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from api import create_app
-from shared.cache import GLOBAL_SCOPE, cache_scope
+from shared.jobs.plan import GLOBAL_SCOPE, cache_scope
 from shared.metrics import MODEL_INFERENCES, Metrics
 from tests.conftest import LiveServer
 from tests.helpers import FINISHED, sample_variant

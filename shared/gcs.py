@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.errors import ConfigurationError, ObjectNotFound, StorageError, TransientStorageError
 from shared.settings import Settings
-from shared.storage.base import SignedUrl, Storage, check_key
+from shared.storage import SignedUrl, Storage, check_key
 
 #: Content-addressed objects never change: clients and CDNs may keep them for a year.
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
