@@ -24,9 +24,13 @@ logger = logging.getLogger(__name__)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(
+    test_config: Mapping[str, Any] | None = None, settings: Settings | None = None
+) -> Flask:
+    """The API; `settings` as read by its entry point (`cutfx serve`), else from
+    `test_config["CUTFX_SETTINGS"]`, else from the environment."""
     app = Flask(__name__)
-    settings = (test_config or {}).get("CUTFX_SETTINGS") or Settings.from_env()
+    settings = settings or (test_config or {}).get("CUTFX_SETTINGS") or Settings.from_env()
     settings.require_safe_start("API")
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from bench.common import median_s, publish, random_checkpoint
-from shared.settings import Settings
+from cli import service_settings
 from tests.helpers import SAMPLE
 from worker.batching import Batcher
 from worker.model import LoadedModel, load_model
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    settings = Settings.from_env()
+    settings = service_settings()
     if not settings.model_ckpt:
         settings = settings.with_overrides(
             model_mode="fast", model_ckpt=str(random_checkpoint("fast"))

@@ -18,9 +18,9 @@ from pathlib import Path
 import redis
 
 from bench.runs import photo_variants, scratch, use_local_settings
+from cli import service_settings
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port, worker_commands
-from shared.settings import Settings
 from shared.workers import WorkerStatus, live_workers
 
 #: How often the alone start looks for the heartbeat: the figure's resolution.
@@ -38,7 +38,7 @@ def stack_start(workdir: Path, numba_cache: Path, photo: Path) -> dict[str, floa
     os.environ["NUMBA_CACHE_DIR"] = str(numba_cache)
     store = redis.Redis.from_url(os.environ["CUTFX_REDIS_URL"])
     store.flushdb()
-    batch_max = Settings.from_env().batch_max
+    batch_max = service_settings().batch_max
     stack = LocalStack(workdir / f"logs-{numba_cache.name}", free_port(8400), batch_max=batch_max)
     spawned = time.monotonic()
     stack.start()

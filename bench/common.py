@@ -75,7 +75,7 @@ def write_section(name: str, body: str) -> None:
 
 def random_checkpoint(mode: str = "fast") -> Path:
     """The generated checkpoint of `mode`, in the settings' CUTFX_CACHE_DIR (made once)."""
-    from shared.settings import Settings
+    from cli import service_settings
     from worker.checkpoint import ensure_random_checkpoint
 
-    return ensure_random_checkpoint(mode, Settings.from_env().cache_dir)
+    return ensure_random_checkpoint(mode, service_settings().cache_dir)

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from bench.common import random_checkpoint, write_section
+from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.foreground import TorchForeground
@@ -115,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here; --device cpu tries the script on the CPU")
-    settings = Settings.from_env().with_overrides(device=args.device, model_mode=args.mode)
+    settings = service_settings().with_overrides(device=args.device, model_mode=args.mode)
     if not settings.model_ckpt:
         settings = settings.with_overrides(model_ckpt=str(random_checkpoint(args.mode)))
     sample = Image.open(SAMPLE).convert("RGB")

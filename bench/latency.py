@@ -19,6 +19,7 @@ from PIL import Image
 
 from bench.common import median_ms, write_section
 from bench.runs import LONG_SIDE, deployment, photo_variants, scratch
+from cli import service_settings
 from cli.client import CutfxClient
 
 
@@ -42,10 +43,9 @@ def through_the_service(client: CutfxClient, photos: list[Path]) -> dict[str, li
 def in_one_process(photos: list[Path]) -> list[float]:
     from effects import EFFECT_NAMES, apply_effect, get_effect
     from shared.output import OutputFormat, encode_lossless, encode_rgba
-    from shared.settings import Settings
     from worker.model import load_model
 
-    model = load_model(Settings.from_env())
+    model = load_model(service_settings())
     model.warm_up()
     times = []
     for photo in photos:

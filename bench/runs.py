@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from bench.common import random_checkpoint
+from cli import service_settings
 from cli.client import CutfxClient
 from cli.stack import LocalStack, free_port
-from shared.settings import Settings
 
 SAMPLE = Path("samples/chelsea.png")
 LONG_SIDE = 1024
@@ -112,7 +112,7 @@ def local_stack(
     cpu_concurrency)."""
     use_local_settings(workdir)
     os.environ.update(settings or {})
-    stack_options.setdefault("batch_max", Settings.from_env().batch_max)
+    stack_options.setdefault("batch_max", service_settings().batch_max)
     stack = LocalStack(workdir / "logs", free_port(preferred_port), **stack_options)
     stack.start()
     try:

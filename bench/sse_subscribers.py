@@ -20,7 +20,7 @@ import requests
 
 from bench.common import median_ms, p95_ms, write_section
 from cli.client import parse_sse
-from cli.stack import GUNICORN_CONFIG, free_port
+from cli.stack import free_port
 from shared.jobs import CUTOUT, JobRequest, JobStore, ResultRecord, StoredObject, new_job_id
 from shared.output import OutputFormat
 
@@ -38,9 +38,7 @@ def start_api(port: int, storage: Path) -> subprocess.Popen[bytes]:
         "CUTFX_LOCAL_STORAGE_DIR": str(storage),
     }
     command = [
-        sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
-        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--access-logfile", "/dev/null",
-        "api:create_app()",
+        sys.executable, "-m", "cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1",
     ]  # fmt: skip
     log = Path("var/logs/bench-api.log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +141,7 @@ def main() -> None:
         write_section(
             "Concurrent event-stream subscribers (bench/sse_subscribers.py)",
             "`python -m bench.sse_subscribers --subscribers "
-            f"{args.subscribers}` — one gunicorn gevent worker (api/gunicorn_conf.py), "
+            f"{args.subscribers}` — one gunicorn gevent worker (`cutfx serve`), "
             "loopback.\n\n" + summary,
         )
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cli import batch, demo, service_settings
+from shared.errors import ConfigurationError
 from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 
+#: The exit status of a command refused for its settings.
+EXIT_CONFIGURATION = 2
 #: A probe that gets no answer from Redis in this long fails rather than hangs.
 PROBE_TIMEOUT_S = 3
 #: A worker busy in a solo pool answers between tasks; a ping waits this long for it.
@@ -20,6 +25,26 @@ def make_checkpoint(args: argparse.Namespace) -> int:
     from worker.checkpoint import ensure_random_checkpoint
 
     print(ensure_random_checkpoint(args.mode, service_settings().cache_dir))
+    return 0
+
+
+def bake(args: argparse.Namespace) -> int:
+    from worker.bake import CheckpointSource
+    from worker.bake import bake as bake_worker
+
+    if not args.random and not (args.url and args.sha256 and args.dest):
+        print("cutfx bake: give --url with --sha256 and --dest, or --random", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    settings = service_settings()
+    source = CheckpointSource(args.url, args.sha256, args.dest, args.random)
+    print(json.dumps(bake_worker(settings, args.mode or settings.model_mode, source)))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from api.server import serve as run_server
+
+    run_server(service_settings(), args.bind, args.workers)
     return 0
 
 
@@ -127,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     demo.add_parser(subparsers)
     batch.add_parser(subparsers)
+    baking = subparsers.add_parser(
+        "bake",
+        help="put the checkpoint in place and warm the model and effects (image build, CI)",
+    )
+    baking.add_argument("--mode", default="", help="model mode (default: CUTFX_MODEL_MODE)")
+    baking.add_argument("--url", default="", help="checkpoint URL (release or mirror)")
+    baking.add_argument("--sha256", default="", help="expected sha256 of the checkpoint")
+    baking.add_argument("--dest", type=Path, help="where the checkpoint goes")
+    baking.add_argument("--random", action="store_true", help="use a generated random checkpoint")
+    baking.set_defaults(handler=bake)
+    server = subparsers.add_parser(
+        "serve", help="run the API (gunicorn with gevent workers) on CUTFX_BIND"
+    )
+    server.add_argument("--bind", default="", help="address:port (default: CUTFX_BIND)")
+    server.add_argument(
+        "--workers", type=int, default=0, help="processes (default: CUTFX_API_WORKERS)"
+    )
+    server.set_defaults(handler=serve)
     checkpoint = subparsers.add_parser(
         "checkpoint",
         help="make (once) a randomly initialised InSPyReNet checkpoint and print its path",
@@ -172,7 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except ConfigurationError as exc:
+        # A bad or unsafe setting: one line naming it, not a traceback.
+        print(f"cutfx {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIGURATION
     return code
 
 

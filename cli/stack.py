@@ -14,7 +14,6 @@ from cli.client import CutfxClient
 
 READY_TIMEOUT_S = 900
 #: Found from the installed package, so the stack starts from any folder.
-GUNICORN_CONFIG = Path(__file__).resolve().parents[1] / "api" / "gunicorn_conf.py"
 STOP_TIMEOUT_S = 20
 WEBHOOK_THREADS = 8
 GPU_THREADS_PER_BATCH_PHOTO = 2
@@ -95,8 +94,8 @@ class LocalStack:
         self._spawn(
             "api",
             [
-                sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG),
-                "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "api:create_app()",
+                sys.executable, "-m", "cli", "serve",
+                "--bind", f"127.0.0.1:{self.port}", "--workers", "1",
             ],
         )  # fmt: skip
 

@@ -9,10 +9,10 @@ export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
 mkdir -p "$NUMBA_CACHE_DIR"
 mode="${CUTFX_MODEL_MODE:-fast}"
 if [ -n "${CUTFX_CHECKPOINT_URL:-}" ]; then
-  python -m worker.bake --mode "$mode" --url "$CUTFX_CHECKPOINT_URL" \
+  python -m cli bake --mode "$mode" --url "$CUTFX_CHECKPOINT_URL" \
     --sha256 "${CUTFX_CHECKPOINT_SHA256:?set CUTFX_CHECKPOINT_SHA256}" --dest "${CUTFX_MODEL_CKPT:?}"
 elif [ -n "${CUTFX_MODEL_CKPT:-}" ]; then
-  python -m worker.bake --mode "$mode" --random --dest "$CUTFX_MODEL_CKPT"
+  python -m cli bake --mode "$mode" --random --dest "$CUTFX_MODEL_CKPT"
 else
-  python -m worker.bake --mode "$mode" --random
+  python -m cli bake --mode "$mode" --random
 fi

@@ -60,3 +60,10 @@ def sample_variant() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def assert_the_cli_serves(args: list[str]) -> None:
+    """`cutfx <args>` is the command that runs the API server."""
+    from cli.main import build_parser, serve
+
+    assert build_parser().parse_args(args).handler is serve

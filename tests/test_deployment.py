@@ -17,6 +17,7 @@ import yaml
 
 from shared.queues import QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 from shared.settings import ENV_PREFIX, Settings
+from tests.helpers import assert_the_cli_serves
 from worker.batching import DEFAULT_CUDA_BATCH_MAX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,10 +83,8 @@ def test_the_gpu_worker_reserves_a_gpu_and_batches_in_one_process():
 
 def test_the_api_command_names_a_real_config_and_factory():
     command = SERVICES["api"]["command"]
-    assert command[0] == "gunicorn"
-    assert (REPO / option(command, "-c")).is_file()
-    module, _, factory = command[-1].partition(":")
-    assert callable(getattr(importlib.import_module(module), factory.removesuffix("()")))
+    assert command == ["cutfx", "serve"]
+    assert_the_cli_serves(command[1:])
 
 
 def dockerfile_lines(name: str) -> list[str]:

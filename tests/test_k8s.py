@@ -25,6 +25,7 @@ from shared.queues import (
     QUEUE_WEBHOOKS,
 )
 from shared.settings import DEFAULT_BIND, DEFAULT_SEGMENT_TIME_LIMIT_S, ENV_PREFIX, Settings
+from tests.helpers import assert_the_cli_serves
 from worker.batching import DEFAULT_CUDA_BATCH_MAX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,10 +144,8 @@ def test_the_api_command_probes_and_ports_are_the_apps(app):
     deployment = DEPLOYMENTS["cutfx-api"]
     spec = container(deployment)
     command = spec["command"]
-    assert command[0] == "gunicorn"
-    assert (REPO / option(command, "-c")).is_file()
-    module, _, factory = command[-1].partition(":")
-    assert callable(getattr(importlib.import_module(module), factory.removesuffix("()")))
+    assert command == ["cutfx", "serve"]
+    assert_the_cli_serves(command[1:])
     ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
     assert ports["http"] == int(DEFAULT_BIND.rpartition(":")[2])
     routes = {rule.rule for rule in app.url_map.iter_rules()}

@@ -1,4 +1,4 @@
-"""Prepare a worker before it ever starts: `python -m worker.bake`.
+"""Prepare a worker before it ever starts: `cutfx bake`.
 
 Puts the checkpoint in place (downloaded from --url and checked against
 --sha256, or a generated random one with --random) and runs one warm-up, and
@@ -10,14 +10,13 @@ the same steps.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from shared.errors import ConfigurationError
 from shared.settings import Settings
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -77,30 +76,27 @@ def warm_effects() -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", default=os.environ.get("CUTFX_MODEL_MODE", "base"))
-    parser.add_argument("--url", default="", help="checkpoint URL (release or mirror)")
-    parser.add_argument("--sha256", default="", help="expected sha256 of the checkpoint")
-    parser.add_argument("--dest", type=Path, help="where the fetched checkpoint goes")
-    parser.add_argument("--random", action="store_true", help="use a generated random checkpoint")
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.random:
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where the checkpoint comes from: a URL checked against its sha256, or the generated
+    random stand-in; `destination` is where it goes (the stand-in may stay in the cache)."""
+
+    url: str = ""
+    sha256: str = ""
+    destination: Path | None = None
+    random: bool = False
+
+
+def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, float | str]:
+    """Put the checkpoint in place, load and warm the model, run every effect once."""
+    if source.random:
         from worker.checkpoint import ensure_random_checkpoint
 
-        checkpoint = ensure_random_checkpoint(args.mode, settings.cache_dir)
-        if args.dest is not None:
-            checkpoint = place_random_checkpoint(checkpoint, args.dest)
-    elif args.url:
-        if not args.sha256 or args.dest is None:
-            parser.error("--url needs --sha256 and --dest")
-        checkpoint = fetch_verified(args.url, args.sha256, args.dest)
+        checkpoint = ensure_random_checkpoint(mode, settings.cache_dir)
+        if source.destination is not None:
+            checkpoint = place_random_checkpoint(checkpoint, source.destination)
+    elif source.url and source.sha256 and source.destination is not None:
+        checkpoint = fetch_verified(source.url, source.sha256, source.destination)
     else:
-        parser.error("give --url with --sha256 and --dest, or --random")
-    print(json.dumps({**warm(settings, checkpoint, args.mode), "effects_s": warm_effects()}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        raise ConfigurationError("bake needs a URL with its sha256 and destination, or random")
+    return {**warm(settings, checkpoint, mode), "effects_s": warm_effects()}
