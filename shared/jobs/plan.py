@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import redis
@@ -102,17 +102,21 @@ GLOBAL_SCOPE = "global"
 CURRENT_MODEL_KEY = "cutfx:model:current"
 
 
-@dataclass(frozen=True)
 class Rendered:
-    """An object made to be stored: its bytes and what the cache remembers of it."""
+    """An object made to be stored: its bytes, and what the cache will remember of it
+    once it has a key (a StoredObject: the one place its facts are declared)."""
 
-    data: bytes
-    content_type: str
-    width: int
-    height: int
-    source_width: int | None = None
-    source_height: int | None = None
-    subject: dict[str, float] | None = None
+    __slots__ = ("data", "facts")
+
+    def __init__(
+        self, data: bytes, content_type: str, width: int, height: int, **more: Any
+    ) -> None:
+        """`more`: StoredObject's optional facts (source_width, source_height, subject)."""
+        self.data = data
+        self.facts = StoredObject("", content_type, len(data), width, height, **more)
+
+    def stored_as(self, key: str) -> StoredObject:
+        return replace(self.facts, key=key)
 
 
 @dataclass(frozen=True)
@@ -180,17 +184,8 @@ class ResultCache:
         if found is not None:
             return Lookup(found, hit=True)
         rendered = make()
-        self.storage.put(key, rendered.data, rendered.content_type)
-        stored = StoredObject(
-            key,
-            rendered.content_type,
-            len(rendered.data),
-            rendered.width,
-            rendered.height,
-            rendered.source_width,
-            rendered.source_height,
-            rendered.subject,
-        )
+        stored = rendered.stored_as(key)
+        self.storage.put(key, rendered.data, stored.content_type)
         self.redis.set(self._entry(key), json.dumps(asdict(stored)), ex=self.ttl_s)
         return Lookup(stored, hit=False)
 
