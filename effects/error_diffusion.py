@@ -1,40 +1,30 @@
-"""The sequential Floyd–Steinberg loop, compiled by numba.
+"""Floyd–Steinberg on a grid, vectorised along wavefronts, exactly as the scan-line loop.
 
-Kept apart so that importing the registry (as the API does) does not import
-numba; the kernel is compiled on first use and cached on disk.
+A point (y, x) takes error from (y, x-1), (y-1, x-1), (y-1, x) and (y-1, x+1) only, so
+every point of the wavefront x + 2y = t depends on earlier wavefronts alone: the points
+of one wavefront are decided together, one numpy step each, W + 2H steps in all.
+
+The result is bit for bit the scan-line loop's (tests/effects/test_error_diffusion.py
+runs both): each point's value is the float32 sum of its errors added in the loop's
+order (from the row above, left to right, then from the left), each addition done in
+float64 and rounded to float32, as the loop's `work[...] += error * k` with a float64
+error does. No compiler is needed, so no worker start waits for one.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
+Scalar = TypeVar("Scalar", bound=np.generic)
 
-@njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _diffuse(grey: np.ndarray, threshold: np.ndarray, opaque: np.ndarray) -> np.ndarray:
-    height, width = grey.shape
-    work = grey.astype(np.float32)
-    black = np.zeros((height, width), dtype=np.bool_)
-    for y in range(height):
-        for x in range(width):
-            if not opaque[y, x]:
-                continue
-            value = work[y, x]
-            if value < threshold[y, x]:
-                black[y, x] = True
-                error = value
-            else:
-                error = value - 255.0
-            if x + 1 < width:
-                work[y, x + 1] += error * (7.0 / 16.0)
-            if y + 1 < height:
-                if x > 0:
-                    work[y + 1, x - 1] += error * (3.0 / 16.0)
-                work[y + 1, x] += error * (5.0 / 16.0)
-                if x + 1 < width:
-                    work[y + 1, x + 1] += error * (1.0 / 16.0)
-    return black
+#: The shares of a decided point's error: to the next point right, then, on the row
+#: below, down-left, down and down-right.
+RIGHT_SHARE = 7.0 / 16.0
+BELOW_SHARES = np.array([3.0 / 16.0, 5.0 / 16.0, 1.0 / 16.0])
+WHITE = 255.0
 
 
 def diffuse_on_grid(
@@ -42,6 +32,42 @@ def diffuse_on_grid(
     threshold: npt.NDArray[np.float32],
     opaque: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.bool_]:
-    """Which grid points turn black, visiting them in scan-line order."""
-    result: npt.NDArray[np.bool_] = _diffuse(grey, threshold, opaque)
-    return result
+    """Which grid points turn black, as visiting them in scan-line order decides."""
+    height, width = grey.shape
+    # One spare column each side and a spare row below take the errors sent off the grid,
+    # so no step checks bounds; a transparent point sends an error of 0 (exactly nothing).
+    stride = width + 2
+    work = _padded(grey.astype(np.float32), stride).ravel()
+    limits = _padded(threshold.astype(np.float32), stride).ravel()
+    visible = _padded(opaque.astype(np.bool_), stride).ravel()
+    black = np.zeros_like(visible)
+    below = np.array([stride - 1, stride, stride + 1])
+    for wave in range(width + 2 * (height - 1)):
+        rows = np.arange(max(0, (wave - width + 2) // 2), min(height - 1, wave // 2) + 1)
+        points = rows * (stride - 2) + wave + 1
+        value = work[points].astype(np.float64)
+        shown = visible[points]
+        dark = (value < limits[points]) & shown
+        black[points] = dark
+        error = np.where(shown, value - np.where(dark, 0.0, WHITE), 0.0)
+        # The row below first: in the loop, a point's error from the row above lands
+        # before the error from its left neighbour, which this same wave also sends.
+        # One wave's targets for the row below are all distinct, and so are its targets
+        # to the right, so no addition is lost.
+        _add(work, (points[:, None] + below).ravel(), (error[:, None] * BELOW_SHARES).ravel())
+        _add(work, points + 1, error * RIGHT_SHARE)
+    return black.reshape(height + 1, stride)[:height, 1 : width + 1]
+
+
+def _padded(plane: npt.NDArray[Scalar], stride: int) -> npt.NDArray[Scalar]:
+    height, width = plane.shape
+    padded = np.zeros((height + 1, stride), dtype=plane.dtype)
+    padded[:height, 1 : width + 1] = plane
+    return padded
+
+
+def _add(
+    work: npt.NDArray[np.float32], at: npt.NDArray[np.intp], amount: npt.NDArray[np.float64]
+) -> None:
+    """work[at] += amount as the loop adds: in float64, rounded to float32."""
+    work[at] = (work[at].astype(np.float64) + amount).astype(np.float32)

@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# Checkpoint in place and numba's cache filled: run by Dockerfile.worker at build time and by
+# Checkpoint in place, model and effects proven to run: run by Dockerfile.worker at build time and by
 # scripts/test.sh (CI), so the image and CI prove the same steps.
 #   CUTFX_CHECKPOINT_URL + CUTFX_CHECKPOINT_SHA256 set: fetch and verify the real checkpoint
 #   (into CUTFX_MODEL_CKPT); unset: generate the random stand-in (offline machines, CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/var/numba-cache}"
-mkdir -p "$NUMBA_CACHE_DIR"
 mode="${CUTFX_MODEL_MODE:-fast}"
 if [ -n "${CUTFX_CHECKPOINT_URL:-}" ]; then
   python -m cli bake --mode "$mode" --url "$CUTFX_CHECKPOINT_URL" \

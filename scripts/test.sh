@@ -11,8 +11,7 @@ ruff check .
 ruff format --check .
 echo "==> mypy"
 mypy .
-echo "==> baking the worker's checkpoint and numba cache (as Dockerfile.worker does)"
-export NUMBA_CACHE_DIR="$PWD/var/numba-cache"
+echo "==> baking the worker's checkpoint (as Dockerfile.worker does)"
 env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast bash scripts/bake-worker.sh
 echo "==> pytest"
 exec python -m pytest "$@"

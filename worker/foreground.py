@@ -12,6 +12,7 @@ CPU's by a small tolerance (tests/worker/test_foreground.py).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,33 +43,59 @@ def _nearest(pixels: Any, height: int, width: int) -> Any:
 
 
 def _shifted(pixels: Any, dy: int, dx: int) -> Any:
-    """Each pixel's neighbour at (dy, dx), the border repeated."""
+    """Each pixel's neighbour at (dy, dx) (one step along one axis), the border repeated:
+    two slices joined, no gather."""
     import torch
 
-    height, width = pixels.shape[:2]
-    rows = torch.clamp(torch.arange(height, device=pixels.device) + dy, 0, height - 1)
-    columns = torch.clamp(torch.arange(width, device=pixels.device) + dx, 0, width - 1)
-    return pixels[rows][:, columns]
+    axis, step = (0, dy) if dy else (1, dx)
+    size = pixels.shape[axis]
+    if step < 0:
+        return torch.cat((pixels.narrow(axis, 0, 1), pixels.narrow(axis, 0, size - 1)), axis)
+    return torch.cat((pixels.narrow(axis, 1, size - 1), pixels.narrow(axis, size - 1, 1)), axis)
 
 
-def _sweep(image: Any, alpha: Any, fg: Any, bg: Any) -> tuple[Any, Any]:
-    """One update of every pixel's foreground and background colour."""
-    import torch
+@dataclass(frozen=True)
+class _LevelSystem:
+    """What every sweep of one level shares: each pixel's 2×2 system but for the
+    neighbours' colours, which alone change from sweep to sweep."""
 
+    weights: tuple[Any, ...]
+    fg_base: Any
+    bg_base: Any
+    inverse_a00: Any
+    inverse_a01: Any
+    inverse_a11: Any
+
+
+def _level_system(image: Any, alpha: Any) -> _LevelSystem:
     a0 = alpha
     a1 = 1.0 - a0
     a00, a01, a11 = a0 * a0, a0 * a1, a1 * a1
-    b0 = a0[..., None] * image
-    b1 = a1[..., None] * image
+    weights = []
     for dy, dx in NEIGHBOURS:
-        weight = REGULARIZATION + GRADIENT_WEIGHT * torch.abs(a0 - _shifted(alpha, dy, dx))
+        weight = REGULARIZATION + GRADIENT_WEIGHT * (a0 - _shifted(alpha, dy, dx)).abs()
         a00 = a00 + weight
         a11 = a11 + weight
-        b0 = b0 + weight[..., None] * _shifted(fg, dy, dx)
-        b1 = b1 + weight[..., None] * _shifted(bg, dy, dx)
+        weights.append(weight[..., None])
     inverse = 1.0 / (a00 * a11 - a01 * a01)
-    fg = torch.clamp((inverse * a11)[..., None] * b0 - (inverse * a01)[..., None] * b1, 0, 1)
-    bg = torch.clamp((inverse * a00)[..., None] * b1 - (inverse * a01)[..., None] * b0, 0, 1)
+    return _LevelSystem(
+        weights=tuple(weights),
+        fg_base=a0[..., None] * image,
+        bg_base=a1[..., None] * image,
+        inverse_a00=(inverse * a00)[..., None],
+        inverse_a01=(inverse * a01)[..., None],
+        inverse_a11=(inverse * a11)[..., None],
+    )
+
+
+def _sweep(system: _LevelSystem, fg: Any, bg: Any) -> tuple[Any, Any]:
+    """One update of every pixel's foreground and background colour."""
+    b0, b1 = system.fg_base, system.bg_base
+    for weight, (dy, dx) in zip(system.weights, NEIGHBOURS, strict=True):
+        b0 = b0 + weight * _shifted(fg, dy, dx)
+        b1 = b1 + weight * _shifted(bg, dy, dx)
+    fg = (system.inverse_a11 * b0 - system.inverse_a01 * b1).clamp(0, 1)
+    bg = (system.inverse_a00 * b1 - system.inverse_a01 * b0).clamp(0, 1)
     return fg, bg
 
 
@@ -87,9 +114,10 @@ def estimate_foreground(image: Any, alpha: Any) -> Any:
         level_image = _nearest(image, height, width)
         level_alpha = _nearest(alpha, height, width)
         fg, bg = _nearest(fg, height, width), _nearest(bg, height, width)
+        system = _level_system(level_image, level_alpha)
         small = width <= SMALL_SIZE and height <= SMALL_SIZE
         for _ in range(SMALL_ITERATIONS if small else BIG_ITERATIONS):
-            fg, bg = _sweep(level_image, level_alpha, fg, bg)
+            fg, bg = _sweep(system, fg, bg)
     return torch.clamp(fg, 0, 1)
 
 

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: The mode previews come from (CUTFX_PREVIEW_CKPT): 384², a tenth of base's time on a CPU.
 PREVIEW_MODE = "fast"
-#: Warm-up photo on the CPU: small, it only has to trigger numba's compilation.
+#: Warm-up photo on the CPU: small, it only pays the ending's first-call costs.
 CPU_WARMUP_SHAPE = (64, 64)
 #: On CUDA the warm-up runs at a production photo's size, so cudnn's autotuning and
 #: every allocation are paid before the first real job.
@@ -100,9 +100,8 @@ class LoadedModel:
         """Pays before real work what would otherwise make the first photo slow.
 
         On CUDA: a whole cutout at a production photo's size (cudnn's autotuning,
-        every allocation). On a CPU only the ending, whose foreground estimation is
-        numba code compiled on a first start (tens of seconds) and loaded from its
-        cache after: a first forward there costs about 0.1 s more than the next,
+        every allocation). On a CPU only the ending, on a small photo: nothing there is
+        compiled at start, and a first forward costs about 0.1 s more than the next,
         while a warm-up forward would keep the worker from its queue for a whole one.
         """
         started = time.perf_counter()
@@ -204,13 +203,13 @@ def resolve_checkpoint(settings: Settings) -> Path:
 
 
 def matting_for(device: str) -> Any:
-    """The foreground estimation: pymatting's (numba, CPU) on a CPU; on a GPU worker it
-    was most of a job's time, so there the torch port runs it on the GPU."""
-    if device.startswith("cuda"):
-        return TorchForeground(device)
-    from pymatting import estimate_foreground_ml
+    """The foreground estimation: the torch port of pymatting's, on the model's device.
 
-    return estimate_foreground_ml
+    On a GPU, pymatting's CPU kernel was most of a job's time. On a CPU, pymatting's
+    kernel is numba code that a worker's first start spent a minute or more compiling;
+    the torch port needs no compiler, and stays within the parity bounds of
+    tests/worker/test_foreground.py."""
+    return TorchForeground(device)
 
 
 def load_model(settings: Settings) -> LoadedModel:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 from shared.settings import Settings
 from tests.conftest import REPO
 from tests.helpers import SAMPLE
+from tests.worker.test_foreground import MAX_ALPHA_WEIGHTED_DIFFERENCE, MAX_VISIBLE_MEAN_DIFFERENCE
 from worker.model import load_model, resolve_checkpoint, resolve_device
 from worker.network import mode_config
 
@@ -74,8 +76,26 @@ print(json.dumps({{
 
 
 def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
-    """The same checkpoint through transparent-background's own pipeline and ours, in fp32:
-    the same RGBA, to the byte."""
+    """The same checkpoint through transparent-background's own pipeline and ours, in fp32,
+    with the foreground estimation Remover uses (pymatting's): the same RGBA, to the byte."""
+    from pymatting import estimate_foreground_ml
+    from transparent_background.Remover import Remover
+
+    ours = load_model(
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+    )
+    ours = replace(ours, matting=estimate_foreground_ml)
+    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    for rgb in (sample, np.ascontiguousarray(sample[40:260, 100:400])):
+        expected = theirs.process(rgb, type="rgba")
+        assert np.array_equal(ours.segment(rgb), expected)
+
+
+def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bounds(checkpoint):
+    """A CPU worker estimates the foreground with the torch port (no numba to compile at
+    start): the same alpha to the byte, colours within tests/worker/test_foreground.py's
+    bounds of pymatting's where they show."""
     from transparent_background.Remover import Remover
 
     ours = load_model(
@@ -83,9 +103,13 @@ def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
     )
     theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
     sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    for rgb in (sample, np.ascontiguousarray(sample[40:260, 100:400])):
-        expected = theirs.process(rgb, type="rgba")
-        assert np.array_equal(ours.segment(rgb), expected)
+    expected = theirs.process(sample, type="rgba").astype(np.float64)
+    found = ours.segment(sample).astype(np.float64)
+    assert np.array_equal(found[..., 3], expected[..., 3])
+    alpha = expected[..., 3:] / 255
+    difference = np.abs(found[..., :3] - expected[..., :3]) / 255
+    assert (difference * alpha).sum() / (alpha.sum() * 3) <= MAX_ALPHA_WEIGHTED_DIFFERENCE
+    assert difference[expected[..., 3] > 12].mean() <= MAX_VISIBLE_MEAN_DIFFERENCE
 
 
 def test_built_without_random_init_the_network_is_the_one_remover_builds(checkpoint):
