@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Make .venv and install cutfx with everything the demo and the tests need.
-# Re-installs only when setup.cfg or pyproject.toml changed. Sourced by demo.sh and test.sh.
+# Make .venv and install cutfx with the extras the caller needs, pinned by requirements.lock.
+# Sourced by demo.sh (CUTFX_EXTRAS=model,serve: what the demo runs) and test.sh (dev: the
+# tests and their tools as well). Re-installs only when setup.cfg, pyproject.toml or the
+# lock changed, or when the extras asked for are not installed yet.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CUTFX_VENV:-$ROOT/.venv}"
 PYTHON_FOR_VENV="${PYTHON:-python3}"
+EXTRAS="${CUTFX_EXTRAS:-dev}"
 
 "$PYTHON_FOR_VENV" - <<'PY' || { echo "cutfx needs Python >= 3.11 (torch 2.14.1 wheels)" >&2; exit 1; }
 import sys
@@ -16,11 +19,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON_FOR_VENV" -m venv "$VENV"
 fi
 stamp="$VENV/.cutfx-install-stamp"
-wanted="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
-  echo "==> installing cutfx and its dependencies into $VENV (a few minutes the first time)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
-  echo "$wanted" > "$stamp"
+wanted="$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | sha256sum | cut -d' ' -f1)"
+installed_hash="$(cut -d' ' -f1 "$stamp" 2>/dev/null || true)"
+installed_extras="$(cut -d' ' -f2 "$stamp" 2>/dev/null || true)"
+# dev holds every other extra; otherwise each extra asked for must be among those installed.
+satisfied=no
+if [ "$installed_hash" = "$wanted" ]; then
+  satisfied=yes
+  if [ "$installed_extras" != "dev" ]; then
+    for extra in ${EXTRAS//,/ }; do
+      case ",$installed_extras," in *",$extra,"*) ;; *) satisfied=no ;; esac
+    done
+  fi
+fi
+if [ "$satisfied" != yes ]; then
+  echo "==> installing cutfx[$EXTRAS] into $VENV (pinned by requirements.lock; a few minutes the first time)"
+  started=$SECONDS
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -c "$ROOT/requirements.lock" -e "$ROOT[$EXTRAS]"
+  echo "$wanted $EXTRAS" > "$stamp"
+  echo "==> installed in $((SECONDS - started)) s"
 fi
 export PATH="$VENV/bin:$PATH"
