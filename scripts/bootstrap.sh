@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating $VENV"
   "$PYTHON_FOR_VENV" -m venv "$VENV"
 fi
-# uv installs the same packages as pip, in parallel and without compiling bytecode first:
+# uv installs the same packages as pip, unpacking and byte-compiling them in parallel:
 # a fresh install takes seconds where pip takes minutes. pip stays the fallback, and
 # `pip install -e .` works as ever.
 UV_VERSION="0.13.9"
@@ -29,7 +29,8 @@ install_with_uv() {
   local sources=()
   mapfile -t sources < <("$VENV/bin/python" "$ROOT/scripts/pip_to_uv.py")
   "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${sources[@]}" \
-    --index-strategy unsafe-best-match -c "$ROOT/requirements.lock" -e "$ROOT[$EXTRAS]" \
+    --index-strategy unsafe-best-match --compile-bytecode \
+    -c "$ROOT/requirements.lock" -e "$ROOT[$EXTRAS]" \
     || { echo "==> uv could not install; trying pip" >&2; return 1; }
 }
 
