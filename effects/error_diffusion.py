@@ -37,26 +37,35 @@ def diffuse_on_grid(
     # One spare column each side and a spare row below take the errors sent off the grid,
     # so no step checks bounds; a transparent point sends an error of 0 (exactly nothing).
     stride = width + 2
-    work = _padded(grey.astype(np.float32), stride).ravel()
-    limits = _padded(threshold.astype(np.float32), stride).ravel()
-    visible = _padded(opaque.astype(np.bool_), stride).ravel()
-    black = np.zeros_like(visible)
-    below = np.array([stride - 1, stride, stride + 1])
-    for wave in range(width + 2 * (height - 1)):
-        rows = np.arange(max(0, (wave - width + 2) // 2), min(height - 1, wave // 2) + 1)
-        points = rows * (stride - 2) + wave + 1
-        value = work[points].astype(np.float64)
-        shown = visible[points]
-        dark = (value < limits[points]) & shown
-        black[points] = dark
-        error = np.where(shown, value - np.where(dark, 0.0, WHITE), 0.0)
+    # Values held in float64 but always float32-exact: each sum is rounded to float32 as
+    # the loop stores it.
+    work = _padded(grey.astype(np.float32), stride).ravel().astype(np.float64)
+    # Every grid point in wave order, and what each wave reads, gathered once: a wave is
+    # then a slice of each.
+    rows, columns = np.divmod(np.arange(height * width), width)
+    order = np.argsort(columns + 2 * rows, kind="stable")
+    points = rows[order] * stride + columns[order] + 1
+    limits = threshold.astype(np.float32).ravel()[order]
+    shown = opaque.astype(np.bool_).ravel()[order]
+    below = (points[:, None] + np.array([stride - 1, stride, stride + 1])).ravel()
+    right = points + 1
+    black = np.zeros(height * width, dtype=np.bool_)
+    bounds = np.searchsorted((columns + 2 * rows)[order], np.arange(width + 2 * height - 1))
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        value = work[points[start:end]]
+        visible = shown[start:end]
+        dark = (value < limits[start:end]) & visible
+        black[start:end] = dark
+        error = np.where(visible, value - np.where(dark, 0.0, WHITE), 0.0)
         # The row below first: in the loop, a point's error from the row above lands
         # before the error from its left neighbour, which this same wave also sends.
         # One wave's targets for the row below are all distinct, and so are its targets
         # to the right, so no addition is lost.
-        _add(work, (points[:, None] + below).ravel(), (error[:, None] * BELOW_SHARES).ravel())
-        _add(work, points + 1, error * RIGHT_SHARE)
-    return black.reshape(height + 1, stride)[:height, 1 : width + 1]
+        _add(work, below[3 * start : 3 * end], (error[:, None] * BELOW_SHARES).ravel())
+        _add(work, right[start:end], error * RIGHT_SHARE)
+    decided = np.zeros(height * width, dtype=np.bool_)
+    decided[order] = black
+    return decided.reshape(height, width)
 
 
 def _padded(plane: npt.NDArray[Scalar], stride: int) -> npt.NDArray[Scalar]:
@@ -67,7 +76,7 @@ def _padded(plane: npt.NDArray[Scalar], stride: int) -> npt.NDArray[Scalar]:
 
 
 def _add(
-    work: npt.NDArray[np.float32], at: npt.NDArray[np.intp], amount: npt.NDArray[np.float64]
+    work: npt.NDArray[np.float64], at: npt.NDArray[np.intp], amount: npt.NDArray[np.float64]
 ) -> None:
     """work[at] += amount as the loop adds: in float64, rounded to float32."""
-    work[at] = (work[at].astype(np.float64) + amount).astype(np.float32)
+    work[at] = (work[at] + amount).astype(np.float32)
