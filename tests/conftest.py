@@ -18,6 +18,38 @@ import redis
 from shared.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# pytest-xdist runs the suite in two processes (scripts/test.sh): each gets Redis databases
+# of its own for every purpose below, so one process's workers, queues and flushes never
+# meet the other's, and its own ports to prefer for the servers it starts. Database 0 is
+# the default service's and 12 the benchmarks'.
+TEST_DATABASES = {
+    "CUTFX_TEST_REDIS_URL": (15, 7),
+    "CUTFX_TEST_E2E_REDIS_URL": (14, 6),
+    "CUTFX_TEST_PREVIEW_REDIS_URL": (8, 5),
+    "CUTFX_TEST_BATCH_REDIS_URL": (9, 4),
+    "CUTFX_TEST_GCS_REDIS_URL": (13, 3),
+    "CUTFX_TEST_CANCEL_REDIS_URL": (10, 2),
+    "CUTFX_TEST_DEMO_REDIS_URL": (11, 1),
+}
+#: A test process's index: 0 alone, or gw0, gw1 under pytest-xdist.
+TEST_PROCESS = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+if TEST_PROCESS >= 2:
+    raise RuntimeError("the suite has Redis databases for two test processes: use -n 2 at most")
+if TEST_PROCESS:
+    # Set, not defaulted: the test processes inherit the controller's environment, and
+    # the first set is the defaults below (a variable set by hand still wins there).
+    for _variable, _databases in TEST_DATABASES.items():
+        os.environ[_variable] = f"redis://127.0.0.1:6379/{_databases[TEST_PROCESS]}"
+#: Added to the ports a test process prefers for the servers it starts.
+PORT_OFFSET = 500 * TEST_PROCESS
+
+
+def preferred_port(port: int) -> int:
+    """`port` for this test process: each process prefers ports of its own."""
+    return port + PORT_OFFSET
+
+
 #: Unit tests flush this database before each test.
 UNIT_REDIS_URL = os.environ.get("CUTFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: The workers' database: flushed once per session, since the workers' heartbeats live there.
@@ -257,5 +289,26 @@ def gcs_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
     from tests.gcs import emulator, write_service_account_key
 
     key = write_service_account_key(tmp_path_factory.mktemp("gcs") / "service-account.json")
-    with emulator(free_port(9023), key) as environment:
+    with emulator(free_port(preferred_port(9023)), key) as environment:
         yield environment
+
+
+#: The slowest modules (mostly waiting: restarts, failovers, visibility timeouts), handed out
+#: first so that the two test processes finish together rather than one waiting on the last.
+SLOW_MODULES = (
+    "tests/worker/test_faults.py",
+    "tests/worker/test_failover.py",
+    "tests/worker/test_corpus.py",
+    "tests/worker/test_preview.py",
+    "tests/worker/test_batching.py",
+    "tests/cli/test_demo.py",
+    "tests/api/test_cancel.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.path)).relative_to(REPO).as_posix()
+        return SLOW_MODULES.index(path) if path in SLOW_MODULES else len(SLOW_MODULES)
+
+    items.sort(key=rank)

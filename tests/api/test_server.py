@@ -11,7 +11,7 @@ import requests
 
 from api.server import MAX_DEFAULT_WORKERS, WORKER_CLASS, ApiServer, cpu_count, server_options
 from cli.stack import free_port
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, preferred_port, settings_env
 
 
 def test_the_options_follow_the_settings(settings):
@@ -38,7 +38,7 @@ def test_each_worker_loads_the_factorys_app_with_the_settings_given(settings):
 
 
 def test_cutfx_serve_answers_on_its_port(settings, tmp_path):
-    port = free_port(8700)
+    port = free_port(preferred_port(8700))
     env = {**settings_env(settings), "PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin"}
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from cli.stack import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, preferred_port
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,16 @@ def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_
     }
     out = tmp_path / "demo-output"
     completed = subprocess.run(
-        [sys.executable, "-m", "cli", "demo", "--output", str(out), "--port", str(free_port(8600))],
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "demo",
+            "--output",
+            str(out),
+            "--port",
+            str(free_port(preferred_port(8600))),
+        ],
         cwd=tmp_path,
         env={**environment, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -21,6 +21,7 @@ from shared.gcs import (
     choose_signer,
 )
 from shared.settings import Settings
+from tests.conftest import preferred_port
 from tests.gcs import BUCKET, SERVICE_ACCOUNT
 
 
@@ -162,7 +163,7 @@ def test_an_emulator_outage_is_ridden_out_by_the_retries(tmp_path):
     from shared.storage import RetryingStorage
     from tests.gcs import EmulatorProcess, emulator, write_service_account_key
 
-    running = EmulatorProcess(free_port(9161))
+    running = EmulatorProcess(free_port(preferred_port(9161)))
     key = write_service_account_key(tmp_path / "sa.json")
     with emulator(running.port, key, running):
         settings = Settings(storage="gcs", gcs_bucket=BUCKET, gcs_prefix="outage")

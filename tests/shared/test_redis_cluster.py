@@ -14,7 +14,7 @@ from shared.jobs import JobStore, new_job_id, read_events
 from shared.jobs.model import JobStatus, ResultStatus
 from shared.jobs.store import events_key, job_key, pending_key, webhook_cursor_key
 from shared.redis_location import redis_client
-from tests.conftest import make_settings
+from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, running
 from tests.helpers import sample_variant, submit, wait_finished
 from tests.redis_topologies import LocalCluster
@@ -22,8 +22,8 @@ from tests.shared.test_jobstore import request
 
 pytestmark = pytest.mark.e2e
 
-CLUSTER_FIRST_PORT = 7301
-BROKER_PORT = 6393
+CLUSTER_FIRST_PORT = preferred_port(7301)
+BROKER_PORT = preferred_port(6393)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.queues import QUEUE_GPU, celery_config
 from shared.settings import Settings
+from tests.conftest import preferred_port
 from tests.faults import RedisServer, running
 from worker.consumer import OutageProofConsumer
 
-BROKER_PORT = 6396
+BROKER_PORT = preferred_port(6396)
 
 
 @pytest.fixture

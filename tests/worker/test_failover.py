@@ -11,14 +11,14 @@ import time
 import pytest
 
 from api import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, job_of, running, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit
 from tests.redis_topologies import SentinelGroup
 
 pytestmark = pytest.mark.e2e
 
-SENTINEL_FIRST_PORT = 6401
+SENTINEL_FIRST_PORT = preferred_port(6401)
 JOBS_BEFORE = 12
 JOBS_AFTER = 4
 #: Sentinel calls the primary down after 1 s of silence; the switch takes a few more.

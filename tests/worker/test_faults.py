@@ -21,7 +21,7 @@ import redis
 from api import create_app
 from shared.jobs import read_events
 from shared.jobs.plan import ENTRY_PREFIX
-from tests.conftest import make_settings
+from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit
 from tests.plugins import STORAGE_FAULT_MARKER_ENV
@@ -46,7 +46,7 @@ def fault_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def redis_server(fault_dirs):
-    server = RedisServer(fault_dirs["redis"], preferred_port=6391)
+    server = RedisServer(fault_dirs["redis"], preferred_port=preferred_port(6391))
     server.start()
     yield server
     server.stop()
