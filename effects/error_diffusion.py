@@ -13,6 +13,7 @@ error does. No compiler is needed, so no worker start waits for one.
 
 from __future__ import annotations
 
+import itertools
 from typing import TypeVar
 
 import numpy as np
@@ -51,7 +52,7 @@ def diffuse_on_grid(
     right = points + 1
     black = np.zeros(height * width, dtype=np.bool_)
     bounds = np.searchsorted((columns + 2 * rows)[order], np.arange(width + 2 * height - 1))
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, end in itertools.pairwise(bounds):
         value = work[points[start:end]]
         visible = shown[start:end]
         dark = (value < limits[start:end]) & visible
