@@ -20,17 +20,20 @@ FLAGS = {
 
 
 def pip_settings() -> dict[str, list[str]]:
+    """Each setting's values in force: an environment variable's (scope ":env:") over a
+    configuration file's, whatever order pip lists them in."""
     listing = subprocess.run(
         [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
     ).stdout
-    settings: dict[str, list[str]] = {}
+    from_files: dict[str, list[str]] = {}
+    from_environment: dict[str, list[str]] = {}
     for line in listing.splitlines():
         scope_and_name, _, value = line.partition("=")
-        name = scope_and_name.rpartition(".")[2]
+        scope, _, name = scope_and_name.rpartition(".")
         if name in FLAGS:
-            # Environment settings (":env:") come last in pip's listing and win, as in pip.
-            settings[name] = shlex.split(value.strip("'\""))
-    return settings
+            chosen = from_environment if scope == ":env:" else from_files
+            chosen[name] = shlex.split(value.strip("'\""))
+    return {**from_files, **from_environment}
 
 
 def main() -> None:
