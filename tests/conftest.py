@@ -36,11 +36,16 @@ TEST_DATABASES = {
 TEST_PROCESS = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 if TEST_PROCESS >= 2:
     raise RuntimeError("the suite has Redis databases for two test processes: use -n 2 at most")
-if TEST_PROCESS:
-    # Set, not defaulted: the test processes inherit the controller's environment, and
-    # the first set is the defaults below (a variable set by hand still wins there).
-    for _variable, _databases in TEST_DATABASES.items():
-        os.environ[_variable] = f"redis://127.0.0.1:6379/{_databases[TEST_PROCESS]}"
+
+
+def redis_url_for(variable: str) -> str:
+    """The Redis database of one purpose (a key of TEST_DATABASES) in this test process. The
+    variable set by hand wins in the first process; the second always takes its own, since
+    it inherits the environment the first was given."""
+    chosen = os.environ.get(variable) if TEST_PROCESS == 0 else None
+    return chosen or f"redis://127.0.0.1:6379/{TEST_DATABASES[variable][TEST_PROCESS]}"
+
+
 #: Added to the ports a test process prefers for the servers it starts.
 PORT_OFFSET = 500 * TEST_PROCESS
 
@@ -51,9 +56,9 @@ def preferred_port(port: int) -> int:
 
 
 #: Unit tests flush this database before each test.
-UNIT_REDIS_URL = os.environ.get("CUTFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+UNIT_REDIS_URL = redis_url_for("CUTFX_TEST_REDIS_URL")
 #: The workers' database: flushed once per session, since the workers' heartbeats live there.
-E2E_REDIS_URL = os.environ.get("CUTFX_TEST_E2E_REDIS_URL", "redis://127.0.0.1:6379/14")
+E2E_REDIS_URL = redis_url_for("CUTFX_TEST_E2E_REDIS_URL")
 WORKER_READY_TIMEOUT_S = 600
 PLUGINS = "tests.plugins"
 

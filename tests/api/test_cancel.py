@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from typing import Any
 
@@ -13,11 +12,11 @@ import redis
 
 from api import create_app
 from shared.metrics import MODEL_INFERENCES, TASKS, Metrics
-from tests.conftest import WorkerProcesses, make_settings
+from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 
 #: A database of its own: jobs must sit in the queue until this test starts its workers.
-CANCEL_REDIS_URL = os.environ.get("CUTFX_TEST_CANCEL_REDIS_URL", "redis://127.0.0.1:6379/10")
+CANCEL_REDIS_URL = redis_url_for("CUTFX_TEST_CANCEL_REDIS_URL")
 RESULTS = ["cutout", "color", "enhancedblackwhite", "popart", "dithering"]
 
 

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from cli.stack import free_port
-from tests.conftest import REPO, preferred_port
+from tests.conftest import REPO, preferred_port, redis_url_for
 
 pytestmark = pytest.mark.e2e
 
-DEMO_REDIS_URL = os.environ.get("CUTFX_TEST_DEMO_REDIS_URL", "redis://127.0.0.1:6379/11")
+DEMO_REDIS_URL = redis_url_for("CUTFX_TEST_DEMO_REDIS_URL")
 
 
 def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_path):

@@ -3,7 +3,6 @@ threads-pool gpu worker batching real queued jobs."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -21,14 +20,14 @@ from PIL import Image
 from api import create_app
 from shared.metrics import BATCH_SIZE, MODEL_INFERENCES, Metrics
 from shared.settings import Settings
-from tests.conftest import WorkerProcesses, make_settings
+from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import SAMPLE, sample_variant, submit, wait_finished
 from worker.batching import Batcher, effective_batch_max
 from worker.model import load_model
 from worker.tasks import soft_time_limit
 
 #: A database of its own: the jobs wait in the queue until the batching worker starts.
-BATCH_REDIS_URL = os.environ.get("CUTFX_TEST_BATCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+BATCH_REDIS_URL = redis_url_for("CUTFX_TEST_BATCH_REDIS_URL")
 
 
 #: Batched and single forwards differ only by the rounding of other kernel blockings,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import requests
 
-from tests.conftest import make_settings, running_workers
+from tests.conftest import make_settings, redis_url_for, running_workers
 from tests.gcs import BUCKET
 from tests.helpers import decode, sample_variant, submit, wait_finished
 
 pytestmark = pytest.mark.e2e
 
-GCS_REDIS_URL = os.environ.get("CUTFX_TEST_GCS_REDIS_URL", "redis://127.0.0.1:6379/13")
+GCS_REDIS_URL = redis_url_for("CUTFX_TEST_GCS_REDIS_URL")
 
 
 @pytest.fixture(scope="module")

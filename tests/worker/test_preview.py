@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import pytest
 import redis
@@ -13,11 +12,11 @@ from PIL import Image
 
 from api import create_app
 from shared.metrics import MODEL_INFERENCES, Metrics
-from tests.conftest import WorkerProcesses, make_settings
+from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 
 #: A database of its own: these workers run base mode.
-PREVIEW_REDIS_URL = os.environ.get("CUTFX_TEST_PREVIEW_REDIS_URL", "redis://127.0.0.1:6379/8")
+PREVIEW_REDIS_URL = redis_url_for("CUTFX_TEST_PREVIEW_REDIS_URL")
 
 
 def event_names(api, job_id: str) -> list[tuple[str, str]]:
