@@ -44,14 +44,15 @@ def diffuse_on_grid(
     # Every grid point in wave order, and what each wave reads, gathered once: a wave is
     # then a slice of each.
     rows, columns = np.divmod(np.arange(height * width), width)
-    order = np.argsort(columns + 2 * rows, kind="stable")
+    wave_of = columns + 2 * rows
+    order = np.argsort(wave_of, kind="stable")
     points = rows[order] * stride + columns[order] + 1
     limits = threshold.astype(np.float32).ravel()[order]
     shown = opaque.astype(np.bool_).ravel()[order]
     below = (points[:, None] + np.array([stride - 1, stride, stride + 1])).ravel()
     right = points + 1
     black = np.zeros(height * width, dtype=np.bool_)
-    bounds = np.searchsorted((columns + 2 * rows)[order], np.arange(width + 2 * height - 1))
+    bounds = np.searchsorted(wave_of[order], np.arange(width + 2 * height - 1))
     for start, end in itertools.pairwise(bounds):
         value = work[points[start:end]]
         visible = shown[start:end]
