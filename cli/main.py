@@ -32,9 +32,6 @@ def bake(args: argparse.Namespace) -> int:
     from worker.bake import CheckpointSource
     from worker.bake import bake as bake_worker
 
-    if not args.random and not (args.url and args.sha256 and args.dest):
-        print("cutfx bake: give --url with --sha256 and --dest, or --random", file=sys.stderr)
-        return EXIT_CONFIGURATION
     settings = service_settings()
     source = CheckpointSource(args.url, args.sha256, args.dest, args.random)
     print(json.dumps(bake_worker(settings, args.mode or settings.model_mode, source)))

@@ -96,5 +96,5 @@ def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, f
     elif source.url and source.sha256 and source.destination is not None:
         checkpoint = fetch_verified(source.url, source.sha256, source.destination)
     else:
-        raise ConfigurationError("bake needs a URL with its sha256 and destination, or random")
+        raise ConfigurationError("give --url with --sha256 and --dest, or --random")
     return {**warm(settings, checkpoint, mode), "effects_s": warm_effects()}
