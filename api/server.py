@@ -31,10 +31,11 @@ ACCESS_LOG_FORMAT = '{"route": "%(U)s", "method": "%(m)s", "status": %(s)s, "ms"
 
 def server_options(settings: Settings, bind: str = "", workers: int = 0) -> dict[str, Any]:
     """gunicorn's settings for the API; `bind` and `workers` override the settings'."""
+    default_workers = min(MAX_DEFAULT_WORKERS, multiprocessing.cpu_count())
     return {
         "bind": bind or settings.bind,
         "worker_class": WORKER_CLASS,
-        "workers": workers or settings.api_workers or min(MAX_DEFAULT_WORKERS, cpu_count()),
+        "workers": workers or settings.api_workers or default_workers,
         "worker_connections": settings.api_connections,
         "timeout": TIMEOUT_S,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
@@ -42,10 +43,6 @@ def server_options(settings: Settings, bind: str = "", workers: int = 0) -> dict
         "accesslog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
     }
-
-
-def cpu_count() -> int:
-    return multiprocessing.cpu_count()
 
 
 class ApiServer(BaseApplication):  # type: ignore[misc]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from multiprocessing import cpu_count
 
 import requests
 
-from api.server import MAX_DEFAULT_WORKERS, WORKER_CLASS, ApiServer, cpu_count, server_options
+from api.server import MAX_DEFAULT_WORKERS, WORKER_CLASS, ApiServer, server_options
 from cli.stack import free_port
 from tests.conftest import REPO, preferred_port, settings_env
 
