@@ -27,13 +27,13 @@ import numpy as np
 import redis
 from PIL import Image
 
+from bench.common import random_checkpoint
+from bench.runs import BENCH_RATE_LIMIT, bench_redis_url
 from cli import service_settings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The service's own packages; tests, benchmarks and the command line are not the service.
 SERVICE_PACKAGES = ("api", "worker", "effects", "shared")
-#: The database the benchmarks use (the tests use others).
-BENCH_REDIS_DB = 12
 SAMPLE = REPO / "samples" / "chelsea.png"
 
 
@@ -106,7 +106,7 @@ def run_one_job(client: Any, seed: int, sides: Sides | None = None) -> None:
         raise RuntimeError(f"the job ended {job['status']}: {job}")
 
 
-def happy_path(storage_dir: Path, checkpoint: str, redis_db: int = BENCH_REDIS_DB) -> Sides:
+def happy_path(storage_dir: Path, checkpoint: str) -> Sides:
     """The service files one traced job runs through (after one untraced warm-up job)."""
     from api import create_app
     from worker.celery_app import create_celery
@@ -114,12 +114,12 @@ def happy_path(storage_dir: Path, checkpoint: str, redis_db: int = BENCH_REDIS_D
 
     settings = service_settings().with_overrides(
         env="development",
-        redis_url=f"redis://127.0.0.1:6379/{redis_db}",
+        redis_url=bench_redis_url(),
         local_storage_dir=storage_dir,
         model_mode="fast",
         model_ckpt=checkpoint,
-        submit_rate_limit="100000/minute",
-        read_rate_limit="100000/minute",
+        submit_rate_limit=BENCH_RATE_LIMIT,
+        read_rate_limit=BENCH_RATE_LIMIT,
     )
     redis.Redis.from_url(settings.redis_url).flushdb()
     client = create_app({"TESTING": True, "CUTFX_SETTINGS": settings}).test_client()
@@ -134,11 +134,9 @@ def happy_path(storage_dir: Path, checkpoint: str, redis_db: int = BENCH_REDIS_D
 
 
 def main() -> None:
-    from worker.checkpoint import ensure_random_checkpoint
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
-    checkpoint = ensure_random_checkpoint("fast", service_settings().cache_dir)
+    checkpoint = random_checkpoint("fast")
     with tempfile.TemporaryDirectory() as storage:
         sides = happy_path(Path(storage), str(checkpoint))
     for name in sorted(sides.files):
