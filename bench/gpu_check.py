@@ -4,7 +4,7 @@
   masks and raw saliency (before the sigmoid) against fp32's;
 - batch sizes 1, 4, 8 and 16: photos per second through one forward;
 - the warm-up: the first `segment` call against the next ones;
-- the foreground estimation on the GPU (worker/foreground.py) against pymatting's:
+- the foreground estimation on the GPU (worker/model.py) against pymatting's:
   agreement where the subject shows, and time.
 
 The generated checkpoint unless CUTFX_MODEL_CKPT names another. `--device cpu --mode
@@ -30,8 +30,7 @@ from bench.common import random_checkpoint, write_section
 from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.foreground import TorchForeground
-from worker.model import LoadedModel, load_model
+from worker.model import LoadedModel, TorchForeground, load_model
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BATCH_SIZES = (1, 4, 8, 16)

@@ -8,7 +8,7 @@ from PIL import Image
 from pymatting import estimate_foreground_ml
 
 from tests.helpers import SAMPLE
-from worker.foreground import TorchForeground
+from worker.model import TorchForeground
 
 #: In 0..1: what a viewer sees (weighted by alpha) within a quarter of an 8-bit step, any
 #: visible pixel within two steps on average.
