@@ -15,8 +15,8 @@ from api.middleware import init_cors, init_limits, register_security_headers
 from api.services import init_services
 from api.tokens import TokenCodec
 from effects.registry import load_plugins
-from shared.logging import configure_logging
 from shared.settings import Settings
+from shared.telemetry import configure_logging
 
 logger = logging.getLogger(__name__)
 

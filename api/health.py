@@ -13,8 +13,8 @@ from flask import Blueprint, Response, request
 
 from api.services import services
 from shared.errors import ServiceNotReady, Unauthorized
-from shared.metrics import ALL_METRICS, gauge, render
 from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
+from shared.telemetry import ALL_METRICS, gauge, render
 from shared.workers import live_workers, ready_queues
 
 blueprint = Blueprint("health", __name__)

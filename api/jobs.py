@@ -54,9 +54,9 @@ from shared.jobs.plan import (
     sha256_hex,
 )
 from shared.jobs.store import START_OF_STREAM, JobEvent, check_event_id, follow_events, read_events
-from shared.metrics import JOBS_ACCEPTED
 from shared.output import encode_lossless
 from shared.storage import Storage
+from shared.telemetry import JOBS_ACCEPTED
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 

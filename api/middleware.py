@@ -18,9 +18,9 @@ from flask_limiter.util import get_remote_address
 from api.auth import client_token, owner
 from api.services import services
 from shared.errors import RateLimited
-from shared.metrics import REQUEST_SECONDS, REQUESTS
 from shared.redis_location import limits_storage
 from shared.settings import Settings
+from shared.telemetry import REQUEST_SECONDS, REQUESTS
 
 UNMATCHED_ROUTE = "unmatched"
 #: Any other method string is counted as OTHER_METHOD, so a client cannot mint series.

@@ -10,10 +10,10 @@ from redis import Redis
 
 from shared.jobs.plan import ResultCache, cache_scope
 from shared.jobs.store import JobStore
-from shared.metrics import FinishedJobReporter, Metrics
 from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.storage import Storage, storage_from_settings
+from shared.telemetry import FinishedJobReporter, Metrics
 
 
 @dataclass(frozen=True)

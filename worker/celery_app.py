@@ -23,10 +23,9 @@ from celery.signals import (
 )
 
 from effects.registry import load_plugins
-from shared.logging import configure_logging
-from shared.metrics import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS
 from shared.queues import celery_config
 from shared.settings import Settings
+from shared.telemetry import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS, configure_logging
 from worker.consumer import CONSUMER_CLASS
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, new_status
 from worker.process import this_process

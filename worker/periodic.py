@@ -15,8 +15,8 @@ import redis
 from shared.context import ServiceContext
 from shared.jobs.model import now
 from shared.jobs.store import JobStore
-from shared.logging import job_context
 from shared.storage import LocalStorage
+from shared.telemetry import job_context
 from shared.workers import HEARTBEAT_INTERVAL_S, WorkerStatus, publish, withdraw
 
 logger = logging.getLogger(__name__)

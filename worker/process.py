@@ -17,9 +17,9 @@ import numpy.typing as npt
 
 from shared.context import ServiceContext, connect_context
 from shared.errors import ConfigurationError
-from shared.metrics import BATCH_SIZE
 from shared.queues import QUEUE_CPU, QUEUE_GPU
 from shared.settings import Settings
+from shared.telemetry import BATCH_SIZE
 from worker.batching import Batcher, effective_batch_max
 from worker.consumer import VisibilityKeeper
 from worker.model import PREVIEW_MODE, LoadedModel, load_model

@@ -24,8 +24,8 @@ from shared.jobs.model import (
     now,
 )
 from shared.jobs.plan import Rendered, ResultCache, cache_scope
-from shared.metrics import MODEL_INFERENCES, STAGE_SECONDS
 from shared.output import decode_lossless, encode_lossless, encode_rgba
+from shared.telemetry import MODEL_INFERENCES, STAGE_SECONDS
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
 from worker.process import Pixels, WorkerProcess

@@ -22,13 +22,13 @@ from kombu.exceptions import OperationalError
 from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
 from shared.jobs.model import CUTOUT
 from shared.jobs.plan import enqueue_webhook_delivery
-from shared.logging import job_context
 from shared.queues import (
     HARD_LIMIT_GRACE_S,
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
 )
+from shared.telemetry import job_context
 from worker.process import WorkerProcess, this_process
 from worker.steps import fail_for_good, run_effect, run_segment
 from worker.webhooks import deliver_pending

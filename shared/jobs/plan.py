@@ -28,7 +28,6 @@ import redis
 from celery import Celery
 
 from shared.jobs.model import CUTOUT, PREVIEW, JobRecord, JobRequest, ResultStatus, StoredObject
-from shared.metrics import CACHE_LOOKUPS, Metrics
 from shared.output import OutputFormat, OutputOptions
 from shared.queues import (
     PRIORITY_OTHER,
@@ -41,6 +40,7 @@ from shared.queues import (
     TASK_SEGMENT,
 )
 from shared.storage import Storage
+from shared.telemetry import CACHE_LOOKUPS, Metrics
 
 # --- content addresses ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from api import create_app
-from shared.metrics import MODEL_INFERENCES, TASKS, Metrics
+from shared.telemetry import MODEL_INFERENCES, TASKS, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.metrics import Metric, Metrics, render
+from shared.telemetry import Metric, Metrics, render
 from tests.helpers import sample_variant, submit, wait_finished
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cli.main import main
-from shared.metrics import TASKS, Metrics
+from shared.telemetry import TASKS, Metrics
 from tests.helpers import sample_variant
 
 pytestmark = pytest.mark.e2e

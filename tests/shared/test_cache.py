@@ -6,8 +6,8 @@ import pytest
 
 from shared.errors import TransientStorageError
 from shared.jobs.plan import ENTRY_PREFIX, Rendered, ResultCache
-from shared.metrics import CACHE_LOOKUPS, Metrics
 from shared.storage import LocalStorage
+from shared.telemetry import CACHE_LOOKUPS, Metrics
 
 KEY = "results/ab/one.webp"
 

@@ -18,8 +18,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from api import create_app
-from shared.metrics import BATCH_SIZE, MODEL_INFERENCES, Metrics
 from shared.settings import Settings
+from shared.telemetry import BATCH_SIZE, MODEL_INFERENCES, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import SAMPLE, sample_variant, submit, wait_finished
 from worker.batching import Batcher, effective_batch_max

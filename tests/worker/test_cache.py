@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.jobs import StoredObject
-from shared.metrics import CACHE_LOOKUPS, MODEL_INFERENCES, TASKS, Metrics
+from shared.telemetry import CACHE_LOOKUPS, MODEL_INFERENCES, TASKS, Metrics
 from tests.helpers import sample_variant, submit, wait_finished
 
 pytestmark = pytest.mark.e2e

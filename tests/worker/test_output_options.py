@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.metrics import MODEL_INFERENCES, TASKS, Metrics
+from shared.telemetry import MODEL_INFERENCES, TASKS, Metrics
 from tests.helpers import SAMPLE, decode, image_bytes, sample_variant, submit, wait_finished
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import redis
 from PIL import Image
 
 from api import create_app
-from shared.metrics import MODEL_INFERENCES, Metrics
+from shared.telemetry import MODEL_INFERENCES, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 

@@ -11,7 +11,7 @@ import requests
 
 from api import create_app
 from shared.jobs.plan import GLOBAL_SCOPE, cache_scope
-from shared.metrics import MODEL_INFERENCES, Metrics
+from shared.telemetry import MODEL_INFERENCES, Metrics
 from tests.conftest import LiveServer
 from tests.helpers import FINISHED, sample_variant
 

@@ -1,15 +1,22 @@
-"""Counters and histograms kept in Redis, so every API and worker process adds to one set.
+"""What the service tells its operators: structured JSON logs, and counters and histograms
+kept in Redis.
 
-Prometheus scrapes GET /metrics on any API process; all of them read the same
-Redis hashes, so the figures do not depend on which process answers. The text
-is rendered by prometheus_client, through a collector that reads those hashes.
+Logs: one JSON object a line; every line written inside `job_context` carries the job id.
+
+Metrics: kept in Redis, so every API and worker process adds to one set. Prometheus
+scrapes GET /metrics on any API process; all of them read the same Redis hashes, so the
+figures do not depend on which process answers. The text is rendered by
+prometheus_client, through a collector that reads those hashes.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +32,58 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from shared.jobs.model import JobRecord
-from shared.logging import job_context
+
+# --- logs -----------------------------------------------------------------------------
+
+_current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "cutfx_job_id", default=None
+)
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    token = _current_job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job_id.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        job_id = getattr(record, "job_id", None) or _current_job_id.get()
+        if job_id:
+            entry["job_id"] = job_id
+        for name, value in vars(record).items():
+            if name not in _STANDARD_ATTRS and name not in entry:
+                entry[name] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    # The real stderr: Celery swaps sys.stderr for a proxy that logs, which would loop.
+    handler = logging.StreamHandler(sys.__stderr__)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# --- metrics --------------------------------------------------------------------------
 
 logger = logging.getLogger("cutfx.jobs")
 
