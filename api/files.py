@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from api.services import services
+from api.middleware import services
 from shared.errors import Forbidden, NotFound, ObjectNotFound
 from shared.signing import Purpose, derive_key
 from shared.storage import LocalStorage, content_type_of, verify_link

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, request
 
-from api.services import services
+from api.middleware import services
 from shared.errors import ServiceNotReady, Unauthorized
 from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
 from shared.telemetry import ALL_METRICS, gauge, render

@@ -13,11 +13,9 @@ from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context, url_for
 
-from api.auth import client_token, key_id, owner
 from api.idempotency import check_key, wait_for_job
 from api.images import BACKGROUND, PHOTO, UploadPart, normalise_upload
-from api.middleware import stage
-from api.services import Services, services
+from api.middleware import Services, client_token, key_id, owner, services, stage
 from api.tokens import ClientToken
 from api.validation import (
     JobOptions,

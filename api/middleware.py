@@ -1,26 +1,202 @@
-"""What every request passes through besides its route: timings (the Server-Timing header
-and request metrics shared through Redis), CORS, rate limits, security headers."""
+"""What every request passes through besides its route, and what it reaches.
+
+- The app's services (`services()`): connections made once per app by create_app.
+- Who the request acts for: an API key (the shop's server) or a client token (its
+  customers' browsers), and from which browser origin it may do so. Keys come from
+  CUTFX_API_KEYS and are held in memory only as sha256 digests, each with a non-secret
+  id ("key_" and 16 hex digits of the digest): the id is what job records, idempotency
+  names, logs and rate limits carry, never the key. With no keys configured (development
+  only) every request acts for ANONYMOUS. A request that carries a credential and an
+  Origin header (a browser's) must come from an origin its key allows
+  (CUTFX_CORS_ORIGINS, CUTFX_KEY_ORIGINS) or, for a client token, from the token's own
+  origin; the API's own pages are always allowed.
+- Timings (the Server-Timing header and request metrics shared through Redis), security
+  headers, CORS and rate limits.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, request
+from celery import Celery
+from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from api.auth import client_token, owner
-from api.services import services
-from shared.errors import RateLimited
+from api.idempotency import IdempotencyStore
+from api.images import DecodePool
+from api.tokens import ClientToken, TokenCodec, TokenQuota, is_client_token
+from shared.context import ServiceContext
+from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
+from shared.jobs.model import Owner
 from shared.redis_location import limits_storage
 from shared.settings import Settings
 from shared.telemetry import REQUEST_SECONDS, REQUESTS
+
+# --- the app's services ----------------------------------------------------------------
+
+SERVICES_EXTENSION = "cutfx"
+
+
+@dataclass(frozen=True)
+class Services(ServiceContext):
+    """The shared service context plus what only the API uses; built by create_app."""
+
+    celery: Celery
+    idempotency: IdempotencyStore
+    decoder: DecodePool
+    token_quota: TokenQuota
+
+
+def services() -> Services:
+    found: Services = current_app.extensions[SERVICES_EXTENSION]
+    return found
+
+
+# --- who a request acts for -------------------------------------------------------------
+
+PROTECTED_PREFIX = "/v1/"
+#: Signed links carry their own authorisation; the catalogue and client document the API.
+OPEN_PREFIXES = ("/v1/files/", "/v1/openapi.json", "/v1/effects", "/v1/client.js")
+#: What a client token may do: submit, follow and cancel its own jobs, and wake a worker.
+TOKEN_ENDPOINTS = frozenset(
+    {
+        "jobs.create_job",
+        "jobs.get_job",
+        "jobs.cancel_job",
+        "events.job_events",
+        "health.warmup",
+    }
+)
+ANONYMOUS = ""
+API_KEYS_EXTENSION = "cutfx.api_keys"
+CLIENT_TOKENS_EXTENSION = "cutfx.client_tokens"
+
+
+def key_digest(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_id_of(raw_key: str) -> str:
+    """The non-secret id of an API key."""
+    return "key_" + key_digest(raw_key)[:16]
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The configured keys as digest → id; empty when keys are off."""
+
+    ids_by_digest: dict[str, str]
+
+    @classmethod
+    def from_keys(cls, raw_keys: tuple[str, ...]) -> ApiKeys:
+        return cls({key_digest(key): key_id_of(key) for key in raw_keys})
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ids_by_digest)
+
+    def identify(self, raw_key: str) -> str | None:
+        # A dict lookup of a digest: comparing digests leaks nothing usable about a key.
+        return self.ids_by_digest.get(key_digest(raw_key))
+
+    def has_id(self, key_id: str) -> bool:
+        """Whether a key with this id is configured (ANONYMOUS when keys are off)."""
+        if not self.enabled:
+            return key_id == ANONYMOUS
+        return key_id in self.ids_by_digest.values()
+
+
+def presented_key() -> str | None:
+    """The credential in the Authorization or X-API-Key header; never read from the URL."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def owner() -> Owner:
+    """Whom this request acts for (the anonymous owner when keys are off)."""
+    found: Owner = g.get("owner", Owner(ANONYMOUS))
+    return found
+
+
+def key_id() -> str:
+    """The id of the key this request acts for (ANONYMOUS when keys are off)."""
+    return owner().key_id
+
+
+def client_token() -> ClientToken | None:
+    """The client token this request came with, if it came with one."""
+    found: ClientToken | None = g.get("client_token")
+    return found
+
+
+def require_api_key() -> None:
+    """before_request: identify the caller; a /v1 route but the open ones needs a credential."""
+    if request.method == "OPTIONS":
+        # CORS preflights carry no credentials; they are answered by the CORS layer.
+        return
+    keys: ApiKeys = current_app.extensions[API_KEYS_EXTENSION]
+    raw = presented_key()
+    if raw and is_client_token(raw):
+        _accept_client_token(keys, raw)
+        return
+    if not keys.enabled:
+        g.owner = Owner(ANONYMOUS)
+        return
+    identified = keys.identify(raw) if raw else None
+    if identified is not None:
+        check_origin(services().settings.origins_of(identified))
+        g.owner = Owner(identified)
+        return
+    if not request.path.startswith(PROTECTED_PREFIX) or request.path.startswith(OPEN_PREFIXES):
+        return
+    if raw is None:
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+    raise Unauthorized("the API key is not valid")
+
+
+def _accept_client_token(keys: ApiKeys, raw: str) -> None:
+    codec: TokenCodec = current_app.extensions[CLIENT_TOKENS_EXTENSION]
+    token = codec.verify(raw)
+    if not keys.has_id(token.key_id):
+        raise Unauthorized("the client token's API key is no longer valid")
+    if request.endpoint is not None and request.endpoint not in TOKEN_ENDPOINTS:
+        raise Forbidden("a client token may only submit, read and cancel its own jobs")
+    check_origin(frozenset({token.origin}))
+    g.owner = Owner(token.key_id, token.token_id)
+    g.client_token = token
+
+
+def own_origins() -> frozenset[str]:
+    """The origins of the API's own pages: as this request reached it, and as published."""
+    own = {request.host_url.rstrip("/").lower()}
+    public = services().settings.public_base_url
+    if public:
+        scheme, _, rest = public.partition("://")
+        own.add(f"{scheme}://{rest.split('/', 1)[0]}".lower())
+    return frozenset(own)
+
+
+def check_origin(allowed: frozenset[str]) -> None:
+    """A credential sent by a browser (which always names its page's origin) from an origin
+    it is not allowed on is refused: a secret key in a browser is a leaked key."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin.lower() in allowed or origin.lower() in own_origins():
+        return
+    raise OriginNotAllowed(f"this credential may not be used from {origin}")
+
+
+# --- timings ----------------------------------------------------------------------------
 
 UNMATCHED_ROUTE = "unmatched"
 #: Any other method string is counted as OTHER_METHOD, so a client cannot mint series.
@@ -98,7 +274,7 @@ def register_security_headers(app: Flask) -> None:
 # Preflights are answered for every origin named in CUTFX_CORS_ORIGINS or
 # CUTFX_KEY_ORIGINS (a preflight carries no credential, so it cannot be told
 # apart by key); which origin a given key or client token may really be used
-# from is checked when the request itself arrives (api/auth.py). Other origins
+# from is checked when the request itself arrives (above). Other origins
 # get no CORS headers at all, so the browser keeps the answer from the page.
 
 #: What a page sends besides the simple headers.

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from api.auth import MAX_JOBS_PER_TOKEN, MIN_TTL_S
+from api.account import MAX_JOBS_PER_TOKEN, MIN_TTL_S
 from api.idempotency import MAX_KEY_LENGTH
 from api.jobs import KEEPALIVE_MS_RANGE, MAX_WAIT_S
 from api.validation import CANCEL_AFTER_RANGE_S, job_form

@@ -136,7 +136,7 @@ def worker_ping(args: argparse.Namespace) -> int:
 
 def key_ids(args: argparse.Namespace) -> int:
     """The non-secret id of each key, for CUTFX_KEY_ORIGINS and the logs."""
-    from api.auth import key_id_of
+    from api.middleware import key_id_of
 
     keys = [line.strip() for line in sys.stdin] if args.stdin else service_settings().api_keys
     for key in filter(None, keys):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from api import create_app
-from api.auth import key_id_of
+from api.middleware import key_id_of
 from api.tokens import TokenCodec
 from shared.errors import Unauthorized
 from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api import create_app
-from api.auth import key_id_of
+from api.middleware import key_id_of
 from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 from tests.api.test_client_tokens import OTHER_SHOP, SHOP, issue
 from tests.helpers import wait_finished

@@ -20,7 +20,7 @@ import requests
 from flask import Flask, Response, jsonify
 
 from api import create_app
-from api.auth import key_id_of
+from api.middleware import key_id_of
 from tests.conftest import LiveServer
 from tests.helpers import SAMPLE
 

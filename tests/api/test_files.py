@@ -6,14 +6,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from api.services import EXTENSION_NAME
+from api.middleware import SERVICES_EXTENSION
 from shared.signing import Purpose, derive_key
 from shared.storage import link_signature
 
 
 @pytest.fixture
 def stored(app):
-    storage = app.extensions[EXTENSION_NAME].storage
+    storage = app.extensions[SERVICES_EXTENSION].storage
     storage.put("results/ab/object.webp", b"RIFF0000WEBPdata", "image/webp")
     return storage
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from api import create_app
-from api.auth import key_id_of
+from api.middleware import key_id_of
 from shared.errors import ConfigurationError
 from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 from tests.conftest import REPO
