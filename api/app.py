@@ -13,7 +13,6 @@ from flask import Flask
 
 from api import account, errors, files, health, jobs, middleware, openapi
 from api.idempotency import IdempotencyStore
-from api.images import DecodePool
 from api.middleware import (
     API_KEYS_EXTENSION,
     CLIENT_TOKENS_EXTENSION,
@@ -26,6 +25,7 @@ from api.middleware import (
     require_api_key,
 )
 from api.tokens import TokenCodec, TokenQuota
+from api.upload import DecodePool
 from effects.registry import load_plugins
 from shared.context import connect_context
 from shared.queues import celery_config

@@ -14,12 +14,15 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context, url_for
 
 from api.idempotency import check_key, wait_for_job
-from api.images import BACKGROUND, PHOTO, UploadPart, normalise_upload
 from api.middleware import Services, client_token, key_id, owner, services, stage
 from api.tokens import ClientToken
-from api.validation import (
+from api.upload import (
+    BACKGROUND,
+    PHOTO,
     JobOptions,
+    UploadPart,
     check_known_fields,
+    normalise_upload,
     parse_cancel_after,
     parse_options,
     read_upload,

@@ -32,8 +32,8 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
 from api.idempotency import IdempotencyStore
-from api.images import DecodePool
 from api.tokens import ClientToken, TokenCodec, TokenQuota, is_client_token
+from api.upload import DecodePool
 from shared.context import ServiceContext
 from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
 from shared.jobs.model import Owner

@@ -10,7 +10,7 @@ from flask import Blueprint
 from api.account import MAX_JOBS_PER_TOKEN, MIN_TTL_S
 from api.idempotency import MAX_KEY_LENGTH
 from api.jobs import KEEPALIVE_MS_RANGE, MAX_WAIT_S
-from api.validation import CANCEL_AFTER_RANGE_S, job_form
+from api.upload import CANCEL_AFTER_RANGE_S, job_form
 from effects import list_effects
 from shared.jobs.model import JobStatus, ResultStatus
 from shared.settings import DEFAULT_CLIENT_TOKEN_TTL_S, MAX_CLIENT_TOKEN_TTL_S

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from api.images import normalise_upload
+from api.upload import normalise_upload
 from shared.errors import (
     ImageTooLarge,
     ImageTooSmall,
@@ -74,7 +74,7 @@ def test_the_draft_picks_the_smallest_jpeg_scale_that_still_covers_the_working_s
     import numpy as np
     from PIL import Image
 
-    from api.images import _draft
+    from api.upload import _draft
 
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((3000, 6000, 3), dtype=np.uint8)).save(buffer, "JPEG")

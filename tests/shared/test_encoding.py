@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.validation import output_format
+from api.upload import output_format
 from effects import apply_effect
 from effects.popart import PALETTE
 from shared.errors import InvalidParameter
