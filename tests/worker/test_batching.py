@@ -24,7 +24,7 @@ from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import SAMPLE, sample_variant, submit, wait_finished
 from worker.batching import Batcher, effective_batch_max
 from worker.model import load_model
-from worker.tasks import soft_time_limit
+from worker.process import soft_time_limit
 
 #: A database of its own: the jobs wait in the queue until the batching worker starts.
 BATCH_REDIS_URL = redis_url_for("CUTFX_TEST_BATCH_REDIS_URL")

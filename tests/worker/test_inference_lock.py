@@ -9,7 +9,7 @@ import time
 import pytest
 from redis.exceptions import LockError
 
-from worker.steps import held_while_valid
+from worker.tasks import held_while_valid
 
 
 def test_a_lock_that_lapsed_under_the_block_lets_the_block_finish(text_redis, caplog):

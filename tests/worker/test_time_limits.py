@@ -10,7 +10,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tests.conftest import REPO
-from worker.tasks import EXIT_HARD_TIME_LIMIT, soft_time_limit
+from worker.process import EXIT_HARD_TIME_LIMIT, soft_time_limit
 
 
 def spin_within(limit_s: float) -> None:
@@ -33,7 +33,7 @@ def test_a_step_that_ignores_its_soft_limit_stops_the_process_at_the_hard_one():
     back through its visibility and counts as an attempt)."""
     probe = (
         "import time\n"
-        "from worker.tasks import soft_time_limit\n"
+        "from worker.process import soft_time_limit\n"
         "with soft_time_limit(0.2, hard_grace_s=0.5):\n"
         "    while True:\n"
         "        try:\n"
