@@ -19,8 +19,13 @@ from tests.redis_topologies import SentinelGroup
 pytestmark = pytest.mark.e2e
 
 SENTINEL_FIRST_PORT = preferred_port(6401)
-JOBS_BEFORE = 12
-JOBS_AFTER = 4
+#: More jobs than the workers hold at once, so some are mid-task and some wait when the
+#: primary dies.
+JOBS_BEFORE = 6
+JOBS_AFTER = 2
+#: The least the settings allow (30 s by default): a task whose acknowledgement the
+#: switch lost comes back a third as soon.
+VISIBILITY_TIMEOUT_S = 10
 #: Sentinel calls the primary down after 1 s of silence; the switch takes a few more.
 SWITCH_BUDGET_S = 30
 SUBMIT_EVERY_S = 0.5
@@ -42,7 +47,12 @@ def figures(artifacts_dir):
 
 @pytest.fixture(scope="module")
 def failover_settings(group, tmp_path_factory, checkpoint):
-    return make_settings(group.url, tmp_path_factory.mktemp("storage"), model_ckpt=str(checkpoint))
+    return make_settings(
+        group.url,
+        tmp_path_factory.mktemp("storage"),
+        model_ckpt=str(checkpoint),
+        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+    )
 
 
 @pytest.fixture(scope="module")
