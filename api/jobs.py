@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context, url_for
+from werkzeug.datastructures import MultiDict
 
 from api.idempotency import check_key, wait_for_job
 from api.middleware import Services, client_token, key_id, owner, services, stage
@@ -19,12 +20,17 @@ from api.tokens import ClientToken
 from api.upload import (
     BACKGROUND,
     PHOTO,
+    PHOTO_BY_URL,
+    PHOTO_URL_FIELD,
     JobOptions,
     UploadPart,
     check_known_fields,
+    check_one_photo,
+    json_fields,
     normalise_upload,
     parse_cancel_after,
     parse_options,
+    photo_from_url,
     read_upload,
 )
 from shared.errors import (
@@ -73,14 +79,15 @@ MAX_WAIT_S = 30.0
 def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     svc = services()
     token = client_token()
-    if token is not None and request.form.get("callback_url"):
+    fields = submitted_fields()
+    if token is not None and fields.get("callback_url"):
         raise Forbidden(
             "webhooks are set by the shop's server, not a client token", field="callback_url"
         )
-    check_known_fields(set(request.form.keys()), set(request.files.keys()))
+    check_known_fields(set(fields.keys()), set(request.files.keys()))
     background_upload = request.files.get(BACKGROUND.field)
     options = parse_options(
-        request.form,
+        fields,
         key_id=key_id(),
         allow_loopback_callbacks=svc.settings.webhook_allow_loopback,
         has_background_image=background_upload is not None,
@@ -88,7 +95,7 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     raw_cancel_after = request.headers.get(CANCEL_AFTER_HEADER)
     if raw_cancel_after is not None:
         options = replace(options, cancel_after_s=parse_cancel_after(raw_cancel_after))
-    data = read_upload(request.files.get(PHOTO.field), svc.settings.max_upload_bytes)
+    data, photo_part = read_photo(fields, svc)
     background = (
         None
         if background_upload is None
@@ -97,7 +104,7 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     raw_key = request.headers.get(IDEMPOTENCY_HEADER)
     idempotency_key = check_key(raw_key) if raw_key is not None else None
     submission = submit_job(
-        svc, data, options, idempotency_key, Submitter(owner(), token), background
+        svc, data, options, idempotency_key, Submitter(owner(), token), background, photo_part
     )
     job = submission.job
     links = job_links(job.id)
@@ -114,6 +121,28 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     if submission.replayed:
         headers[REPLAYED_HEADER] = "true"
     return body, 202, headers
+
+
+def submitted_fields() -> MultiDict[str, str]:
+    """The fields of a multipart (or urlencoded) form, or of a JSON object: one vocabulary."""
+    if not request.is_json:
+        return request.form
+    body = request.get_json(silent=True)
+    if body is None:
+        raise MalformedRequest("the body is not valid JSON")
+    return json_fields(body)
+
+
+def read_photo(fields: MultiDict[str, str], svc: Services) -> tuple[bytes, UploadPart]:
+    """The uploaded photo, or the one its address gives (fetched within its own timing),
+    and the field its errors name."""
+    url = fields.get(PHOTO_URL_FIELD) or None
+    upload = request.files.get(PHOTO.field)
+    check_one_photo(url, upload)
+    if url is None:
+        return read_upload(upload, svc.settings.max_upload_bytes), PHOTO
+    with stage("fetch"):
+        return photo_from_url(url, svc.settings), PHOTO_BY_URL
 
 
 @blueprint.get("/<job_id>")
@@ -279,9 +308,11 @@ def submit_job(
     idempotency_key: str | None = None,
     submitter: Submitter | None = None,
     background: bytes | None = None,
+    photo_part: UploadPart = PHOTO,
 ) -> Submission:
     """Create and queue a job for the submitter (with `background`, the uploaded image
-    behind the subject); with an Idempotency-Key, a repeat returns the first job."""
+    behind the subject; `photo_part`, what its errors name); with an Idempotency-Key, a
+    repeat returns the first job."""
     submitter = submitter or Submitter()
     owner = submitter.owner
     sha = sha256_hex(data)
@@ -295,7 +326,7 @@ def submit_job(
     try:
         with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id):
             return Submission(
-                _create_job(svc, job_id, Upload(data, sha, background), options, owner)
+                _create_job(svc, job_id, Upload(data, sha, background, photo_part), options, owner)
             )
     except BaseException:
         if idempotency_key is not None:
@@ -361,6 +392,8 @@ class Upload:
     data: bytes
     sha256: str
     background: bytes | None = None
+    #: What the photo came in, as its errors name it.
+    part: UploadPart = PHOTO
 
 
 def _create_job(
@@ -369,7 +402,7 @@ def _create_job(
     cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner.key_id))
     output_options = options.output_options
     with stage("input"):
-        stored_input = _store_input(svc, cache, upload.data, upload.sha256)
+        stored_input = _store_input(svc, cache, upload.data, upload.sha256, upload.part)
         if upload.background is not None:
             behind = _store_input(
                 svc, cache, upload.background, sha256_hex(upload.background), BACKGROUND

@@ -10,7 +10,7 @@ from flask import Blueprint
 from api.account import MAX_JOBS_PER_TOKEN, MIN_TTL_S
 from api.idempotency import MAX_KEY_LENGTH
 from api.jobs import KEEPALIVE_MS_RANGE, MAX_WAIT_S
-from api.upload import CANCEL_AFTER_RANGE_S, job_form
+from api.upload import CANCEL_AFTER_RANGE_S, PHOTO, PHOTO_URL_FIELD, job_form
 from effects import list_effects
 from shared.jobs.model import JobStatus, ResultStatus
 from shared.settings import DEFAULT_CLIENT_TOKEN_TTL_S, MAX_CLIENT_TOKEN_TTL_S
@@ -134,12 +134,14 @@ ERROR_DESCRIPTIONS = {
     "400": "Malformed request or undecodable image",
     "401": "Missing or invalid API key (or metrics token)",
     "403": "Bad or expired signed link; a credential used from an origin it is not allowed "
-    "on; a client token's quota spent or a route it may not use",
+    "on; a client token's quota spent or a route it may not use; an image_url bucket the "
+    "service does not read (bucket_not_allowed)",
     "404": "Unknown job or object (another API key's job is unknown too)",
     "409": "Idempotency-Key reused for another request",
-    "413": "Upload too large",
+    "413": "Upload too large, or the photo at image_url (fetch_too_large)",
     "415": "Unsupported image format",
-    "422": "Invalid parameter",
+    "422": "Invalid parameter; a photo image_url could not give (fetch_failed, fetch_refused, "
+    "fetch_timeout)",
     "429": "Rate limit or unfinished-job cap reached (Retry-After says when to retry)",
     "503": "Not ready, busy decoding, or Redis unavailable (Retry-After when known)",
 }
@@ -202,15 +204,30 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
+                        "description": "The photo uploaded (multipart) or by its address "
+                        f"({PHOTO_URL_FIELD}, multipart or JSON); the same fields either way.",
                         "content": {
                             "multipart/form-data": {
                                 "schema": {
                                     "type": "object",
-                                    "required": [f.name for f in job_form_fields if f.required],
                                     "properties": {f.name: f.schema() for f in job_form_fields},
                                     "additionalProperties": False,
+                                    "anyOf": [
+                                        {"required": [PHOTO.field]},
+                                        {"required": [PHOTO_URL_FIELD]},
+                                    ],
                                 }
-                            }
+                            },
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": [PHOTO_URL_FIELD],
+                                    "properties": {
+                                        f.name: f.schema() for f in job_form_fields if not f.is_file
+                                    },
+                                    "additionalProperties": False,
+                                }
+                            },
                         },
                     },
                     "responses": {
@@ -226,7 +243,7 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         ),
-                        **_errors("400", "401", "409", "413", "415", "422"),
+                        **_errors("400", "401", "403", "409", "413", "415", "422"),
                     },
                 }
             },

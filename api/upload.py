@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ from shared.errors import (
     ServiceBusy,
     UnsupportedMediaType,
 )
+from shared.gcs import is_gs_url, read_photo_object
 from shared.jobs.model import EventType, Webhook
+from shared.outbound import check_callback_address, check_callback_url, fetch_photo, redacted
 from shared.output import (
     BLUR,
     BLUR_RADIUS_RANGE,
@@ -65,7 +68,7 @@ from shared.output import (
     parse_margin,
 )
 from shared.output import PREVIEW as SIZE_PREVIEW
-from shared.webhook_targets import check_callback_address, check_callback_url
+from shared.settings import Settings
 from shared.webhooks import WEBHOOK_EVENT_TYPES
 
 # --- the photos -----------------------------------------------------------------------
@@ -107,6 +110,9 @@ class UploadPart:
 
 PHOTO = UploadPart("image", "image")
 BACKGROUND = UploadPart("background_image", "background image")
+#: The photo's address, instead of the photo (photo_from_url, below).
+PHOTO_URL_FIELD = "image_url"
+PHOTO_BY_URL = UploadPart(PHOTO_URL_FIELD, "photo at image_url")
 
 
 @dataclass(frozen=True)
@@ -384,7 +390,14 @@ def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, .
     constants its parsers check against."""
     low_side, high_side = MAX_SIDE_RANGE
     return (
-        FormField(PHOTO.field, "string", format="binary", required=True),
+        FormField(PHOTO.field, "string", "The photo (or send image_url)", format="binary"),
+        FormField(
+            PHOTO_URL_FIELD,
+            "string",
+            "The photo's address instead of the photo: an http(s) URL, or gs://bucket/path for "
+            "a bucket the service reads",
+            format="uri",
+        ),
         FormField("effects", "string", f"Comma list of {', '.join(effect_names)}", "all"),
         FormField("primary", "string", "The effect to run first", "the first listed"),
         FormField("format", "string", enum=tuple(OUTPUT_FORMATS), default=DEFAULT_OUTPUT_FORMAT),
@@ -550,6 +563,76 @@ def _parse_params(raw: str | None, effects: tuple[str, ...]) -> dict[str, dict[s
         if not isinstance(value, dict):
             raise InvalidParameter(f"params.{name} must be an object", field=f"params.{name}")
     return {name: get_effect(name).validate_params(supplied.get(name)) for name in effects}
+
+
+# --- the photo: uploaded, or fetched from its address -----------------------------------
+
+
+def json_fields(body: object) -> MultiDict[str, str]:
+    """A JSON body's fields as the form's: the same names, the same parsers. Numbers and
+    booleans as the form would send them, `params` as an object or a JSON string,
+    `effects` and `callback_events` as a list or a comma list."""
+    if not isinstance(body, dict):
+        raise MalformedRequest('send a JSON object of the form\'s fields: {"image_url": ...}')
+    fields: MultiDict[str, str] = MultiDict()
+    for name, value in body.items():
+        if name in FILE_FIELDS:
+            raise InvalidParameter(
+                f"{name} is a file: send it in a multipart/form-data upload, or send "
+                f"{PHOTO_URL_FIELD} in JSON",
+                field=name,
+            )
+        fields[name] = _as_form_value(str(name), value)
+    return fields
+
+
+def _as_form_value(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, dict) and name == "params":
+        return json.dumps(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    raise InvalidParameter(f"{name} must be a string, a number or a boolean", field=name)
+
+
+def check_one_photo(url: str | None, upload: FileStorage | None) -> None:
+    """Exactly one of the photo and its address."""
+    if url and upload is not None:
+        raise InvalidParameter(
+            f"send the photo as {PHOTO.field!r} or its address as {PHOTO_URL_FIELD!r}, not both",
+            field=PHOTO_URL_FIELD,
+        )
+    if not url and upload is None:
+        raise MalformedRequest(
+            f"send the photo as the multipart field {PHOTO.field!r}, or its address as "
+            f"{PHOTO_URL_FIELD!r}",
+            field=PHOTO.field,
+        )
+
+
+def photo_from_url(url: str, settings: Settings) -> bytes:
+    """The bytes at the photo's address: an allowed bucket's object, or a public http(s)
+    URL fetched with the webhooks' protections (shared/outbound.py). Either way no more
+    than an upload may be, and nothing is stored until the bytes decode as a photo."""
+    started = time.perf_counter()
+    if is_gs_url(url):
+        data = read_photo_object(url, settings.input_buckets, settings.max_upload_bytes)
+    else:
+        data = fetch_photo(
+            url, settings.max_upload_bytes, settings.fetch_timeout_s, settings.fetch_allow_loopback
+        )
+    logger.info(
+        "photo fetched",
+        extra={
+            "url": redacted(url),
+            "bytes": len(data),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return data
 
 
 def read_upload(upload: FileStorage | None, max_bytes: int, field: str = PHOTO.field) -> bytes:

@@ -171,6 +171,38 @@ class InvalidSignature(CutfxError):
     status = 401
 
 
+class FetchFailed(CutfxError):
+    """A photo URL that gave no photo: no answer, not a 2xx, too many redirects."""
+
+    code = "fetch_failed"
+    status = 422
+
+
+class FetchRefused(FetchFailed):
+    """A photo URL (or a redirect's target) that is not a public http(s) address."""
+
+    code = "fetch_refused"
+
+
+class FetchTimeout(FetchFailed):
+    """A photo that did not arrive within CUTFX_FETCH_TIMEOUT_S."""
+
+    code = "fetch_timeout"
+
+
+class FetchTooLarge(FetchFailed):
+    """A photo larger than CUTFX_MAX_UPLOAD_BYTES, cut off as it was read."""
+
+    code = "fetch_too_large"
+    status = 413
+
+
+class BucketNotAllowed(Forbidden):
+    """A gs:// photo in a bucket CUTFX_INPUT_BUCKETS does not list."""
+
+    code = "bucket_not_allowed"
+
+
 class DeliveryRefused(CutfxError):
     """The receiver broke a delivery rule (deadline, answer size) or its address is not public."""
 

@@ -9,6 +9,7 @@ account needs roles/iam.serviceAccountTokenCreator on itself).
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import threading
 import time
@@ -17,7 +18,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import ConfigurationError, ObjectNotFound, StorageError, TransientStorageError
+from shared.errors import (
+    BucketNotAllowed,
+    ConfigurationError,
+    FetchFailed,
+    FetchTooLarge,
+    InvalidParameter,
+    ObjectNotFound,
+    StorageError,
+    TransientStorageError,
+)
 from shared.settings import Settings
 from shared.storage import SignedUrl, Storage, check_key
 
@@ -88,19 +98,13 @@ class GcsStorage(Storage):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcsStorage:
-        import google.auth
-        from google.auth.credentials import AnonymousCredentials
         from google.auth.transport.requests import Request
-        from google.cloud import storage
 
-        credentials, project = google.auth.default(scopes=SCOPES)
-        emulator = os.environ.get(EMULATOR_ENV)
-        # The emulator takes no tokens; the real credentials still sign, locally.
-        client_credentials = AnonymousCredentials() if emulator else credentials  # type: ignore[no-untyped-call]
-        client = storage.Client(project=project or "cutfx", credentials=client_credentials)
+        client, credentials = _client()
         signer = choose_signer(
             credentials, settings.gcs_signer_email, lambda c: c.refresh(Request())
         )
+        emulator = os.environ.get(EMULATOR_ENV)
         return cls(client.bucket(settings.gcs_bucket), settings.gcs_prefix, signer, emulator)
 
     def object_name(self, key: str) -> str:
@@ -169,6 +173,71 @@ def set_cors(bucket: Any, origins: list[str]) -> list[dict[str, Any]]:
     bucket.patch(timeout=TIMEOUT_S)
     rules: list[dict[str, Any]] = bucket.cors
     return rules
+
+
+def _client() -> tuple[Any, Any]:
+    """A storage client on the service's own credentials (the emulator's, when set), and
+    those credentials, which sign."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    credentials, project = google.auth.default(scopes=SCOPES)
+    # The emulator takes no tokens; the real credentials still sign, locally.
+    emulator = os.environ.get(EMULATOR_ENV)
+    client_credentials = AnonymousCredentials() if emulator else credentials  # type: ignore[no-untyped-call]
+    return storage.Client(project=project or "cutfx", credentials=client_credentials), credentials
+
+
+# --- photos by bucket object: image_url=gs://bucket/path --------------------------------
+
+GS_SCHEME = "gs://"
+PHOTO_FIELD = "image_url"
+
+
+def is_gs_url(url: str) -> bool:
+    return url.startswith(GS_SCHEME)
+
+
+def parse_gs_url(url: str) -> tuple[str, str]:
+    """(bucket, object name) of gs://bucket/path; InvalidParameter when it names neither."""
+    bucket, _, name = url.removeprefix(GS_SCHEME).partition("/")
+    if not bucket or not name:
+        raise InvalidParameter("a gs:// image_url is gs://bucket/path/to/photo", PHOTO_FIELD)
+    return bucket, name
+
+
+def read_photo_object(url: str, allowed_buckets: tuple[str, ...], max_bytes: int) -> bytes:
+    """The bytes of gs://bucket/path, read with the service's own credentials, from a bucket
+    CUTFX_INPUT_BUCKETS lists (BucketNotAllowed otherwise, before any request)."""
+    bucket_name, name = parse_gs_url(url)
+    if bucket_name not in allowed_buckets:
+        raise BucketNotAllowed(
+            f"this service does not read photos from the bucket {bucket_name!r}", PHOTO_FIELD
+        )
+    bucket = _photo_client().bucket(bucket_name)
+    try:
+        with _mapped_errors(f"{bucket_name}/{name}"):
+            blob = bucket.get_blob(name, timeout=TIMEOUT_S, retry=_retry())
+            if blob is None:
+                raise FetchFailed(f"there is no object {url}", PHOTO_FIELD)
+            if blob.size is not None and blob.size > max_bytes:
+                raise FetchTooLarge(f"{url} is larger than {max_bytes} bytes", PHOTO_FIELD)
+            # No further than the cap whatever the size said: the object may have grown.
+            data: bytes = blob.download_as_bytes(end=max_bytes, timeout=TIMEOUT_S, retry=_retry())
+    except TransientStorageError:
+        raise
+    except StorageError as exc:
+        raise FetchFailed(f"{url} could not be read: {exc.message}", PHOTO_FIELD) from None
+    if len(data) > max_bytes:
+        raise FetchTooLarge(f"{url} is larger than {max_bytes} bytes", PHOTO_FIELD)
+    return data
+
+
+@functools.cache
+def _photo_client() -> Any:
+    client, _ = _client()
+    return client
 
 
 def _retry() -> Any:

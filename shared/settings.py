@@ -52,6 +52,10 @@ DEFAULT_MAX_ACTIVE_JOBS_PER_KEY = 50
 #: Uploads decoded at once per API process; past it a submit is a 503 with Retry-After.
 DEFAULT_DECODE_CONCURRENCY = 2
 DEFAULT_VISIBILITY_TIMEOUT_S = 30
+#: A photo by URL (image_url): the whole fetch, redirects included. A CDN answers in well
+#: under a second; a shop's slow origin in a few.
+DEFAULT_FETCH_TIMEOUT_S = 15.0
+MAX_FETCH_TIMEOUT_S = 120.0
 #: CPU base mode runs ~15 s an inference; a GPU well under one.
 DEFAULT_SEGMENT_TIME_LIMIT_S = 120
 DEFAULT_EFFECT_TIME_LIMIT_S = 60
@@ -129,7 +133,7 @@ class Settings(BaseSettings):
     effect_plugins: CommaList = ()
     task_max_attempts: PositiveInt = DEFAULT_TASK_MAX_ATTEMPTS
     cache_dir: Path = DEFAULT_CACHE_DIR
-    #: The API server (api/gunicorn_conf.py): address, processes (0 = min(4, cores)), streams.
+    #: The API server (api/server.py): address, processes (0 = min(4, cores)), streams.
     bind: str = DEFAULT_BIND
     api_workers: Annotated[int, Field(ge=0)] = 0
     api_connections: PositiveInt = DEFAULT_API_CONNECTIONS
@@ -143,6 +147,12 @@ class Settings(BaseSettings):
     metrics_token: str = ""
     #: Deliver webhooks to loopback addresses (tests and local development only).
     webhook_allow_loopback: bool = False
+    #: Fetch photos by URL (image_url) from loopback addresses (tests and demos only).
+    fetch_allow_loopback: bool = False
+    fetch_timeout_s: Annotated[float, Field(gt=0, le=MAX_FETCH_TIMEOUT_S)] = DEFAULT_FETCH_TIMEOUT_S
+    #: The buckets image_url=gs://bucket/path may name, read with the service's own
+    #: credentials; any other bucket is a 403.
+    input_buckets: CommaList = ()
     #: A task whose worker died is handed out again this long after its last sign of life.
     visibility_timeout_s: Annotated[int, Field(ge=10, le=3600)] = DEFAULT_VISIBILITY_TIMEOUT_S
     #: Soft time limits of a background removal and of one effect; past them the result
@@ -220,6 +230,8 @@ class Settings(BaseSettings):
             )
         if self.webhook_allow_loopback:
             problems.append("CUTFX_WEBHOOK_ALLOW_LOOPBACK lets webhooks reach this machine")
+        if self.fetch_allow_loopback:
+            problems.append("CUTFX_FETCH_ALLOW_LOOPBACK lets image_url reach this machine")
         return problems
 
     def require_safe_start(self, service: str) -> None:
@@ -266,7 +278,7 @@ class Settings(BaseSettings):
             parse_redis_url(value)
         return value
 
-    @field_validator("api_keys", "effect_plugins", "cors_origins", mode="before")
+    @field_validator("api_keys", "effect_plugins", "cors_origins", "input_buckets", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

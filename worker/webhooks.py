@@ -26,7 +26,7 @@ from shared.jobs.store import (
     webhook_cursor_key,
     webhook_lock_key,
 )
-from shared.webhook_targets import (
+from shared.outbound import (
     DELIVERY_DEADLINE_S,
     delivery_manager,
     post_within_limits,

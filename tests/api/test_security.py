@@ -32,6 +32,7 @@ def tenants(production):
         ({"signing_key": "cutfx-development-signing-key"}, "development default"),
         ({"signing_key": "short"}, "shorter than 32"),
         ({"webhook_allow_loopback": True}, "CUTFX_WEBHOOK_ALLOW_LOOPBACK"),
+        ({"fetch_allow_loopback": True}, "CUTFX_FETCH_ALLOW_LOOPBACK"),
     ],
 )
 def test_a_production_api_without_keys_will_not_start(production, overrides, reason):

@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
-from shared import webhook_targets
+from shared import outbound
 from shared.errors import DeliveryRefused, InvalidParameter
-from shared.webhook_targets import (
+from shared.outbound import (
     check_callback_address,
     delivery_manager,
     post_within_limits,
@@ -141,7 +141,7 @@ def test_delivery_checks_the_address_again_and_connects_to_it(internal):
 
 
 def test_a_slow_receiver_is_cut_off_at_the_deadline(monkeypatch):
-    monkeypatch.setattr(webhook_targets, "DELIVERY_DEADLINE_S", 1.0)
+    monkeypatch.setattr(outbound, "DELIVERY_DEADLINE_S", 1.0)
 
     class Dripping(Quiet):
         def do_POST(self) -> None:
