@@ -18,7 +18,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api import create_app
+from api import create_app, upload
+from shared.errors import FetchRefused
 from tests.conftest import UNIT_REDIS_URL, make_settings
 
 #: Bounded so the suite stays quick on two cores: examples per operation.
@@ -48,6 +49,19 @@ CONFIG.projects.default.generation.update(modes=list(schemathesis.GenerationMode
 schema = schemathesis.openapi.from_wsgi("/v1/openapi.json", APP, config=CONFIG).exclude(
     path="/readyz"
 )
+
+
+@pytest.fixture(autouse=True)
+def no_fetches(monkeypatch):
+    """Generated image_url values may name any host: the fetch is replaced by its refusal,
+    so no generated address is ever contacted (tests/api/test_image_url.py fetches for
+    real, from loopback)."""
+
+    def refused(url: str, *args: object) -> bytes:
+        raise FetchRefused("image_url is not fetched in this test", "image_url")
+
+    monkeypatch.setattr(upload, "fetch_photo", refused)
+    monkeypatch.setattr(upload, "read_photo_object", refused)
 
 
 @pytest.fixture(autouse=True)
