@@ -1,15 +1,22 @@
-"""`cutfx batch INPUT_DIR --out OUTPUT_DIR`: push a folder of photos through a running cutfx.
+"""`cutfx batch INPUT --out OUTPUT_DIR`: push many photos through a running cutfx.
+
+INPUT is a folder of photos, a list of photo addresses (a text file with one URL a line,
+or a CSV file with a `url` column and optionally a `name` one), or a gs://bucket/prefix
+whose photos the service reads itself (the bucket in its CUTFX_INPUT_BUCKETS). Addresses
+are sent as image_url: the service fetches them, nothing is downloaded here.
 
 A bounded number of images is in flight at once. Each image's results land in
 OUTPUT_DIR/<image name>/<result>.<ext>, then a `.done` marker; a run that is
 stopped and started again skips finished images, and resubmits unfinished
 ones with the same Idempotency-Key, so a job the service still has is
-followed rather than redone. One JSON line per image goes to the report.
+followed rather than redone. One JSON line per image goes to the report, naming its
+source (the file or the address).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -47,10 +54,39 @@ class BatchOptions:
         return json.dumps(self.form(), sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Source:
+    """One photo of a batch: a file of the folder, or an address the service fetches."""
+
+    #: Its results' folder under OUTPUT_DIR.
+    name: str
+    path: Path | None = None
+    url: str | None = None
+
+    @property
+    def photo(self) -> Path | str:
+        """What the client submits: the file, or the address."""
+        if self.url is not None:
+            return self.url
+        if self.path is None:
+            raise ValueError(f"{self.name} has neither a file nor an address")
+        return self.path
+
+    @property
+    def shown(self) -> str:
+        return str(self.photo)
+
+    def identity(self) -> bytes:
+        """What its Idempotency-Key is made from: the file's bytes, or its address."""
+        photo = self.photo
+        return photo.read_bytes() if isinstance(photo, Path) else photo.encode()
+
+
 @dataclass
 class Outcome:
     image: str
     status: str
+    source: str = ""
     job_id: str | None = None
     files: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -67,6 +103,67 @@ def find_images(root: Path) -> list[Path]:
 
 def image_name(root: Path, path: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
+
+
+def folder_sources(root: Path) -> list[Source]:
+    return [Source(image_name(root, path), path=path) for path in find_images(root)]
+
+
+def address_name(url: str) -> str:
+    """A folder name for an address: its last path part, and a short digest of the whole
+    address so that two photos named alike never share a folder."""
+    last = url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    stem = Path(last).stem or "photo"
+    return f"{stem}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+def list_sources(listing: Path) -> list[Source]:
+    """The addresses of a text file (one a line; blank lines and # comments skipped) or of
+    a CSV file (a `url` or `image_url` column, and an optional `name` one)."""
+    text = listing.read_text()
+    if listing.suffix.lower() != ".csv":
+        urls = [line.strip() for line in text.splitlines()]
+        return [Source(address_name(u), url=u) for u in urls if u and not u.startswith("#")]
+    sources = []
+    for row in csv.DictReader(text.splitlines()):
+        url = (row.get("url") or row.get("image_url") or "").strip()
+        if url:
+            name = (row.get("name") or "").strip() or address_name(url)
+            sources.append(Source(name, url=url))
+    return sources
+
+
+def bucket_sources(prefix_url: str) -> list[Source]:
+    """The photos under gs://bucket/prefix, listed with this machine's Google credentials;
+    the service reads each itself."""
+    from google.cloud import storage
+
+    bucket, _, prefix = prefix_url.removeprefix("gs://").partition("/")
+    client = storage.Client()
+    names = sorted(
+        blob.name
+        for blob in client.list_blobs(bucket, prefix=prefix)
+        if Path(blob.name).suffix.lower() in IMAGE_SUFFIXES
+    )
+    return [
+        Source(
+            Path(name[len(prefix) :].lstrip("/")).with_suffix("").as_posix(),
+            url=f"gs://{bucket}/{name}",
+        )
+        for name in names
+    ]
+
+
+def find_sources(given: str) -> list[Source]:
+    """INPUT as the user gave it: a folder, a list of addresses, or a gs:// prefix."""
+    if given.startswith("gs://"):
+        return bucket_sources(given)
+    path = Path(given)
+    if path.is_dir():
+        return folder_sources(path)
+    if path.is_file():
+        return list_sources(path)
+    raise FileNotFoundError(f"not a folder, a list of addresses or a gs:// prefix: {given}")
 
 
 def idempotency_key(data: bytes, options: BatchOptions) -> str:
@@ -110,9 +207,8 @@ class Progress:
 
 
 class Batch:
-    def __init__(self, client: CutfxClient, root: Path, out: Path, options: BatchOptions) -> None:
+    def __init__(self, client: CutfxClient, out: Path, options: BatchOptions) -> None:
         self.client = client
-        self.root = root
         self.out = out
         self.options = options
 
@@ -128,19 +224,17 @@ class Batch:
         except (ValueError, KeyError):
             return False
 
-    def process(self, path: Path) -> Outcome:
-        name = image_name(self.root, path)
+    def process(self, source: Source) -> Outcome:
+        name = source.name
         if self.finished_before(name):
-            return Outcome(name, "skipped")
+            return Outcome(name, "skipped", source.shown)
         started = time.monotonic()
-        data = path.read_bytes()
+        key = idempotency_key(source.identity(), self.options)
         try:
-            job = self.client.submit(
-                path, idempotency_key=idempotency_key(data, self.options), **self.options.form()
-            )
+            job = self.client.submit(source.photo, idempotency_key=key, **self.options.form())
         except ApiError as exc:
-            return Outcome(name, "rejected", error=str(exc))
-        outcome = Outcome(name, "running", job_id=job["id"])
+            return Outcome(name, "rejected", source.shown, error=str(exc))
+        outcome = Outcome(name, "running", source.shown, job_id=job["id"])
         outcome.timings["accepted_s"] = round(time.monotonic() - started, 3)
         for event in self.client.events(job["id"]):
             if event.type == "result.succeeded":
@@ -168,14 +262,14 @@ class Batch:
 
 
 def run_batch(
-    batch: Batch, images: list[Path], concurrency: int, report: Path, stream: TextIO
+    batch: Batch, sources: list[Source], concurrency: int, report: Path, stream: TextIO
 ) -> list[Outcome]:
-    progress = Progress(len(images), stream)
+    progress = Progress(len(sources), stream)
     lock = threading.Lock()
     outcomes: list[Outcome] = []
     report.parent.mkdir(parents=True, exist_ok=True)
     with report.open("a") as lines, ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for outcome in pool.map(lambda path: _guarded(batch, path), images):
+        for outcome in pool.map(lambda source: _guarded(batch, source), sources):
             with lock:
                 lines.write(json.dumps(vars(outcome)) + "\n")
                 lines.flush()
@@ -184,11 +278,12 @@ def run_batch(
     return outcomes
 
 
-def _guarded(batch: Batch, path: Path) -> Outcome:
+def _guarded(batch: Batch, source: Source) -> Outcome:
     try:
-        return batch.process(path)
+        return batch.process(source)
     except Exception as exc:  # one image's trouble must not stop the others; it is reported
-        return Outcome(image_name(batch.root, path), "error", error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        return Outcome(source.name, "error", source.shown, error=error)
 
 
 def _iter_failed(outcomes: list[Outcome]) -> Iterator[str]:
@@ -200,18 +295,19 @@ def _iter_failed(outcomes: list[Outcome]) -> Iterator[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.input.is_dir():
-        print(f"not a folder: {args.input}", file=sys.stderr)
+    try:
+        sources = find_sources(args.input)
+    except (OSError, ValueError) as exc:
+        print(str(exc), file=sys.stderr)
         return 2
-    images = find_images(args.input)
-    if not images:
-        print(f"no images under {args.input}", file=sys.stderr)
+    if not sources:
+        print(f"no images in {args.input}", file=sys.stderr)
         return 2
     options = BatchOptions(args.effects, args.primary, args.format, args.quality, args.params)
     client = CutfxClient(args.api_url, args.api_key)
     report = args.report or args.out / "report.jsonl"
     outcomes = run_batch(
-        Batch(client, args.input, args.out, options), images, args.concurrency, report, sys.stderr
+        Batch(client, args.out, options), sources, args.concurrency, report, sys.stderr
     )
     failed = list(_iter_failed(outcomes))
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} images done; report: {report}")
@@ -222,8 +318,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("batch", help="process every image under a folder")
-    parser.add_argument("input", type=Path, metavar="INPUT_DIR")
+    parser = subparsers.add_parser(
+        "batch", help="process every photo of a folder, a list of URLs or a gs:// prefix"
+    )
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        help="a folder, a text or CSV file of photo URLs, or gs://bucket/prefix",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="OUTPUT_DIR")
     parser.add_argument("--api-url", default=os.environ.get("CUTFX_API_URL", DEFAULT_API_URL))
     parser.add_argument("--api-key", default=os.environ.get("CUTFX_API_KEY"))

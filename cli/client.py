@@ -17,6 +17,10 @@ DEFAULT_TIMEOUT_S = 30
 EVENT_READ_TIMEOUT_S = 60
 
 
+#: What an address is, as image_url takes it; anything else is a file.
+PHOTO_ADDRESS_SCHEMES = ("http://", "https://", "gs://")
+
+
 @dataclass(frozen=True)
 class ServerEvent:
     id: str
@@ -50,14 +54,25 @@ class CutfxClient:
         return False, response.json().get("error", {}).get("message", "not ready")
 
     def submit(
-        self, image: Path, idempotency_key: str | None = None, **options: str
+        self, image: Path | str, idempotency_key: str | None = None, **options: str
     ) -> dict[str, Any]:
+        """Queue a photo: a file, or an address (http(s) or gs://) the service fetches."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        form = {k: v for k, v in options.items() if v is not None}
+        if isinstance(image, str) and is_photo_address(image):
+            response = self.session.post(
+                f"{self.base_url}/v1/jobs",
+                json={**form, "image_url": image},
+                headers=headers,
+                timeout=DEFAULT_TIMEOUT_S,
+            )
+            return self._check(response)
+        image = Path(image)
         with image.open("rb") as handle:
             response = self.session.post(
                 f"{self.base_url}/v1/jobs",
                 files={"image": (image.name, handle)},
-                data={k: v for k, v in options.items() if v is not None},
+                data=form,
                 headers=headers,
                 timeout=DEFAULT_TIMEOUT_S,
             )
@@ -118,6 +133,10 @@ def parse_sse(lines: Iterator[str]) -> Iterator[ServerEvent]:
             event_type = value
         elif field == "data":
             data.append(value)
+
+
+def is_photo_address(value: str) -> bool:
+    return value.startswith(PHOTO_ADDRESS_SCHEMES)
 
 
 def extension_of(content_type: str) -> str:

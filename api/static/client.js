@@ -3,6 +3,7 @@
 //   import { createClient, showResults } from "https://cutfx.example/v1/client.js";
 //   const cutfx = createClient({ baseUrl: "https://cutfx.example", credential: token });
 //   const job = await cutfx.submit(file, { effects: ["popart", "color"] });
+//   const byAddress = await cutfx.submit("https://cdn.shop.example/rex.jpg");
 //   for await (const event of job.events()) console.log(event.type, event.data);
 //
 // The credential (a client token from your server, never a secret key in a page) travels in
@@ -184,15 +185,18 @@ export function createClient({ baseUrl = "", credential = "", cancelOnLeave = tr
     },
 
     /**
-     * Queue `file` (a File or Blob). Options: effects (array), primary, format, quality,
+     * Queue `photo`: a File or Blob, or the photo's address (a string or URL: http(s), or
+     * gs:// for a bucket the service reads), which the service fetches. Options: effects
+     * (array), primary, format, quality,
      * params (object by effect), background ("#rrggbb", "#rrggbbaa" or "blur"),
      * backgroundBlur, backgroundImage (a File or Blob), crop (boolean), cropMargin ("24px",
      * "10%"), size ("full", "preview" or a longest side), channels ("rgba" or "alpha"),
      * cancelAfter (seconds or "1m30s"), idempotencyKey.
      */
-    async submit(file, options = {}) {
+    async submit(photo, options = {}) {
       const form = new FormData();
-      form.append("image", file, file.name || "photo");
+      if (typeof photo === "string" || photo instanceof URL) form.append("image_url", String(photo));
+      else form.append("image", photo, photo.name || "photo");
       if (options.effects) form.append("effects", options.effects.join(","));
       const fields = {
         primary: options.primary, format: options.format, quality: options.quality,

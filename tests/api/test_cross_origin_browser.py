@@ -55,6 +55,9 @@ window.runShop = async () => {
   steps.push({ step: "download popart", status: download.status,
                content_type: download.headers.get("content-type"), bytes,
                width: shown.naturalWidth });
+  const byAddress = await cutfx.submit(location.origin + "/pet.png", { effects: ["color"] });
+  steps.push({ step: "submit the same photo by address", status: byAddress.status,
+               cached: byAddress.finished && byAddress.body.results.color.cached });
   const second = await cutfx.submit(photo, { effects: ["slow"] });
   const canceled = await second.cancel();
   const secondEvents = [];
@@ -127,7 +130,10 @@ def origins(workers, e2e_settings):
     evil_app = page_app("evil", EVIL_PAGE)
     with LiveServer(shop_app) as shop, LiveServer(evil_app) as evil:
         settings = e2e_settings.with_overrides(
-            api_keys=(SHOP_KEY,), key_origins={key_id_of(SHOP_KEY): (shop.url,)}
+            api_keys=(SHOP_KEY,),
+            key_origins={key_id_of(SHOP_KEY): (shop.url,)},
+            # The shop's photos are on loopback here, as its CDN would be on the internet.
+            fetch_allow_loopback=True,
         )
         with LiveServer(create_app({"TESTING": True, "CUTFX_SETTINGS": settings})) as api:
             where.update(api=api.url, shop=shop.url)
@@ -163,6 +169,12 @@ def test_a_shop_page_on_another_origin_runs_a_job_end_to_end(browser, origins, a
     assert download["content_type"] == "image/webp"
     assert download["bytes"] > 1000
     assert download["width"] == 451
+    by_address = by_step["submit the same photo by address"]
+    assert by_address == {
+        "step": "submit the same photo by address",
+        "status": "succeeded",
+        "cached": True,
+    }, "the shop's photo by its address is the uploaded one: answered from the cache"
     second = by_step["cancel a second job"]
     assert second["status"] == "canceled"
     assert second["events"][-1] == ["job.finished", "canceled"]

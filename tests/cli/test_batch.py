@@ -6,8 +6,12 @@ import json
 
 import pytest
 
+from api import create_app
 from cli.main import main
 from shared.telemetry import TASKS, Metrics
+from tests.api.test_image_url import PhotoServer
+from tests.conftest import LiveServer
+from tests.gcs import BUCKET
 from tests.helpers import sample_variant
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +108,62 @@ def test_changed_options_are_not_skipped(e2e_server, photos, tmp_path):
         "succeeded",
         "succeeded",
     ]
+
+
+# --- photos by address: a list of URLs, a CSV, a gs:// prefix -----------------------------
+
+
+@pytest.fixture
+def fetching_server(e2e_settings, workers):
+    """The API on a loopback port, fetching from loopback (the test's photo server)."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "CUTFX_SETTINGS": e2e_settings.with_overrides(
+                fetch_allow_loopback=True, input_buckets=(BUCKET,)
+            ),
+        }
+    )
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def photo_server():
+    server = PhotoServer()
+    yield server
+    server.shutdown()
+
+
+def test_a_list_of_addresses_and_a_csv_of_them(fetching_server, photo_server, tmp_path, capsys):
+    listing = tmp_path / "photos.txt"
+    good, gone = photo_server.url("/unique?v=1"), photo_server.url("/missing")
+    listing.write_text(f"# the shop's catalogue\n{good}\n\n{gone}\n")
+    out = tmp_path / "out"
+    assert run(fetching_server, listing, out, "--effects", "color") == 1
+    lines = {line["source"]: line for line in report_lines(out / "report.jsonl")}
+    assert set(lines) == {good, gone}, "each line names its address"
+    assert lines[good]["status"] == "succeeded"
+    assert (out / lines[good]["image"] / "color.webp").is_file()
+    assert lines[gone]["status"] == "rejected"
+    assert "fetch_failed" in lines[gone]["error"] or "422" in lines[gone]["error"]
+    table = tmp_path / "photos.csv"
+    table.write_text(f"name,url\nrex,{good}\n")
+    assert run(fetching_server, table, out, "--effects", "color") == 0
+    assert (out / "rex" / "color.webp").is_file()
+
+
+def test_a_gs_prefix_is_read_by_the_service(fetching_server, gcs_environment, tmp_path):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bucket = storage.Client(project="cutfx", credentials=AnonymousCredentials()).bucket(BUCKET)
+    bucket.blob("catalogue/cats/tom.png").upload_from_string(sample_variant())
+    bucket.blob("catalogue/notes.txt").upload_from_string(b"not a photo")
+    out = tmp_path / "out"
+    prefix = f"gs://{BUCKET}/catalogue"
+    assert run(fetching_server, prefix, out, "--effects", "color") == 0
+    (line,) = report_lines(out / "report.jsonl")
+    assert line["source"] == f"gs://{BUCKET}/catalogue/cats/tom.png"
+    assert line["image"] == "cats/tom"
+    assert (out / "cats" / "tom" / "color.webp").is_file()
