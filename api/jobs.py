@@ -43,11 +43,14 @@ from shared.errors import (
 )
 from shared.jobs import plan
 from shared.jobs.model import (
+    NO_SUBJECT,
     JobRecord,
     JobRequest,
     Owner,
     StoredObject,
+    cutout_checks,
     event_view,
+    fails,
     job_view,
     new_job_id,
 )
@@ -381,6 +384,7 @@ def fingerprint(input_sha256: str, options: JobOptions, background_sha256: str |
         "background_image": background_sha256,
         # Only when asked for: fingerprints of requests without it stay as they were.
         **({"preview": True} if options.preview else {}),
+        **({"strict": True} if options.strict else {}),
     }
     return sha256_hex(canonical_json(described).encode())
 
@@ -421,6 +425,7 @@ def _create_job(
         source_width=stored_input.source_width or stored_input.width,
         source_height=stored_input.source_height or stored_input.height,
         preview=options.preview,
+        strict=options.strict,
     )
     with stage("record"):
         job = svc.jobs.create(
@@ -429,12 +434,17 @@ def _create_job(
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
         done = plan.find_done(cache, request, svc.settings.max_side)
+        checks = cutout_checks(done.subject, request, svc.settings.check_thresholds)
+        if request.strict and fails(checks, NO_SUBJECT):
+            # The worker fails the cutout, as it would have found it: one failure path.
+            done = plan.Done()
         svc.jobs.finish_from_cache(
             job,
             done.results,
             done.model_id,
             done.source_key,
             request.subject_in_upload(done.subject),
+            checks,
         )
     with stage("enqueue"):
         plan.enqueue(svc.celery, job_id, plan.after_submit(request, done.results))

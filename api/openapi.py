@@ -12,7 +12,7 @@ from api.idempotency import MAX_KEY_LENGTH
 from api.jobs import KEEPALIVE_MS_RANGE, MAX_WAIT_S
 from api.upload import CANCEL_AFTER_RANGE_S, PHOTO, PHOTO_URL_FIELD, job_form
 from effects import list_effects
-from shared.jobs.model import JobStatus, ResultStatus
+from shared.jobs.model import CHECK_CODES, JobStatus, ResultStatus
 from shared.settings import DEFAULT_CLIENT_TOKEN_TTL_S, MAX_CLIENT_TOKEN_TTL_S
 
 ERROR_SCHEMA = {
@@ -55,6 +55,22 @@ RESULT_SCHEMA = {
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
                 "coverage": {"type": "number"},
+            },
+        },
+        "checks": {
+            "type": "array",
+            "description": "The checks the cutout failed: warnings a shop may show its "
+            "customer (the result is made all the same; with strict=true, no_subject fails "
+            "the cutout). Empty when the photo passed them all.",
+            "items": {
+                "type": "object",
+                "required": ["code", "value", "threshold", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": list(CHECK_CODES)},
+                    "value": {"type": "number"},
+                    "threshold": {"type": "number"},
+                    "message": {"type": "string"},
+                },
             },
         },
     },

@@ -337,6 +337,7 @@ class JobOptions:
     #: From the Cancel-After header: unfinished work is canceled this long after submit.
     cancel_after_s: float | None = None
     preview: bool = False
+    strict: bool = False
 
 
 #: The range of `quality` for the lossy formats.
@@ -456,6 +457,12 @@ def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, .
             "A quick 'preview' result first, from the fast model, announced before the cutout",
             "false",
         ),
+        FormField(
+            "strict",
+            "boolean",
+            "A photo without a subject fails its cutout (no_subject) instead of only warning",
+            "false",
+        ),
     )
 
 
@@ -498,6 +505,7 @@ def parse_options(
         ),
         parse_output_options(form, has_background_image),
         preview=parse_flag(form.get("preview"), "preview"),
+        strict=parse_flag(form.get("strict"), "strict"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -56,6 +57,34 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 30
 #: under a second; a shop's slow origin in a few.
 DEFAULT_FETCH_TIMEOUT_S = 15.0
 MAX_FETCH_TIMEOUT_S = 120.0
+# The checks of a cutout (shared/jobs/model.py's cutout_checks).
+#: Less of the frame than this is no subject: the model found a speck, or nothing.
+DEFAULT_CHECK_MIN_COVERAGE = 0.01
+#: A side of the frame this much covered by the subject cuts it off there (ears, tail, paws).
+DEFAULT_CHECK_EDGE_SHARE = 0.05
+#: A second separate part this large (of the frame) is a second subject, not a stray speck.
+DEFAULT_CHECK_SECOND_SUBJECT_SHARE = 0.02
+#: The subject's long side in the upload's pixels: less prints smaller than 2.5 cm (1 inch)
+#: at 300 dpi.
+DEFAULT_CHECK_MIN_SUBJECT_PX = 300
+#: Unsure alpha (0.1 to 0.9) away from the outline, as a share of the subject's box: the
+#: model could not tell subject from background there.
+DEFAULT_CHECK_UNCERTAIN_SHARE = 0.05
+#: The variance of the Laplacian inside the subject (long side 512): a sharp photo gives
+#: hundreds, the same photo blurred by 1.2 px (a shaken phone) under 20.
+DEFAULT_CHECK_MIN_SHARPNESS = 20.0
+
+
+@dataclass(frozen=True)
+class CheckThresholds:
+    min_coverage: float = DEFAULT_CHECK_MIN_COVERAGE
+    edge_share: float = DEFAULT_CHECK_EDGE_SHARE
+    second_subject_share: float = DEFAULT_CHECK_SECOND_SUBJECT_SHARE
+    min_subject_px: int = DEFAULT_CHECK_MIN_SUBJECT_PX
+    uncertain_share: float = DEFAULT_CHECK_UNCERTAIN_SHARE
+    min_sharpness: float = DEFAULT_CHECK_MIN_SHARPNESS
+
+
 #: CPU base mode runs ~15 s an inference; a GPU well under one.
 DEFAULT_SEGMENT_TIME_LIMIT_S = 120
 DEFAULT_EFFECT_TIME_LIMIT_S = 60
@@ -153,6 +182,15 @@ class Settings(BaseSettings):
     #: The buckets image_url=gs://bucket/path may name, read with the service's own
     #: credentials; any other bucket is a 403.
     input_buckets: CommaList = ()
+    #: The checks' thresholds (shared/jobs/model.py says why each default is what it is).
+    check_min_coverage: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CHECK_MIN_COVERAGE
+    check_edge_share: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CHECK_EDGE_SHARE
+    check_second_subject_share: Annotated[float, Field(ge=0, le=1)] = (
+        DEFAULT_CHECK_SECOND_SUBJECT_SHARE
+    )
+    check_min_subject_px: Annotated[int, Field(ge=0)] = DEFAULT_CHECK_MIN_SUBJECT_PX
+    check_uncertain_share: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CHECK_UNCERTAIN_SHARE
+    check_min_sharpness: Annotated[float, Field(ge=0)] = DEFAULT_CHECK_MIN_SHARPNESS
     #: A task whose worker died is handed out again this long after its last sign of life.
     visibility_timeout_s: Annotated[int, Field(ge=10, le=3600)] = DEFAULT_VISIBILITY_TIMEOUT_S
     #: Soft time limits of a background removal and of one effect; past them the result
@@ -208,6 +246,17 @@ class Settings(BaseSettings):
     @property
     def uses_development_signing_key(self) -> bool:
         return self.signing_key == DEFAULT_SIGNING_KEY
+
+    @property
+    def check_thresholds(self) -> CheckThresholds:
+        return CheckThresholds(
+            min_coverage=self.check_min_coverage,
+            edge_share=self.check_edge_share,
+            second_subject_share=self.check_second_subject_share,
+            min_subject_px=self.check_min_subject_px,
+            uncertain_share=self.check_uncertain_share,
+            min_sharpness=self.check_min_sharpness,
+        )
 
     @property
     def job_store_url(self) -> str:

@@ -1,10 +1,12 @@
-"""Effects that misbehave on purpose, loaded by the test workers through CUTFX_EFFECT_PLUGINS."""
+"""Effects that misbehave on purpose, loaded by the test workers through CUTFX_EFFECT_PLUGINS;
+and the seams the fault and check tests need in those workers."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from effects.params import Params
 from effects.registry import RGBA, Effect, register
@@ -13,6 +15,9 @@ CRASH_MARKER_ENV = "CUTFX_TEST_CRASH_MARKER"
 #: While the file this names exists, local storage refuses every write (a storage outage).
 STORAGE_FAULT_MARKER_ENV = "CUTFX_TEST_STORAGE_FAULT_MARKER"
 SLOW_EFFECT_S = 4.0
+#: A photo of this one colour, and nothing else, gets an empty mask from the model: the
+#: generated checkpoint's masks mean nothing, so the checks' tests feed theirs here.
+NO_SUBJECT_COLOUR = (1, 2, 3)
 
 
 def explode(rgba: RGBA, params: Params) -> RGBA:
@@ -59,7 +64,25 @@ def _fail_writes_while_marked() -> None:
     LocalStorage.put = put  # type: ignore[method-assign]
 
 
+def _empty_mask_for_the_no_subject_colour() -> None:
+    """Wrap the model's last step: a photo all of NO_SUBJECT_COLOUR has no subject."""
+    try:
+        from worker.model import LoadedModel
+    except ImportError:  # an API-only install: no model to wrap
+        return
+    finish = LoadedModel.finish
+
+    def finished(self: LoadedModel, rgb: Any, logits: Any) -> Any:
+        rgba = finish(self, rgb, logits)
+        if (rgb == NO_SUBJECT_COLOUR).all():
+            rgba[..., 3] = 0
+        return rgba
+
+    LoadedModel.finish = finished  # type: ignore[method-assign]
+
+
 _fail_writes_while_marked()
+_empty_mask_for_the_no_subject_colour()
 register(Effect("explode", "Always raises (test only).", explode))
 register(Effect("slow", "Takes a few seconds (test only).", slow))
 register(Effect("hang", "Never returns (test only).", hang))

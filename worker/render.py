@@ -1,5 +1,6 @@
-"""Output options as pure image functions: crop to the subject, a background, a size,
-the mask alone. Cheap (milliseconds a megapixel): they run on every result from the
+"""Pure image functions of the cutout: what its mask says of the subject (its box, and
+the measures the checks judge), and the output options (crop to the subject, a
+background, a size, the mask alone). Cheap (milliseconds a megapixel): they run from the
 cached cutout, never the model.
 """
 
@@ -45,17 +46,77 @@ def subject_box(alpha: npt.NDArray[np.uint8]) -> Box | None:
     )
 
 
-def subject_facts(alpha: npt.NDArray[np.uint8]) -> dict[str, float]:
-    """The subject's box (in these pixels) and the share of the frame it covers."""
+def subject_facts(alpha: npt.NDArray[np.uint8], photo: RGB | None = None) -> dict[str, float]:
+    """The subject's box (in these pixels) and the share of the frame it covers; with the
+    photo, also what the checks judge (shared/jobs/model.py's cutout_checks): how much of
+    each edge it covers, its second largest part, how unsure its mask is, how sharp it is."""
     box = subject_box(alpha) or Box(0, 0, 0, 0)
     coverage = float(alpha.mean()) / 255.0
-    return {
+    facts = {
         "x": box.x,
         "y": box.y,
         "width": box.width,
         "height": box.height,
         "coverage": round(coverage, 4),
     }
+    if photo is not None:
+        facts.update(_mask_measures(alpha, box))
+        facts["sharpness"] = round(_sharpness(photo, alpha), 1)
+    return facts
+
+
+#: Alpha at or above this is the subject, for the measures below.
+SOLID_ALPHA = 128
+#: Alpha strictly between these is unsure (0.1 and 0.9 of 255).
+UNSURE_ALPHA = (26, 229)
+#: The band around the mask's outline where soft alpha is the edge, not doubt (fur, hair).
+EDGE_BAND_PX = 3
+
+
+def _mask_measures(alpha: npt.NDArray[np.uint8], box: Box) -> dict[str, float]:
+    solid = (alpha >= SOLID_ALPHA).astype(np.uint8)
+    edges = {
+        "edge_top": solid[0].mean(),
+        "edge_bottom": solid[-1].mean(),
+        "edge_left": solid[:, 0].mean(),
+        "edge_right": solid[:, -1].mean(),
+    }
+    count, _, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    areas = sorted(stats[1:count, cv2.CC_STAT_AREA], reverse=True)
+    second = areas[1] / solid.size if len(areas) > 1 else 0.0
+    kernel = np.ones((2 * EDGE_BAND_PX + 1, 2 * EDGE_BAND_PX + 1), np.uint8)
+    band = cv2.dilate(solid, kernel) != cv2.erode(solid, kernel)
+    low, high = UNSURE_ALPHA
+    unsure = (alpha > low) & (alpha < high) & ~band
+    box_area = max(box.width * box.height, 1)
+    return {
+        **{name: round(float(share), 4) for name, share in edges.items()},
+        "second_component": round(float(second), 4),
+        "uncertain": round(float(unsure.sum()) / box_area, 4),
+    }
+
+
+#: Sharpness is measured with the long side at most this: a variance of the Laplacian
+#: depends on the scale, and a print is judged from a distance that hides pixel noise.
+SHARPNESS_SIDE = 512
+
+
+def _sharpness(photo: RGB, alpha: npt.NDArray[np.uint8]) -> float:
+    """The variance of the Laplacian of the photo's grey, inside the subject (its outline
+    left out: the cut there is no detail of the photo's)."""
+    height, width = alpha.shape
+    scale = min(1.0, SHARPNESS_SIDE / max(height, width))
+    grey = np.asarray(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), np.uint8)
+    solid: npt.NDArray[np.uint8] = (alpha >= SOLID_ALPHA).astype(np.uint8)
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        grey = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)
+        solid = np.asarray(cv2.resize(solid, size, interpolation=cv2.INTER_NEAREST), np.uint8)
+    inside = cv2.erode(solid, np.ones((5, 5), np.uint8))
+    if not inside.any():
+        return 0.0
+    laplacian = cv2.Laplacian(grey, cv2.CV_64F)
+    return float(laplacian[inside.astype(bool)].var())
 
 
 def crop_box(alpha: npt.NDArray[np.uint8], margin: tuple[float, str]) -> Box:

@@ -29,12 +29,15 @@ from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
 from shared.jobs import plan
 from shared.jobs.model import (
     CUTOUT,
+    NO_SUBJECT,
     PREVIEW,
     JobRecord,
     JobRequest,
     ResultRecord,
     ResultStatus,
     StoredObject,
+    cutout_checks,
+    fails,
     now,
 )
 from shared.jobs.plan import Rendered, ResultCache, cache_scope, enqueue_webhook_delivery
@@ -232,12 +235,20 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     source, cached = _cutout_by(
         worker, cache, job, model, watch, on_miss=lambda: _answer_preview(worker, cache, job)
     )
-    subject = job.request.subject_in_upload(_subject_of(worker, source))
+    facts = _subject_of(worker, source, job.request)
+    checks = cutout_checks(facts, job.request, ctx.settings.check_thresholds)
+    if job.request.strict and fails(checks, NO_SUBJECT):
+        message = next(item["message"] for item in checks if item["code"] == NO_SUBJECT)
+        fail_for_good(worker, job_id, CUTOUT, NO_SUBJECT, message, record)
+        return
+    subject = job.request.subject_in_upload(facts)
     view = _cutout_view(worker, cache, source, job.request, watch)
     _observe_stages(worker, record, watch, "cutout")
     if job.request.preview:
         # Not answered yet (no faster model, or the cutout was cached): the cutout is.
-        ctx.jobs.succeed_result(job_id, job.results[PREVIEW], view, cached=True, subject=subject)
+        ctx.jobs.succeed_result(
+            job_id, job.results[PREVIEW], view, cached=True, subject=subject, checks=checks
+        )
     recorded = ctx.jobs.succeed_result(
         job_id,
         record,
@@ -246,6 +257,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         timings=watch.timings,
         source_key=source.key,
         subject=subject,
+        checks=checks,
     )
     logger.info("cutout ready", extra={"cached": cached, "recorded": recorded, **watch.timings})
     if recorded:
@@ -272,9 +284,15 @@ def _answer_preview(worker: WorkerProcess, cache: ResultCache, job: JobRecord) -
     watch = _Stopwatch()
     source, cached = _cutout_by(worker, cache, job, model, watch)
     view = _cutout_view(worker, cache, source, request, watch)
-    subject = request.subject_in_upload(_subject_of(worker, source))
+    facts = _subject_of(worker, source, request)
     ctx.jobs.succeed_result(
-        job.id, preview, view, cached=cached, timings=watch.timings, subject=subject
+        job.id,
+        preview,
+        view,
+        cached=cached,
+        timings=watch.timings,
+        subject=request.subject_in_upload(facts),
+        checks=cutout_checks(facts, request, ctx.settings.check_thresholds),
     )
     logger.info("preview ready", extra={"model_id": model.model_id, **watch.timings})
 
@@ -318,7 +336,7 @@ def _segment_once(
         height, width = rgba.shape[:2]
         data = encode_lossless(rgba)
         watch.lap("encode")
-        facts = subject_facts(rgba[..., 3])
+        facts = subject_facts(rgba[..., 3], rgb)
         return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height), subject=facts)
 
     # One inference per cutout at a time across workers. The lock lives as long as a
@@ -353,11 +371,14 @@ def held_while_valid(lock: Lock) -> Iterator[None]:
             logger.warning("the inference lock lapsed before the cutout was stored")
 
 
-def _subject_of(worker: WorkerProcess, source: StoredObject) -> dict[str, float]:
+def _subject_of(
+    worker: WorkerProcess, source: StoredObject, request: JobRequest
+) -> dict[str, float]:
     """The cutout's subject facts: remembered with it, or (for an older entry) measured."""
     if source.subject is not None:
         return source.subject
-    return subject_facts(_decoded(worker, source.key)[..., 3])
+    alpha = _decoded(worker, source.key)[..., 3]
+    return subject_facts(alpha, _decoded(worker, request.input_key))
 
 
 def _cutout_view(
@@ -429,6 +450,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
         cached=found.hit,
         timings=watch.timings,
         subject=cutout.subject,
+        checks=cutout.checks,
     )
     logger.info("effect ready", extra={"effect": effect_name, "cached": found.hit, **watch.timings})
 

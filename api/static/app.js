@@ -65,6 +65,14 @@ function showResult(name, result, seconds) {
   link.textContent = "Download";
   info.textContent = `${seconds.toFixed(1)} s · ${formatBytes(result.bytes)}${result.cached ? " · cached" : ""}`;
   element.querySelector(".meta").append(link);
+  // The photo's checks are the same on every result: said once, under the cutout.
+  if (name === "cutout" && result.checks && result.checks.length) {
+    const notice = document.createElement("p");
+    notice.className = "notice";
+    notice.dataset.checks = result.checks.map((check) => check.code).join(" ");
+    notice.textContent = result.checks.map((check) => check.message).join(" ");
+    element.append(notice);
+  }
 }
 
 // A run is one upload or re-style; changing an option mid-run starts a newer one, and only the

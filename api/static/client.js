@@ -233,6 +233,25 @@ export function createClient({ baseUrl = "", credential = "", cancelOnLeave = tr
  * (data-result, data-status), an <img> when it succeeded. `onEvent` sees every event.
  * Resolves with the job's final status once every shown image has loaded.
  */
+/**
+ * The checks a result's cutout failed, as a notice under it (`<p class="cutfx-notice">`
+ * with `data-checks` naming their codes): warnings the shop may show its customer, or a
+ * failed strict cutout's reason.
+ */
+function showChecks(element, result) {
+  const messages = (result.checks || []).map((check) => check.message);
+  if (result.error && result.error.code === "no_subject") messages.push(result.error.message);
+  if (messages.length === 0) return;
+  const notice = document.createElement("p");
+  notice.className = "cutfx-notice";
+  notice.dataset.checks = [
+    ...(result.checks || []).map((check) => check.code),
+    ...(result.error && result.error.code === "no_subject" ? ["no_subject"] : []),
+  ].join(" ");
+  notice.textContent = messages.join(" ");
+  element.append(notice);
+}
+
 export async function showResults(job, container, { labels = {}, onEvent = () => {} } = {}) {
   const figures = new Map();
   const loads = [];
@@ -264,6 +283,7 @@ export async function showResults(job, container, { labels = {}, onEvent = () =>
         image.src = result.url;
         element.prepend(image);
       }
+      showChecks(element, result);
     } else if (event.type === FINISHED_EVENT) {
       status = event.data.status;
     }

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from shared.output import OutputFormat, OutputOptions
+from shared.settings import CheckThresholds
 from shared.storage import Storage
 
 CUTOUT = "cutout"
@@ -119,6 +120,8 @@ class JobRequest:
     source_height: int = 0
     #: A quick `preview` cutout first (from the fast model when the worker runs a slower one).
     preview: bool = False
+    #: A cutout that fails the no_subject check fails, instead of only warning.
+    strict: bool = False
 
     @property
     def effect_order(self) -> tuple[str, ...]:
@@ -178,6 +181,8 @@ class ResultRecord:
     timings: dict[str, float] = field(default_factory=dict)
     #: The subject's box in the uploaded photo's pixels, and the share of the frame it covers.
     subject: dict[str, float] | None = None
+    #: The checks the cutout failed (cutout_checks): warnings, each with its code.
+    checks: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.status = ResultStatus(self.status)
@@ -262,6 +267,8 @@ def result_view(
         )
     if result.subject is not None:
         shown["subject"] = result.subject
+    if result.checks is not None:
+        shown["checks"] = result.checks
     if result.error:
         shown["error"] = result.error
     shown["timings"] = result.timings
@@ -316,3 +323,67 @@ def job_view(
     if job.cancel_at is not None:
         shown["cancel_at"] = job.cancel_at
     return shown
+
+
+# --- checks: when a photo will not make a good cutout -----------------------------------
+#
+# Judged from the cutout's subject facts (worker/render.py's subject_facts, in the
+# processed photo's pixels) and the upload's size. A failed check warns: the result is
+# still made, and carries it. Each threshold's default is a named constant of
+# shared/settings.py, with why it is what it is, and a setting overrides it
+# (CUTFX_CHECK_...).
+
+NO_SUBJECT = "no_subject"
+SUBJECT_CUT_OFF = "subject_cut_off"
+SEVERAL_SUBJECTS = "several_subjects"
+SMALL_SUBJECT = "small_subject"
+LOW_CONFIDENCE = "low_confidence"
+BLURRY = "blurry"
+CHECK_CODES = (NO_SUBJECT, SUBJECT_CUT_OFF, SEVERAL_SUBJECTS, SMALL_SUBJECT, LOW_CONFIDENCE, BLURRY)
+
+EDGES = ("top", "right", "bottom", "left")
+
+
+def cutout_checks(
+    facts: Mapping[str, float] | None, request: JobRequest, limits: CheckThresholds
+) -> list[dict[str, Any]]:
+    """The checks the cutout fails, each {code, value, threshold, message}; [] when none.
+    A measure the facts lack (a cutout cached before it was measured) is not judged."""
+    if not facts:
+        return []
+    failed: list[dict[str, Any]] = []
+
+    def check(code: str, value: float, threshold: float, message: str) -> None:
+        failed.append(
+            {"code": code, "value": round(value, 4), "threshold": threshold, "message": message}
+        )
+
+    coverage = facts["coverage"]
+    if coverage < limits.min_coverage:
+        check(NO_SUBJECT, coverage, limits.min_coverage, "No subject was found in the photo.")
+        return failed
+    sides = [side for side in EDGES if facts.get(f"edge_{side}", 0.0) > limits.edge_share]
+    if sides:
+        share = max(facts[f"edge_{side}"] for side in sides)
+        where = ", ".join(sides)
+        check(SUBJECT_CUT_OFF, share, limits.edge_share, f"The subject is cut off at the {where}.")
+    second = facts.get("second_component", 0.0)
+    if second >= limits.second_subject_share:
+        message = "There seem to be several subjects; the cutout keeps them all."
+        check(SEVERAL_SUBJECTS, second, limits.second_subject_share, message)
+    in_upload = request.subject_in_upload(dict(facts)) or {}
+    side = max(in_upload.get("width", 0), in_upload.get("height", 0))
+    if side < limits.min_subject_px:
+        message = "The subject is small in the photo: a print of it will be small or soft."
+        check(SMALL_SUBJECT, side, limits.min_subject_px, message)
+    if facts.get("uncertain", 0.0) > limits.uncertain_share:
+        message = "Parts of the subject could not be told from the background."
+        check(LOW_CONFIDENCE, facts["uncertain"], limits.uncertain_share, message)
+    if "sharpness" in facts and facts["sharpness"] < limits.min_sharpness:
+        message = "The photo looks blurred: a print of it will be soft."
+        check(BLURRY, facts["sharpness"], limits.min_sharpness, message)
+    return failed
+
+
+def fails(checks: list[dict[str, Any]] | None, code: str) -> bool:
+    return any(item["code"] == code for item in checks or ())

@@ -477,6 +477,7 @@ class JobStore:
         timings: Mapping[str, float] | None = None,
         source_key: str | None = None,
         subject: dict[str, float] | None = None,
+        checks: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Record a result as held by `stored`; once per result (False when already finished)."""
         result.status = ResultStatus.SUCCEEDED
@@ -491,6 +492,8 @@ class JobStore:
             result.source_key = source_key
         if subject is not None:
             result.subject = subject
+        if checks is not None:
+            result.checks = checks
         result.timings.update(timings or {})
         return self._finish_result(job_id, result)
 
@@ -531,6 +534,7 @@ class JobStore:
         model_id: str,
         source_key: str | None,
         subject: dict[str, float] | None = None,
+        checks: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record every result found in the cache at submit as succeeded, `cached`."""
         if CUTOUT in found:
@@ -547,6 +551,7 @@ class JobStore:
                     cached=True,
                     source_key=source_key if name == CUTOUT else None,
                     subject=subject,
+                    checks=checks,
                 )
 
     def cancel(self, job_id: str, message: str) -> bool:
