@@ -434,7 +434,7 @@ def _create_job(
         svc.metrics.increment(JOBS_ACCEPTED)
     with stage("cache"):
         done = plan.find_done(cache, request, svc.settings.max_side)
-        checks = cutout_checks(done.subject, request, svc.settings.check_thresholds)
+        checks = cutout_checks(done.subject, request, svc.check_thresholds)
         if request.strict and fails(checks, NO_SUBJECT):
             # The worker fails the cutout, as it would have found it: one failure path.
             done = plan.Done()

@@ -11,7 +11,7 @@ from redis import Redis
 from shared.jobs.plan import ResultCache, cache_scope
 from shared.jobs.store import JobStore
 from shared.redis_location import redis_client
-from shared.settings import Settings
+from shared.settings import CheckThresholds, Settings, check_thresholds
 from shared.storage import Storage, storage_from_settings
 from shared.telemetry import FinishedJobReporter, Metrics
 
@@ -28,6 +28,8 @@ class ServiceContext:
     jobs: JobStore
     cache: ResultCache
     metrics: Metrics
+    #: What the checks of a cutout judge against.
+    check_thresholds: CheckThresholds
 
 
 def connect_context(
@@ -75,4 +77,5 @@ def build_context(
             scope=cache_scope(settings.cache_scope, owner=""),
         ),
         metrics=metrics,
+        check_thresholds=check_thresholds(settings),
     )

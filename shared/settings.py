@@ -248,17 +248,6 @@ class Settings(BaseSettings):
         return self.signing_key == DEFAULT_SIGNING_KEY
 
     @property
-    def check_thresholds(self) -> CheckThresholds:
-        return CheckThresholds(
-            min_coverage=self.check_min_coverage,
-            edge_share=self.check_edge_share,
-            second_subject_share=self.check_second_subject_share,
-            min_subject_px=self.check_min_subject_px,
-            uncertain_share=self.check_uncertain_share,
-            min_sharpness=self.check_min_sharpness,
-        )
-
-    @property
     def job_store_url(self) -> str:
         return self.store_url or self.redis_url
 
@@ -392,3 +381,15 @@ def _describe(error: ErrorDetails) -> str:
     if field_name == "url_ttl_s" and kind in ("greater_than_equal", "less_than_equal"):
         return f"{env_name} must be between 1 and {MAX_SIGNED_URL_TTL_S} (7 days), got {given!r}"
     return f"{env_name}: {error['msg']}, got {given!r}"
+
+
+def check_thresholds(settings: Settings) -> CheckThresholds:
+    """The checks' thresholds as these settings set them (built once, at a process's start)."""
+    return CheckThresholds(
+        min_coverage=settings.check_min_coverage,
+        edge_share=settings.check_edge_share,
+        second_subject_share=settings.check_second_subject_share,
+        min_subject_px=settings.check_min_subject_px,
+        uncertain_share=settings.check_uncertain_share,
+        min_sharpness=settings.check_min_sharpness,
+    )

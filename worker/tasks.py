@@ -236,7 +236,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         worker, cache, job, model, watch, on_miss=lambda: _answer_preview(worker, cache, job)
     )
     facts = _subject_of(worker, source, job.request)
-    checks = cutout_checks(facts, job.request, ctx.settings.check_thresholds)
+    checks = cutout_checks(facts, job.request, ctx.check_thresholds)
     if job.request.strict and fails(checks, NO_SUBJECT):
         message = next(item["message"] for item in checks if item["code"] == NO_SUBJECT)
         fail_for_good(worker, job_id, CUTOUT, NO_SUBJECT, message, record)
@@ -292,7 +292,7 @@ def _answer_preview(worker: WorkerProcess, cache: ResultCache, job: JobRecord) -
         cached=cached,
         timings=watch.timings,
         subject=request.subject_in_upload(facts),
-        checks=cutout_checks(facts, request, ctx.settings.check_thresholds),
+        checks=cutout_checks(facts, request, ctx.check_thresholds),
     )
     logger.info("preview ready", extra={"model_id": model.model_id, **watch.timings})
 

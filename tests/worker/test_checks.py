@@ -24,7 +24,7 @@ from shared.jobs.model import (
     cutout_checks,
 )
 from shared.output import OutputFormat
-from shared.settings import CheckThresholds, Settings
+from shared.settings import CheckThresholds, Settings, check_thresholds
 from tests.helpers import submit, wait_finished
 from tests.plugins import NO_SUBJECT_COLOUR
 from worker.render import subject_facts
@@ -118,7 +118,7 @@ def test_blurry():
 
 
 def test_thresholds_come_from_the_settings():
-    limits = Settings(check_min_coverage=0.5, check_min_subject_px=10).check_thresholds
+    limits = check_thresholds(Settings(check_min_coverage=0.5, check_min_subject_px=10))
     facts = subject_facts(CENTRED, textured_photo())
     found = {c["code"]: c for c in cutout_checks(facts, request(), limits)}
     assert set(found) == {NO_SUBJECT}
