@@ -23,6 +23,7 @@ from api import create_app
 from api.middleware import key_id_of
 from tests.conftest import LiveServer
 from tests.helpers import SAMPLE
+from tests.worker.test_checks import no_subject_photo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -58,6 +59,13 @@ window.runShop = async () => {
   const byAddress = await cutfx.submit(location.origin + "/pet.png", { effects: ["color"] });
   steps.push({ step: "submit the same photo by address", status: byAddress.status,
                cached: byAddress.finished && byAddress.body.results.color.cached });
+  const empty = await (await fetch("/empty.png")).blob();
+  const checked = document.createElement("div");
+  document.body.append(checked);
+  await showResults(await cutfx.submit(empty, { effects: ["color"] }), checked);
+  const notice = checked.querySelector('[data-result="cutout"] .cutfx-notice');
+  steps.push({ step: "a photo without a subject", checks: notice && notice.dataset.checks,
+               message: notice && notice.textContent });
   const second = await cutfx.submit(photo, { effects: ["slow"] });
   const canceled = await second.cancel();
   const secondEvents = [];
@@ -117,7 +125,7 @@ def origins(workers, e2e_settings):
         # The shop's server: its secret key never leaves it.
         answer = requests.post(
             f"{where['api']}/v1/client-tokens",
-            json={"origin": where["shop"], "ttl_s": 300, "max_jobs": 5},
+            json={"origin": where["shop"], "ttl_s": 300, "max_jobs": 6},
             headers={"Authorization": f"Bearer {SHOP_KEY}"},
             timeout=10,
         )
@@ -126,7 +134,10 @@ def origins(workers, e2e_settings):
     def pet() -> Response:
         return Response(Path(SAMPLE).read_bytes(), mimetype="image/png")
 
-    shop_app = page_app("shop", SHOP_PAGE, {"/token": token, "/pet.png": pet})
+    def empty() -> Response:
+        return Response(no_subject_photo(), mimetype="image/png")
+
+    shop_app = page_app("shop", SHOP_PAGE, {"/token": token, "/pet.png": pet, "/empty.png": empty})
     evil_app = page_app("evil", EVIL_PAGE)
     with LiveServer(shop_app) as shop, LiveServer(evil_app) as evil:
         settings = e2e_settings.with_overrides(
@@ -175,6 +186,9 @@ def test_a_shop_page_on_another_origin_runs_a_job_end_to_end(browser, origins, a
         "status": "succeeded",
         "cached": True,
     }, "the shop's photo by its address is the uploaded one: answered from the cache"
+    checked = by_step["a photo without a subject"]
+    assert "no_subject" in checked["checks"].split(), "showResults shows the checks"
+    assert "No subject was found" in checked["message"]
     second = by_step["cancel a second job"]
     assert second["status"] == "canceled"
     assert second["events"][-1] == ["job.finished", "canceled"]

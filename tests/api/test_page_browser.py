@@ -157,3 +157,19 @@ def test_a_restyle_answered_late_never_replaces_a_newer_one(browser, e2e_server)
     assert shown_longest_sides(page) == newest
     assert page.locator("#status-text").inner_text() == "All done"
     page.close()
+
+
+def test_a_photo_without_a_subject_shows_its_check_as_a_notice(browser, e2e_server, tmp_path):
+    from tests.worker.test_checks import no_subject_photo
+
+    photo = tmp_path / "empty-sofa.png"
+    photo.write_bytes(no_subject_photo())
+    page = browser.new_page()
+    page.goto(e2e_server.url + "/")
+    page.wait_for_selector("#primary option[value=popart]", state="attached")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_selector("body[data-job=succeeded]", timeout=120_000)
+    notice = page.locator('[data-result="cutout"] .notice')
+    assert "no_subject" in (notice.get_attribute("data-checks") or "").split()
+    assert "No subject was found" in notice.inner_text()
+    page.close()
