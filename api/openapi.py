@@ -57,6 +57,19 @@ RESULT_SCHEMA = {
                 "coverage": {"type": "number"},
             },
         },
+        "escalation": {
+            "type": "object",
+            "description": "The cutout was run again in base mode (CUTFX_ESCALATE): the "
+            "mode, which cutout was kept ('base' or 'fast'), each one's share of unsure "
+            "alpha, and the seconds it took",
+            "properties": {
+                "mode": {"type": "string"},
+                "model_id": {"type": "string"},
+                "chosen": {"type": "string", "enum": ["base", "fast"]},
+                "uncertain": {"type": "object"},
+                "seconds": {"type": "number"},
+            },
+        },
         "checks": {
             "type": "array",
             "description": "The checks the cutout failed: warnings a shop may show its "

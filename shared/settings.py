@@ -58,6 +58,8 @@ DEFAULT_VISIBILITY_TIMEOUT_S = 30
 DEFAULT_FETCH_TIMEOUT_S = 15.0
 MAX_FETCH_TIMEOUT_S = 120.0
 # The checks of a cutout (shared/jobs/model.py's cutout_checks).
+#: The checks a better model can mend (CUTFX_ESCALATE): an unsure mask, not a blurred photo.
+ESCALATING_CHECKS = ("low_confidence",)
 #: Less of the frame than this is no subject: the model found a speck, or nothing.
 DEFAULT_CHECK_MIN_COVERAGE = 0.01
 #: A side of the frame this much covered by the subject cuts it off there (ears, tail, paws).
@@ -148,11 +150,16 @@ class Settings(BaseSettings):
     model_ckpt: str = ""
     device: Device = "auto"
     precision: Precision = "fp16"
-    #: Segment tasks of a gpu worker's threads pool that share one forward, and how long
-    #: the first waits for company.
     #: The fast-mode checkpoint a slower-mode gpu worker answers `preview=true` with
     #: (empty: transparent-background's release checkpoint).
     preview_ckpt: str = ""
+    #: Checks whose failure makes a fast-mode worker run the photo again in base mode and
+    #: answer the better cutout (off when empty); only low_confidence is worth it.
+    escalate: CommaList = ()
+    #: The base-mode checkpoint escalation loads (empty: transparent-background's release).
+    escalation_ckpt: str = ""
+    #: Segment tasks of a gpu worker's threads pool that share one forward, and how long
+    #: the first waits for company.
     batch_max: Annotated[int, Field(ge=0, le=MAX_BATCH_MAX)] = DEFAULT_BATCH_MAX
     batch_wait_ms: Annotated[int, Field(ge=0, le=1000)] = DEFAULT_BATCH_WAIT_MS
     max_upload_bytes: PositiveInt = DEFAULT_MAX_UPLOAD_BYTES
@@ -316,7 +323,17 @@ class Settings(BaseSettings):
             parse_redis_url(value)
         return value
 
-    @field_validator("api_keys", "effect_plugins", "cors_origins", "input_buckets", mode="before")
+    @field_validator("escalate")
+    @classmethod
+    def _check_escalate(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(ESCALATING_CHECKS))
+        if unknown:
+            raise ValueError(f"only {', '.join(ESCALATING_CHECKS)} escalates, not {unknown[0]}")
+        return value
+
+    @field_validator(
+        "api_keys", "effect_plugins", "cors_origins", "input_buckets", "escalate", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

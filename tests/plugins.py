@@ -18,6 +18,9 @@ SLOW_EFFECT_S = 4.0
 #: A photo of this one colour, and nothing else, gets an empty mask from the model: the
 #: generated checkpoint's masks mean nothing, so the checks' tests feed theirs here.
 NO_SUBJECT_COLOUR = (1, 2, 3)
+#: A photo of this one colour gets an unsure mask from a fast-mode model (its middle half
+#: transparent) and a sure one from a base-mode model: what escalation is for.
+UNSURE_COLOUR = (4, 5, 6)
 
 
 def explode(rgba: RGBA, params: Params) -> RGBA:
@@ -65,7 +68,8 @@ def _fail_writes_while_marked() -> None:
 
 
 def _empty_mask_for_the_no_subject_colour() -> None:
-    """Wrap the model's last step: a photo all of NO_SUBJECT_COLOUR has no subject."""
+    """Wrap the model's last step: a photo all of NO_SUBJECT_COLOUR has no subject, one all
+    of UNSURE_COLOUR an unsure mask in fast mode and a sure one in base mode."""
     try:
         from worker.model import LoadedModel
     except ImportError:  # an API-only install: no model to wrap
@@ -76,6 +80,11 @@ def _empty_mask_for_the_no_subject_colour() -> None:
         rgba = finish(self, rgb, logits)
         if (rgb == NO_SUBJECT_COLOUR).all():
             rgba[..., 3] = 0
+        elif (rgb == UNSURE_COLOUR).all():
+            height, width = rgba.shape[:2]
+            rgba[..., 3] = 255
+            if self.mode == "fast":
+                rgba[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4, 3] = 128
         return rgba
 
     LoadedModel.finish = finished  # type: ignore[method-assign]

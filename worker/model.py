@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: The mode previews come from (CUTFX_PREVIEW_CKPT): 384², a tenth of base's time on a CPU.
 PREVIEW_MODE = "fast"
+#: The mode an unsure fast cutout is run again in (CUTFX_ESCALATE).
+ESCALATION_MODE = "base"
 #: Warm-up photo on the CPU: small, it only pays the ending's first-call costs.
 CPU_WARMUP_SHAPE = (64, 64)
 #: On CUDA the warm-up runs at a production photo's size, so cudnn's autotuning and

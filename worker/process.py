@@ -29,7 +29,7 @@ from shared.settings import Settings
 from shared.telemetry import BATCH_SIZE
 from worker.batching import Batcher, effective_batch_max
 from worker.consumer import VisibilityKeeper
-from worker.model import PREVIEW_MODE, LoadedModel, load_model
+from worker.model import ESCALATION_MODE, PREVIEW_MODE, LoadedModel, load_model
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ class WorkerProcess:
     _visibility: VisibilityKeeper | None = None
     _preview_model: LoadedModel | None = None
     _preview_looked_for: bool = False
+    _escalation_model: LoadedModel | None = None
+    _escalation_looked_for: bool = False
     _batchers: dict[str, Batcher] = field(default_factory=dict)
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -158,6 +160,33 @@ class WorkerProcess:
         except OSError as exc:
             logger.warning(
                 "no preview model: a preview will be the cutout itself",
+                extra={"reason": str(exc)},
+            )
+            return None
+
+    @property
+    def escalation_model(self) -> LoadedModel | None:
+        """The base model a fast-mode worker runs a photo again with when its cutout fails
+        a check of CUTFX_ESCALATE: None when escalation is off, the worker is not in fast
+        mode, or no base checkpoint can be had. Loaded on the first escalation."""
+        if not self._escalation_looked_for:
+            self._escalation_looked_for = True
+            self._escalation_model = self._load_escalation_model()
+        return self._escalation_model
+
+    def _load_escalation_model(self) -> LoadedModel | None:
+        settings = self.context.settings
+        if not settings.escalate or settings.model_mode != PREVIEW_MODE:
+            return None
+        try:
+            return load_model(
+                settings.with_overrides(
+                    model_mode=ESCALATION_MODE, model_ckpt=settings.escalation_ckpt
+                )
+            )
+        except OSError as exc:
+            logger.warning(
+                "no escalation model: unsure cutouts stay as they are",
                 extra={"reason": str(exc)},
             )
             return None

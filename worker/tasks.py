@@ -237,6 +237,12 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     )
     facts = _subject_of(worker, source, job.request)
     checks = cutout_checks(facts, job.request, ctx.check_thresholds)
+    escalation = None
+    if any(fails(checks, code) for code in ctx.settings.escalate):
+        source, facts, escalation = _escalated(worker, cache, job, watch, source, facts)
+        checks = cutout_checks(facts, job.request, ctx.check_thresholds)
+        if escalation is not None and escalation["chosen"] == "base":
+            ctx.jobs.set_model_id(job_id, escalation["model_id"])
     if job.request.strict and fails(checks, NO_SUBJECT):
         message = next(item["message"] for item in checks if item["code"] == NO_SUBJECT)
         fail_for_good(worker, job_id, CUTOUT, NO_SUBJECT, message, record)
@@ -258,11 +264,46 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         source_key=source.key,
         subject=subject,
         checks=checks,
+        escalation=escalation,
     )
     logger.info("cutout ready", extra={"cached": cached, "recorded": recorded, **watch.timings})
     if recorded:
         # Not when the job was canceled meanwhile: its effects would only be skipped.
         plan.enqueue(celery, job_id, plan.after_cutout(job))
+
+
+def _escalated(
+    worker: WorkerProcess,
+    cache: ResultCache,
+    job: JobRecord,
+    watch: _Stopwatch,
+    fast: StoredObject,
+    fast_facts: dict[str, float],
+) -> tuple[StoredObject, dict[str, float], dict[str, Any] | None]:
+    """The photo run again by the escalation model (base mode), and the better of the two
+    cutouts: the one whose mask is surer. Each is cached under its own model's key, so a
+    repeat costs no inference. (cutout, its facts, what was done) or the fast one as it was
+    when there is no escalation model."""
+    model = worker.escalation_model
+    if model is None:
+        return fast, fast_facts, None
+    started = time.perf_counter()
+    base, _ = _cutout_by(worker, cache, job, model, watch)
+    base_facts = _subject_of(worker, base, job.request)
+    chosen = (
+        "base" if base_facts.get("uncertain", 0.0) <= fast_facts.get("uncertain", 0.0) else "fast"
+    )
+    escalation = {
+        "mode": model.mode,
+        "model_id": model.model_id,
+        "chosen": chosen,
+        "uncertain": {"fast": fast_facts.get("uncertain"), "base": base_facts.get("uncertain")},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    logger.info("escalated", extra=escalation)
+    if chosen == "fast":
+        return fast, fast_facts, escalation
+    return base, base_facts, escalation
 
 
 def _cache_of(worker: WorkerProcess, job: JobRecord) -> ResultCache:

@@ -183,6 +183,9 @@ class ResultRecord:
     subject: dict[str, float] | None = None
     #: The checks the cutout failed (cutout_checks): warnings, each with its code.
     checks: list[dict[str, Any]] | None = None
+    #: For a cutout run again in base mode (CUTFX_ESCALATE): the mode, which cutout was
+    #: kept and why (each one's share of unsure alpha), and what it cost.
+    escalation: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.status = ResultStatus(self.status)
@@ -269,6 +272,8 @@ def result_view(
         shown["subject"] = result.subject
     if result.checks is not None:
         shown["checks"] = result.checks
+    if result.escalation is not None:
+        shown["escalation"] = result.escalation
     if result.error:
         shown["error"] = result.error
     shown["timings"] = result.timings

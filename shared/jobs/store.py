@@ -478,6 +478,7 @@ class JobStore:
         source_key: str | None = None,
         subject: dict[str, float] | None = None,
         checks: list[dict[str, Any]] | None = None,
+        escalation: dict[str, Any] | None = None,
     ) -> bool:
         """Record a result as held by `stored`; once per result (False when already finished)."""
         result.status = ResultStatus.SUCCEEDED
@@ -494,6 +495,8 @@ class JobStore:
             result.subject = subject
         if checks is not None:
             result.checks = checks
+        if escalation is not None:
+            result.escalation = escalation
         result.timings.update(timings or {})
         return self._finish_result(job_id, result)
 

@@ -10,8 +10,10 @@ from dataclasses import replace
 import cv2
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
+from api import create_app
 from shared.jobs import read_events
 from shared.jobs.model import (
     BLURRY,
@@ -25,10 +27,14 @@ from shared.jobs.model import (
 )
 from shared.output import OutputFormat
 from shared.settings import CheckThresholds, Settings, check_thresholds
-from tests.helpers import submit, wait_finished
-from tests.plugins import NO_SUBJECT_COLOUR
+from shared.telemetry import MODEL_INFERENCES, Metrics
+from tests.conftest import WorkerProcesses, make_settings, redis_url_for
+from tests.helpers import sample_variant, submit, wait_finished
+from tests.plugins import NO_SUBJECT_COLOUR, UNSURE_COLOUR
 from worker.render import subject_facts
 
+#: The preview tests' database: the two modules never run at once in one test process.
+ESCALATION_REDIS_URL = redis_url_for("CUTFX_TEST_PREVIEW_REDIS_URL")
 SIZE = (600, 800)  # height, width: a phone photo's proportions, small
 LIMITS = CheckThresholds()
 
@@ -143,8 +149,6 @@ def no_subject_photo() -> bytes:
 
 @pytest.mark.e2e
 def test_checks_warn_in_the_job_and_its_events(e2e_client, e2e_settings):
-    import redis
-
     job_id = submit(e2e_client, no_subject_photo(), effects="color").get_json()["id"]
     job = wait_finished(e2e_client, job_id)
     assert job["status"] == "succeeded", "checks warn, they do not refuse"
@@ -171,3 +175,61 @@ def test_strict_fails_a_cutout_without_a_subject(e2e_client):
     assert job["status"] == "failed"
     assert job["results"]["cutout"]["error"]["code"] == NO_SUBJECT
     assert job["results"]["color"]["status"] == "failed"
+
+
+def unsure_photo() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (160, 120), UNSURE_COLOUR).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.e2e
+def test_a_fast_worker_escalates_an_unsure_cutout_to_base_mode(
+    checkpoint, tmp_path, tmp_path_factory
+):
+    # The generated checkpoint serves both modes: one architecture, the input size differs.
+    settings = make_settings(
+        ESCALATION_REDIS_URL,
+        tmp_path / "storage",
+        model_ckpt=str(checkpoint),
+        escalate=("low_confidence",),
+        escalation_ckpt=str(checkpoint),
+    )
+    broker = redis.Redis.from_url(ESCALATION_REDIS_URL)
+    broker.flushdb()
+    app = create_app({"TESTING": True, "CUTFX_SETTINGS": settings})
+    api = app.test_client()
+    metrics = Metrics(redis.Redis.from_url(ESCALATION_REDIS_URL, decode_responses=True))
+    workers = WorkerProcesses(settings, tmp_path_factory.mktemp("escalation-logs"), {})
+    workers.start()
+    try:
+        workers.wait_ready(broker)
+        plain = wait_finished(api, submit(api, sample_variant(), effects="color").get_json()["id"])
+        plain_inferences = metrics.counter_value(MODEL_INFERENCES)
+        first = submit(api, unsure_photo(), effects="color,popart").get_json()
+        job = wait_finished(api, first["id"], timeout_s=300)
+        inferences = metrics.counter_value(MODEL_INFERENCES) - plain_inferences
+        model_id = app.extensions["cutfx"].jobs.get(first["id"]).model_id
+        repeat = wait_finished(api, submit(api, unsure_photo(), effects="color").get_json()["id"])
+        repeat_inferences = metrics.counter_value(MODEL_INFERENCES) - plain_inferences
+    finally:
+        workers.stop()
+        broker.flushdb()
+
+    assert "escalation" not in plain["results"]["cutout"], "a sure cutout is not run again"
+    assert plain_inferences == 1
+    assert job["status"] == "succeeded"
+    cutout = job["results"]["cutout"]
+    escalation = cutout["escalation"]
+    assert escalation["mode"] == "base"
+    assert escalation["chosen"] == "base"
+    assert escalation["uncertain"]["base"] < escalation["uncertain"]["fast"]
+    assert LOW_CONFIDENCE not in {c["code"] for c in cutout["checks"]}, "the final cutout's"
+    assert inferences == 2, "one fast inference, one base"
+    assert "-base-" in model_id
+    for effect in ("color", "popart"):
+        # The effects start from the base cutout: fully opaque, no unsure middle.
+        image = Image.open(io.BytesIO(api.get(job["results"][effect]["url"]).get_data()))
+        assert np.asarray(image.convert("RGBA"))[..., 3].min() == 255, effect
+    assert repeat["results"]["cutout"]["escalation"]["chosen"] == "base"
+    assert repeat_inferences == 2, "the repeat found both cutouts in the cache"
