@@ -89,6 +89,9 @@ def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings,
     assert events[0]["data"]["name"] == "cutout", "effects start only once the cutout exists"
     assert {e["data"]["name"] for e in events[1:3]} == {"popart", "color"}
     assert events[0]["data"]["result"]["url"].startswith("/v1/files/results/")
+    for event in events[:3]:
+        # The photo's checks travel with every result (a list, empty when it passed them).
+        assert isinstance(event["data"]["result"]["checks"], list)
     ids = [event["id"] for event in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
