@@ -89,3 +89,20 @@ def random_checkpoint(mode: str = "fast") -> Path:
     from worker.checkpoint import ensure_random_checkpoint
 
     return ensure_random_checkpoint(mode, service_settings().cache_dir)
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
+
+
+def sample_variant(seed: int) -> bytes:
+    """The sample photo (PNG) with one pixel changed by `seed`: new to every cache."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(SAMPLE).convert("RGB")).copy()
+    pixels[0, 0] = np.random.default_rng(seed).integers(0, 256, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -24,20 +24,11 @@ import redis
 from flask.testing import FlaskClient
 from PIL import Image
 
-from bench.common import median_ms, p95_ms, publish
+from bench.common import SAMPLE, median_ms, p95_ms, publish, sample_variant
 from bench.runs import bench_redis_url
 from cli import service_settings
 
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
 PHONE_SIZE = (4032, 3024)
-
-
-def small_png(seed: int) -> bytes:
-    pixels = np.asarray(Image.open(SAMPLE).convert("RGB")).copy()
-    pixels[0, 0] = np.random.default_rng(seed).integers(0, 256, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def phone_jpeg(seed: int) -> bytes:
@@ -132,7 +123,7 @@ def main() -> None:
         "| of which fetch |",
         "|---|---|---|---|---|",
     ]
-    for label, make, seed in (("451×300 PNG", small_png, 0), ("12 MP JPEG", phone_jpeg, 1000)):
+    for label, make, seed in (("451×300 PNG", sample_variant, 0), ("12 MP JPEG", phone_jpeg, 1000)):
         measure(client, host, make, 1, seed + 500)  # warm-up: first decode, first connection
         timings = measure(client, host, make, args.runs, seed)
         rows.append(

@@ -23,27 +23,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import redis
-from PIL import Image
 
-from bench.common import random_checkpoint
+from bench.common import random_checkpoint, sample_variant
 from bench.runs import BENCH_RATE_LIMIT, bench_redis_url
 from cli import service_settings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The service's own packages; tests, benchmarks and the command line are not the service.
 SERVICE_PACKAGES = ("api", "worker", "effects", "shared")
-SAMPLE = REPO / "samples" / "chelsea.png"
-
-
-def _photo(seed: int) -> bytes:
-    """The sample photo with one pixel changed by `seed`: new to every cache."""
-    pixels = np.asarray(Image.open(SAMPLE).convert("RGB")).copy()
-    pixels[0, 0] = np.random.default_rng(seed).integers(0, 256, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 class FileTrace:
@@ -90,7 +78,7 @@ def run_one_job(client: Any, seed: int, sides: Sides | None = None) -> None:
     with api:
         answer = client.post(
             "/v1/jobs",
-            data={"image": (io.BytesIO(_photo(seed)), "photo.png"), "effects": "color"},
+            data={"image": (io.BytesIO(sample_variant(seed)), "photo.png"), "effects": "color"},
             content_type="multipart/form-data",
         )
     if answer.status_code != 202:

@@ -47,6 +47,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = "cutfx-webhooks/1"
 READ_CHUNK_BYTES = 64 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+NOT_PUBLIC = "must point at a public address, not a private, loopback, link-local or reserved one"
 
 
 def check_http_url(url: str, field: str) -> None:
@@ -78,11 +79,7 @@ def check_callback_address(url: str, allow_loopback: bool) -> None:
     try:
         get_ip_address(host, port, allow_loopback=allow_loopback)
     except InvalidIPAddress:
-        raise InvalidParameter(
-            "callback_url must point at a public address, not a private, loopback, "
-            "link-local or reserved one",
-            FIELD,
-        ) from None
+        raise InvalidParameter(f"callback_url {NOT_PUBLIC}", FIELD) from None
     except (socket.gaierror, UnicodeError):
         raise InvalidParameter(f"callback_url's host {host!r} does not resolve", FIELD) from None
 
@@ -258,11 +255,7 @@ def _mapped_fetch_errors(url: str, deadline_s: float) -> Iterator[None]:
             f"the photo at {shown} did not arrive within {deadline_s:g} s", PHOTO_FIELD
         ) from None
     except InvalidIPAddress:
-        raise FetchRefused(
-            "image_url must point at a public address, not a private, loopback, link-local "
-            "or reserved one",
-            PHOTO_FIELD,
-        ) from None
+        raise FetchRefused(f"image_url {NOT_PUBLIC}", PHOTO_FIELD) from None
     except (socket.gaierror, UnicodeError):
         raise FetchFailed(f"the host of {shown} does not resolve", PHOTO_FIELD) from None
     except (requests.RequestException, ProtocolError, OSError) as exc:

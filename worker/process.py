@@ -93,10 +93,9 @@ class WorkerProcess:
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None
     _visibility: VisibilityKeeper | None = None
-    _preview_model: LoadedModel | None = None
-    _preview_looked_for: bool = False
-    _escalation_model: LoadedModel | None = None
-    _escalation_looked_for: bool = False
+    #: Models of other modes (preview, escalation) by mode; None where none can be had.
+    _other_models: dict[str, LoadedModel | None] = field(default_factory=dict)
+    _other_models_lock: threading.Lock = field(default_factory=threading.Lock)
     _batchers: dict[str, Batcher] = field(default_factory=dict)
     _batcher_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -144,51 +143,43 @@ class WorkerProcess:
     def preview_model(self) -> LoadedModel | None:
         """The fast model a slower-mode worker answers previews with: None in fast mode
         (its cutout is the quick one already) or when no fast checkpoint can be had."""
-        if not self._preview_looked_for:
-            self._preview_looked_for = True
-            self._preview_model = self._load_preview_model()
-        return self._preview_model
-
-    def _load_preview_model(self) -> LoadedModel | None:
         settings = self.context.settings
         if settings.model_mode == PREVIEW_MODE:
             return None
-        try:
-            return load_model(
-                settings.with_overrides(model_mode=PREVIEW_MODE, model_ckpt=settings.preview_ckpt)
-            )
-        except OSError as exc:
-            logger.warning(
-                "no preview model: a preview will be the cutout itself",
-                extra={"reason": str(exc)},
-            )
-            return None
+        return self._other_model(
+            PREVIEW_MODE,
+            settings.preview_ckpt,
+            "no preview model: a preview will be the cutout itself",
+        )
 
     @property
     def escalation_model(self) -> LoadedModel | None:
         """The base model a fast-mode worker runs a photo again with when its cutout fails
         a check of CUTFX_ESCALATE: None when escalation is off, the worker is not in fast
         mode, or no base checkpoint can be had. Loaded on the first escalation."""
-        if not self._escalation_looked_for:
-            self._escalation_looked_for = True
-            self._escalation_model = self._load_escalation_model()
-        return self._escalation_model
-
-    def _load_escalation_model(self) -> LoadedModel | None:
         settings = self.context.settings
         if not settings.escalate or settings.model_mode != PREVIEW_MODE:
             return None
+        return self._other_model(
+            ESCALATION_MODE,
+            settings.escalation_ckpt,
+            "no escalation model: unsure cutouts stay as they are",
+        )
+
+    def _other_model(self, mode: str, checkpoint: str, without: str) -> LoadedModel | None:
+        """A model of another mode than the process's own, loaded once, on first use; None
+        (and `without` logged, once) when its checkpoint cannot be had."""
+        with self._other_models_lock:
+            if mode not in self._other_models:
+                self._other_models[mode] = self._load_other_model(mode, checkpoint, without)
+            return self._other_models[mode]
+
+    def _load_other_model(self, mode: str, checkpoint: str, without: str) -> LoadedModel | None:
+        settings = self.context.settings.with_overrides(model_mode=mode, model_ckpt=checkpoint)
         try:
-            return load_model(
-                settings.with_overrides(
-                    model_mode=ESCALATION_MODE, model_ckpt=settings.escalation_ckpt
-                )
-            )
+            return load_model(settings)
         except OSError as exc:
-            logger.warning(
-                "no escalation model: unsure cutouts stay as they are",
-                extra={"reason": str(exc)},
-            )
+            logger.warning(without, extra={"reason": str(exc)})
             return None
 
     def segment(

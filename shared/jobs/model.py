@@ -268,14 +268,10 @@ def result_view(
             width=result.width,
             height=result.height,
         )
-    if result.subject is not None:
-        shown["subject"] = result.subject
-    if result.checks is not None:
-        shown["checks"] = result.checks
-    if result.escalation is not None:
-        shown["escalation"] = result.escalation
-    if result.error:
-        shown["error"] = result.error
+    for name in ("subject", "checks", "escalation", "error"):
+        value = getattr(result, name)
+        if value is not None and (value or name != "error"):
+            shown[name] = value
     shown["timings"] = result.timings
     return shown
 

@@ -28,7 +28,7 @@ from shared.jobs.model import (
 from shared.output import OutputFormat
 from shared.settings import CheckThresholds, Settings, check_thresholds
 from shared.telemetry import MODEL_INFERENCES, Metrics
-from tests.conftest import WorkerProcesses, make_settings, redis_url_for
+from tests.conftest import make_settings, redis_url_for, running_workers
 from tests.helpers import sample_variant, submit, wait_finished
 from tests.plugins import NO_SUBJECT_COLOUR, UNSURE_COLOUR
 from worker.render import subject_facts
@@ -177,6 +177,10 @@ def test_strict_fails_a_cutout_without_a_subject(e2e_client):
     assert job["results"]["color"]["status"] == "failed"
 
 
+#: The results of the escalated job.
+RESULTS = ("color", "popart")
+
+
 def unsure_photo() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (160, 120), UNSURE_COLOUR).save(buffer, "PNG")
@@ -195,26 +199,22 @@ def test_a_fast_worker_escalates_an_unsure_cutout_to_base_mode(
         escalate=("low_confidence",),
         escalation_ckpt=str(checkpoint),
     )
-    broker = redis.Redis.from_url(ESCALATION_REDIS_URL)
-    broker.flushdb()
     app = create_app({"TESTING": True, "CUTFX_SETTINGS": settings})
     api = app.test_client()
     metrics = Metrics(redis.Redis.from_url(ESCALATION_REDIS_URL, decode_responses=True))
-    workers = WorkerProcesses(settings, tmp_path_factory.mktemp("escalation-logs"), {})
-    workers.start()
-    try:
-        workers.wait_ready(broker)
+    with running_workers(settings, tmp_path_factory.mktemp("escalation-logs"), {}):
         plain = wait_finished(api, submit(api, sample_variant(), effects="color").get_json()["id"])
         plain_inferences = metrics.counter_value(MODEL_INFERENCES)
-        first = submit(api, unsure_photo(), effects="color,popart").get_json()
+        first = submit(api, unsure_photo(), effects=",".join(RESULTS)).get_json()
         job = wait_finished(api, first["id"], timeout_s=300)
         inferences = metrics.counter_value(MODEL_INFERENCES) - plain_inferences
         model_id = app.extensions["cutfx"].jobs.get(first["id"]).model_id
         repeat = wait_finished(api, submit(api, unsure_photo(), effects="color").get_json()["id"])
         repeat_inferences = metrics.counter_value(MODEL_INFERENCES) - plain_inferences
-    finally:
-        workers.stop()
-        broker.flushdb()
+        images = {
+            effect: api.get(job["results"][effect]["url"]).get_data()
+            for effect in ("color", "popart")
+        }
 
     assert "escalation" not in plain["results"]["cutout"], "a sure cutout is not run again"
     assert plain_inferences == 1
@@ -227,9 +227,9 @@ def test_a_fast_worker_escalates_an_unsure_cutout_to_base_mode(
     assert LOW_CONFIDENCE not in {c["code"] for c in cutout["checks"]}, "the final cutout's"
     assert inferences == 2, "one fast inference, one base"
     assert "-base-" in model_id
-    for effect in ("color", "popart"):
+    for effect, data in images.items():
         # The effects start from the base cutout: fully opaque, no unsure middle.
-        image = Image.open(io.BytesIO(api.get(job["results"][effect]["url"]).get_data()))
+        image = Image.open(io.BytesIO(data))
         assert np.asarray(image.convert("RGBA"))[..., 3].min() == 255, effect
     assert repeat["results"]["cutout"]["escalation"]["chosen"] == "base"
     assert repeat_inferences == 2, "the repeat found both cutouts in the cache"
