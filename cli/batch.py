@@ -297,6 +297,9 @@ def _iter_failed(outcomes: list[Outcome]) -> Iterator[str]:
 def run(args: argparse.Namespace) -> int:
     try:
         sources = find_sources(args.input)
+    except ImportError:
+        print("a gs:// prefix needs Google's client: pip install 'cutfx[gcs]'", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
