@@ -50,7 +50,7 @@ from shared.jobs.model import (
     StoredObject,
     cutout_checks,
     event_view,
-    fails,
+    failed_check,
     job_view,
     new_job_id,
 )
@@ -435,7 +435,7 @@ def _create_job(
     with stage("cache"):
         done = plan.find_done(cache, request, svc.settings.max_side)
         checks = cutout_checks(done.subject, request, svc.check_thresholds)
-        if request.strict and fails(checks, NO_SUBJECT):
+        if request.strict and failed_check(checks, NO_SUBJECT):
             # The worker fails the cutout, as it would have found it: one failure path.
             done = plan.Done()
         svc.jobs.finish_from_cache(

@@ -47,7 +47,13 @@ from shared.errors import (
 )
 from shared.gcs import is_gs_url, read_photo_object
 from shared.jobs.model import EventType, Webhook
-from shared.outbound import check_callback_address, check_callback_url, fetch_photo, redacted
+from shared.outbound import (
+    PHOTO_FIELD,
+    check_callback_address,
+    check_callback_url,
+    fetch_photo,
+    redacted,
+)
 from shared.output import (
     BLUR,
     BLUR_RADIUS_RANGE,
@@ -111,7 +117,7 @@ class UploadPart:
 PHOTO = UploadPart("image", "image")
 BACKGROUND = UploadPart("background_image", "background image")
 #: The photo's address, instead of the photo (photo_from_url, below).
-PHOTO_URL_FIELD = "image_url"
+PHOTO_URL_FIELD = PHOTO_FIELD
 PHOTO_BY_URL = UploadPart(PHOTO_URL_FIELD, "photo at image_url")
 
 

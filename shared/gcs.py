@@ -28,6 +28,7 @@ from shared.errors import (
     StorageError,
     TransientStorageError,
 )
+from shared.outbound import PHOTO_FIELD
 from shared.settings import Settings
 from shared.storage import SignedUrl, Storage, check_key
 
@@ -192,7 +193,6 @@ def _client() -> tuple[Any, Any]:
 # --- photos by bucket object: image_url=gs://bucket/path --------------------------------
 
 GS_SCHEME = "gs://"
-PHOTO_FIELD = "image_url"
 
 
 def is_gs_url(url: str) -> bool:

@@ -92,13 +92,19 @@ def redacted(url: str) -> str:
 
 
 def delivery_manager(allow_loopback: bool) -> Manager:
+    return _hardened(allow_loopback, (CONNECT_TIMEOUT_S, READ_TIMEOUT_S), USER_AGENT)
+
+
+def _hardened(allow_loopback: bool, timeout: tuple[float, float], user_agent: str) -> Manager:
+    """requests-hardened's sessions: public addresses only (loopback too when allowed),
+    each connection to the address checked, redirects never followed by requests itself."""
     return Manager(
         Config(
             ip_filter_enable=True,
             ip_filter_allow_loopback_ips=allow_loopback,
             never_redirect=True,
-            default_timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-            user_agent_override=USER_AGENT,
+            default_timeout=timeout,
+            user_agent_override=user_agent,
         )
     )
 
@@ -165,14 +171,8 @@ PHOTO_USER_AGENT = "cutfx-fetch/1"
 
 
 def photo_manager(allow_loopback: bool, deadline_s: float) -> Manager:
-    return Manager(
-        Config(
-            ip_filter_enable=True,
-            ip_filter_allow_loopback_ips=allow_loopback,
-            never_redirect=True,
-            default_timeout=(min(CONNECT_TIMEOUT_S, deadline_s), deadline_s),
-            user_agent_override=PHOTO_USER_AGENT,
-        )
+    return _hardened(
+        allow_loopback, (min(CONNECT_TIMEOUT_S, deadline_s), deadline_s), PHOTO_USER_AGENT
     )
 
 

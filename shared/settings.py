@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -401,12 +401,8 @@ def _describe(error: ErrorDetails) -> str:
 
 
 def check_thresholds(settings: Settings) -> CheckThresholds:
-    """The checks' thresholds as these settings set them (built once, at a process's start)."""
+    """The checks' thresholds as these settings set them (built once, at a process's start):
+    each threshold is the setting of its name with `check_` before it."""
     return CheckThresholds(
-        min_coverage=settings.check_min_coverage,
-        edge_share=settings.check_edge_share,
-        second_subject_share=settings.check_second_subject_share,
-        min_subject_px=settings.check_min_subject_px,
-        uncertain_share=settings.check_uncertain_share,
-        min_sharpness=settings.check_min_sharpness,
+        **{item.name: getattr(settings, f"check_{item.name}") for item in fields(CheckThresholds)}
     )

@@ -60,8 +60,9 @@ def subject_facts(alpha: npt.NDArray[np.uint8], photo: RGB | None = None) -> dic
         "coverage": round(coverage, 4),
     }
     if photo is not None:
-        facts.update(_mask_measures(alpha, box))
-        facts["sharpness"] = round(_sharpness(photo, alpha), 1)
+        solid = (alpha >= SOLID_ALPHA).astype(np.uint8)
+        facts.update(_mask_measures(alpha, solid, box))
+        facts["sharpness"] = round(_sharpness(photo, solid), 1)
     return facts
 
 
@@ -73,8 +74,10 @@ UNSURE_ALPHA = (26, 229)
 EDGE_BAND_PX = 3
 
 
-def _mask_measures(alpha: npt.NDArray[np.uint8], box: Box) -> dict[str, float]:
-    solid = (alpha >= SOLID_ALPHA).astype(np.uint8)
+def _mask_measures(
+    alpha: npt.NDArray[np.uint8], solid: npt.NDArray[np.uint8], box: Box
+) -> dict[str, float]:
+    """`solid`: 1 where alpha is at least SOLID_ALPHA."""
     edges = {
         "edge_top": solid[0].mean(),
         "edge_bottom": solid[-1].mean(),
@@ -101,13 +104,12 @@ def _mask_measures(alpha: npt.NDArray[np.uint8], box: Box) -> dict[str, float]:
 SHARPNESS_SIDE = 512
 
 
-def _sharpness(photo: RGB, alpha: npt.NDArray[np.uint8]) -> float:
-    """The variance of the Laplacian of the photo's grey, inside the subject (its outline
-    left out: the cut there is no detail of the photo's)."""
-    height, width = alpha.shape
+def _sharpness(photo: RGB, solid: npt.NDArray[np.uint8]) -> float:
+    """The variance of the Laplacian of the photo's grey, inside the subject (`solid`, its
+    outline left out: the cut there is no detail of the photo's)."""
+    height, width = solid.shape
     scale = min(1.0, SHARPNESS_SIDE / max(height, width))
     grey = np.asarray(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), np.uint8)
-    solid: npt.NDArray[np.uint8] = (alpha >= SOLID_ALPHA).astype(np.uint8)
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         grey = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_AREA), np.uint8)

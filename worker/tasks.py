@@ -37,7 +37,7 @@ from shared.jobs.model import (
     ResultStatus,
     StoredObject,
     cutout_checks,
-    fails,
+    failed_check,
     now,
 )
 from shared.jobs.plan import Rendered, ResultCache, cache_scope, enqueue_webhook_delivery
@@ -238,14 +238,14 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
     facts = _subject_of(worker, source, job.request)
     checks = cutout_checks(facts, job.request, ctx.check_thresholds)
     escalation = None
-    if any(fails(checks, code) for code in ctx.settings.escalate):
+    if any(failed_check(checks, code) for code in ctx.settings.escalate):
         source, facts, escalation = _escalated(worker, cache, job, watch, source, facts)
         checks = cutout_checks(facts, job.request, ctx.check_thresholds)
         if escalation is not None and escalation["chosen"] == "base":
             ctx.jobs.set_model_id(job_id, escalation["model_id"])
-    if job.request.strict and fails(checks, NO_SUBJECT):
-        message = next(item["message"] for item in checks if item["code"] == NO_SUBJECT)
-        fail_for_good(worker, job_id, CUTOUT, NO_SUBJECT, message, record)
+    no_subject = failed_check(checks, NO_SUBJECT)
+    if job.request.strict and no_subject is not None:
+        fail_for_good(worker, job_id, CUTOUT, NO_SUBJECT, no_subject["message"], record)
         return
     subject = job.request.subject_in_upload(facts)
     view = _cutout_view(worker, cache, source, job.request, watch)

@@ -239,16 +239,13 @@ export function createClient({ baseUrl = "", credential = "", cancelOnLeave = tr
  * failed strict cutout's reason.
  */
 function showChecks(element, result) {
-  const messages = (result.checks || []).map((check) => check.message);
-  if (result.error && result.error.code === "no_subject") messages.push(result.error.message);
-  if (messages.length === 0) return;
+  const found = [...(result.checks || [])];
+  if (result.error && result.error.code === "no_subject") found.push(result.error);
+  if (found.length === 0) return;
   const notice = document.createElement("p");
   notice.className = "cutfx-notice";
-  notice.dataset.checks = [
-    ...(result.checks || []).map((check) => check.code),
-    ...(result.error && result.error.code === "no_subject" ? ["no_subject"] : []),
-  ].join(" ");
-  notice.textContent = messages.join(" ");
+  notice.dataset.checks = found.map((check) => check.code).join(" ");
+  notice.textContent = found.map((check) => check.message).join(" ");
   element.append(notice);
 }
 

@@ -386,5 +386,6 @@ def cutout_checks(
     return failed
 
 
-def fails(checks: list[dict[str, Any]] | None, code: str) -> bool:
-    return any(item["code"] == code for item in checks or ())
+def failed_check(checks: list[dict[str, Any]] | None, code: str) -> dict[str, Any] | None:
+    """The check `code` among those a cutout failed, or None when it passed it."""
+    return next((item for item in checks or () if item["code"] == code), None)
