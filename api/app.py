@@ -32,6 +32,7 @@ from shared.queues import celery_config
 from shared.settings import Settings
 from shared.signing import Purpose, derive_key
 from shared.telemetry import configure_logging
+from shared.tracing import configure_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def create_app(
         app.config.from_mapping(test_config)
     if not app.testing:
         configure_logging("api")
+    configure_tracing("api", settings, (test_config or {}).get("CUTFX_SPAN_PROCESSOR"))
     load_plugins(settings.effect_plugins)
     init_services(app, settings)
     app.extensions[API_KEYS_EXTENSION] = ApiKeys.from_keys(settings.api_keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from typing import Any
 
@@ -13,13 +14,18 @@ from flask import Blueprint, Response, request
 
 from api.middleware import services
 from shared.errors import ServiceNotReady, Unauthorized
-from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUE_WEBHOOKS
+from shared.queues import (
+    PRIORITY_STEPS,
+    QUEUE_CPU,
+    QUEUE_GPU,
+    QUEUE_WEBHOOKS,
+    QUEUED_AT_HEADER,
+)
 from shared.telemetry import ALL_METRICS, gauge, render
 from shared.workers import live_workers, ready_queues
 
 blueprint = Blueprint("health", __name__)
 
-REQUIRED_QUEUES = (QUEUE_GPU, QUEUE_CPU)
 #: A list on the broker's Redis that holds one entry per recent warm-up request and
 #: vanishes WARMUP_SIGNAL_TTL_S after the last: an autoscaler that reads list lengths
 #: (KEDA's redis scaler) wakes a GPU worker on it as on the gpu queue itself.
@@ -42,13 +48,14 @@ def readiness() -> dict[str, Any]:
     except redis.RedisError as exc:
         raise ServiceNotReady(f"Redis does not answer: {type(exc).__name__}") from None
     served = ready_queues(workers)
-    missing = [queue for queue in REQUIRED_QUEUES if queue not in served]
+    required = svc.settings.ready_queues
+    missing = [queue for queue in required if queue not in served]
     if missing:
         raise ServiceNotReady(f"no ready worker serves the {', '.join(missing)} queue")
     return {
         "status": "ready",
         "queues": {
-            queue: sum(queue in w.queues and w.ready for w in workers) for queue in REQUIRED_QUEUES
+            queue: sum(queue in w.queues and w.ready for w in workers) for queue in required
         },
     }
 
@@ -88,16 +95,55 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 QUEUES = (QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS)
 
 
+def priority_lists(queue: str) -> list[str]:
+    """Celery keeps each priority step of a queue in a Redis list of its own."""
+    return [queue, *(f"{queue}:{step}" for step in PRIORITY_STEPS if step)]
+
+
 def queue_depths(client: redis.Redis) -> dict[str, float]:
-    """Messages waiting per queue; Celery keeps each priority step in a list of its own."""
+    """Messages waiting per queue."""
     depths: dict[str, float] = {}
     for queue in QUEUES:
-        lists = [queue, *(f"{queue}:{step}" for step in PRIORITY_STEPS if step)]
         with client.pipeline(transaction=False) as pipe:
-            for name in lists:
+            for name in priority_lists(queue):
                 pipe.llen(name)
             depths[queue] = float(sum(pipe.execute()))
     return depths
+
+
+def oldest_waiting_ages(client: redis.Redis, at: float) -> dict[str, float]:
+    """Seconds the oldest message of each queue has waited (0 when it is empty). Kombu
+    pushes on the left and pops on the right, so each list's oldest is its last item."""
+    ages: dict[str, float] = {}
+    for queue in QUEUES:
+        with client.pipeline(transaction=False) as pipe:
+            for name in priority_lists(queue):
+                pipe.lindex(name, -1)
+            oldest = [_queued_at(raw) for raw in pipe.execute() if raw is not None]
+        known = [queued_at for queued_at in oldest if queued_at is not None]
+        ages[queue] = max(0.0, at - min(known)) if known else 0.0
+    return ages
+
+
+def _queued_at(raw: str | bytes) -> float | None:
+    """When a task message was queued, from the header cutfx stamps on it (None for a
+    message without one)."""
+    try:
+        value = json.loads(raw)["headers"][QUEUED_AT_HEADER]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def redis_memory(roles: dict[str, redis.Redis]) -> tuple[dict[str, float], dict[str, float]]:
+    """Bytes used and the maxmemory limit (0: none) of each Redis the service uses."""
+    used: dict[str, float] = {}
+    limit: dict[str, float] = {}
+    for role, client in roles.items():
+        info: Any = client.info("memory")
+        used[role] = float(info.get("used_memory", 0))
+        limit[role] = float(info.get("maxmemory", 0))
+    return used, limit
 
 
 def ready_workers(client: redis.Redis) -> dict[str, float]:
@@ -127,8 +173,16 @@ def require_metrics_token() -> None:
 def metrics() -> Response:
     require_metrics_token()
     svc = services()
+    roles = {"store": svc.redis}
+    if svc.broker is not svc.redis:
+        roles["broker"] = svc.broker
+    used, limit = redis_memory(roles)
+    ages = oldest_waiting_ages(svc.broker, time.time())
     gauges = [
         gauge("cutfx_queue_depth", "Tasks waiting per queue", queue_depths(svc.broker), "queue"),
+        gauge("cutfx_queue_oldest_age_seconds", "Age of each queue's oldest task", ages, "queue"),
         gauge("cutfx_ready_workers", "Ready workers per queue", ready_workers(svc.redis), "queue"),
+        gauge("cutfx_redis_memory_used_bytes", "Memory used by each Redis", used, "role"),
+        gauge("cutfx_redis_maxmemory_bytes", "Each Redis's maxmemory (0: none)", limit, "role"),
     ]
     return Response(render(svc.redis, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)

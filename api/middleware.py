@@ -20,7 +20,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from flask_limiter.util import get_remote_address
 from api.idempotency import IdempotencyStore
 from api.tokens import ClientToken, TokenCodec, TokenQuota, is_client_token
 from api.upload import DecodePool
+from shared import tracing
 from shared.context import ServiceContext
 from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
 from shared.jobs.model import Owner
@@ -206,16 +207,45 @@ OTHER_METHOD = "other"
 
 @contextmanager
 def stage(name: str) -> Iterator[None]:
-    """Time a step of this request; it appears in the response's Server-Timing header."""
+    """Time a step of this request; it appears in the response's Server-Timing header,
+    and as a span of the request's trace."""
     started = time.perf_counter()
     try:
-        yield
+        with tracing.span(name):
+            yield
     finally:
         g.setdefault("stages", []).append((name, time.perf_counter() - started))
 
 
 def _start() -> None:
     g.request_started = time.perf_counter()
+    _start_request_span()
+
+
+def _start_request_span() -> None:
+    """The request's span, continuing the caller's trace when it sent a `traceparent`."""
+    stack = ExitStack()
+    stack.enter_context(tracing.continued(dict(request.headers.items())))
+    route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
+    g.request_span = stack.enter_context(
+        tracing.span(f"{request.method} {route}", **{"http.route": route})
+    )
+    g.request_trace = stack
+
+
+def _end_request_span(_: BaseException | None = None) -> None:
+    stack = g.pop("request_trace", None)
+    if stack is not None:
+        stack.close()
+
+
+def _answer_traceparent(response: Response) -> Response:
+    current = g.get("request_span")
+    if current is not None:
+        current.set_attribute("http.response.status_code", response.status_code)
+        # The request's span is still the current one here: its context is the answer's.
+        response.headers.update(tracing.trace_headers())
+    return response
 
 
 def _finish(response: Response) -> Response:
@@ -239,6 +269,8 @@ def _finish(response: Response) -> Response:
 def register(app: Flask) -> None:
     app.before_request(_start)
     app.after_request(_finish)
+    app.after_request(_answer_traceparent)
+    app.teardown_request(_end_request_span)
 
 
 # Headers every answer carries: no sniffing, no framing, no referrer leaks, a strict CSP.

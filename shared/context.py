@@ -13,7 +13,7 @@ from shared.jobs.store import JobStore
 from shared.redis_location import redis_client
 from shared.settings import CheckThresholds, Settings, check_thresholds
 from shared.storage import Storage, storage_from_settings
-from shared.telemetry import FinishedJobReporter, Metrics
+from shared.telemetry import FinishedJobReporter, Metrics, count_storage_error
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def build_context(
     `cache_lookups_from` labels this process's cache lookups in the metrics
     ("submit" for the API, "worker" for workers).
     """
-    storage = storage_from_settings(settings)
     metrics = Metrics(client)
+    storage = storage_from_settings(settings, on_error=count_storage_error(metrics))
     return ServiceContext(
         settings=settings,
         redis=client,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from shared.redis_location import celery_broker
-from shared.settings import Settings
+from shared.settings import WORKER_QUEUES, Settings
 
-QUEUE_GPU = "gpu"
-QUEUE_CPU = "cpu"
-QUEUE_WEBHOOKS = "webhooks"
+QUEUE_GPU, QUEUE_CPU, QUEUE_WEBHOOKS = WORKER_QUEUES
 TASK_SEGMENT = "cutfx.segment"
 TASK_APPLY_EFFECT = "cutfx.apply_effect"
 TASK_DELIVER_WEBHOOKS = "cutfx.deliver_webhooks"
+#: A task message's header: when it was queued (Unix seconds), for the queue-wait span
+#: and the oldest waiting task's age on /metrics.
+QUEUED_AT_HEADER = "cutfx_queued_at"
 
 #: The broker's unacked index (kombu's default name), whose scores the workers
 #: refresh for the tasks they are running.

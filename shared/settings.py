@@ -118,6 +118,8 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp16", "bf16", "fp32"]
 #: A comma list in the environment ("a, b,,"), a tuple in the program.
 CommaList = Annotated[tuple[str, ...], NoDecode]
+#: The queues workers serve (shared/queues.py names each).
+WORKER_QUEUES = ("gpu", "cpu", "webhooks")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -189,6 +191,14 @@ class Settings(BaseSettings):
     #: The buckets image_url=gs://bucket/path may name, read with the service's own
     #: credentials; any other bucket is a 403.
     input_buckets: CommaList = ()
+    #: The queues /readyz wants a ready worker for. Where gpu workers scale to zero
+    #: (a schedule outside business hours), "cpu": the API keeps taking photos, which wait
+    #: on the gpu queue and make the autoscaler start a worker.
+    ready_queues: CommaList = ("gpu", "cpu")
+    #: OpenTelemetry traces, one per job, sent over OTLP/HTTP to this URL (a collector's
+    #: /v1/traces); empty = tracing off. OTEL_EXPORTER_OTLP_HEADERS adds headers to it.
+    tracing_endpoint: str = ""
+    tracing_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
     #: The checks' thresholds (shared/jobs/model.py says why each default is what it is).
     check_min_coverage: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CHECK_MIN_COVERAGE
     check_edge_share: Annotated[float, Field(ge=0, le=1)] = DEFAULT_CHECK_EDGE_SHARE
@@ -331,8 +341,22 @@ class Settings(BaseSettings):
             raise ValueError(f"only {', '.join(ESCALATING_CHECKS)} escalates, not {unknown[0]}")
         return value
 
+    @field_validator("ready_queues")
+    @classmethod
+    def _check_ready_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(WORKER_QUEUES))
+        if unknown:
+            raise ValueError(f"the queues are {', '.join(WORKER_QUEUES)}, not {unknown[0]}")
+        return value
+
     @field_validator(
-        "api_keys", "effect_plugins", "cors_origins", "input_buckets", "escalate", mode="before"
+        "api_keys",
+        "effect_plugins",
+        "cors_origins",
+        "input_buckets",
+        "escalate",
+        "ready_queues",
+        mode="before",
     )
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:

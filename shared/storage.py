@@ -186,12 +186,19 @@ FIRST_WAIT_S = 0.5
 MAX_WAIT_S = 8.0
 
 
+#: Told of every storage call that raised: its operation and the error.
+StorageErrorSeen = Callable[[str, BaseException], None]
+
+
 class RetryingStorage(Storage):
-    def __init__(self, inner: Storage, budget_s: float) -> None:
+    def __init__(
+        self, inner: Storage, budget_s: float, on_error: StorageErrorSeen | None = None
+    ) -> None:
         self.inner = inner
         self.budget_s = budget_s
+        self.on_error = on_error
 
-    def _retrying(self, call: Callable[[], T]) -> T:
+    def _retrying(self, operation: str, call: Callable[[], T]) -> T:
         retrying = Retrying(
             retry=retry_if_exception_type(TransientStorageError),
             wait=wait_exponential_jitter(multiplier=FIRST_WAIT_S, max=MAX_WAIT_S),
@@ -199,16 +206,33 @@ class RetryingStorage(Storage):
             before_sleep=before_sleep_log(logger, logging.WARNING),
             reraise=True,
         )
-        return retrying(call)
+        return retrying(self._reported(operation, call))
+
+    def _reported(self, operation: str, call: Callable[[], T]) -> Callable[[], T]:
+        """`call`, its errors told to `on_error` (each attempt's: an operator sees a
+        backend that fails even when a retry saves the call). A missing object is an
+        answer, not a storage error."""
+
+        def attempt() -> T:
+            try:
+                return call()
+            except ObjectNotFound:
+                raise
+            except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error(operation, exc)
+                raise
+
+        return attempt
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        self._retrying(lambda: self.inner.put(key, data, content_type))
+        self._retrying("put", lambda: self.inner.put(key, data, content_type))
 
     def get(self, key: str) -> bytes:
-        return self._retrying(lambda: self.inner.get(key))
+        return self._retrying("get", lambda: self.inner.get(key))
 
     def exists(self, key: str) -> bool:
-        return self._retrying(lambda: self.inner.exists(key))
+        return self._retrying("exists", lambda: self.inner.exists(key))
 
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
         return self.inner.signed_url(key, ttl_s)
@@ -224,9 +248,10 @@ class RetryingStorage(Storage):
 # --- the backend the settings name -----------------------------------------------------------
 
 
-def storage_from_settings(settings: Settings) -> Storage:
-    """The backend the settings name, its calls retried within CUTFX_STORAGE_RETRY_S."""
-    return RetryingStorage(_backend(settings), settings.storage_retry_s)
+def storage_from_settings(settings: Settings, on_error: StorageErrorSeen | None = None) -> Storage:
+    """The backend the settings name, its calls retried within CUTFX_STORAGE_RETRY_S and
+    their errors told to `on_error`."""
+    return RetryingStorage(_backend(settings), settings.storage_retry_s, on_error)
 
 
 def _backend(settings: Settings) -> Storage:

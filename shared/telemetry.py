@@ -15,7 +15,7 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from shared.jobs.model import JobRecord
+from shared.jobs.model import JobRecord, ResultStatus
 
 # --- logs -----------------------------------------------------------------------------
 
@@ -253,6 +253,26 @@ BATCH_SIZE = Metric(
     "histogram",
     buckets=BATCH_SIZES,
 )
+FIRST_RESULT_SECONDS = Metric(
+    "cutfx_job_first_result_seconds",
+    "Submit to the job's first result, observed when the job finishes (jobs with a result)",
+    "histogram",
+)
+RESULTS_FAILED = Metric(
+    "cutfx_results_failed_total",
+    "Results failed for good, by error code (counted when their job finishes)",
+    "counter",
+)
+WEBHOOK_DELIVERIES = Metric(
+    "cutfx_webhook_deliveries_total",
+    "Webhook POSTs by outcome (delivered, failed: each attempt that will be retried or given up)",
+    "counter",
+)
+STORAGE_ERRORS = Metric(
+    "cutfx_storage_errors_total",
+    "Storage calls that raised, by operation (each attempt, retried or not)",
+    "counter",
+)
 CACHE_LOOKUPS = Metric(
     "cutfx_cache_lookups_total",
     "Result cache lookups by result kind, outcome and where (submit: the API; worker)",
@@ -272,6 +292,10 @@ ALL_METRICS = (
     MODEL_LOAD_SECONDS,
     BATCH_SIZE,
     CACHE_LOOKUPS,
+    FIRST_RESULT_SECONDS,
+    RESULTS_FAILED,
+    WEBHOOK_DELIVERIES,
+    STORAGE_ERRORS,
 )
 
 
@@ -281,6 +305,18 @@ def gauge(name: str, help_text: str, values: Mapping[str, float], label: str) ->
     for key, value in sorted(values.items()):
         family.add_metric([key], value)
     return family
+
+
+def count_storage_error(metrics: Metrics) -> Callable[[str, BaseException], None]:
+    """The storage's `on_error`: one count per failed call, by operation."""
+
+    def counted(operation: str, exc: BaseException) -> None:
+        try:
+            metrics.increment(STORAGE_ERRORS, {"operation": operation})
+        except redis.RedisError:
+            logger.warning("could not count a storage error", extra={"reason": repr(exc)})
+
+    return counted
 
 
 # What happens once per job when its last result lands: one log line and the job metrics.
@@ -296,6 +332,12 @@ class FinishedJobReporter:
         total_s = job.total_s or 0.0
         self.metrics.increment(JOBS_FINISHED, {"status": job.status})
         self.metrics.observe(JOB_SECONDS, total_s)
+        first_s = job.first_result_s
+        if first_s is not None:
+            self.metrics.observe(FIRST_RESULT_SECONDS, first_s)
+        for result in job.results.values():
+            if result.status == ResultStatus.FAILED and result.error is not None:
+                self.metrics.increment(RESULTS_FAILED, {"code": result.error["code"]})
         with job_context(job.id):
             logger.info(
                 "job finished",

@@ -26,6 +26,7 @@ from effects.registry import load_plugins
 from shared.queues import celery_config
 from shared.settings import Settings
 from shared.telemetry import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS, configure_logging
+from shared.tracing import configure_tracing, stop_tracing
 from worker.consumer import CONSUMER_CLASS
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, new_status
 from worker.process import this_process
@@ -58,6 +59,7 @@ this_process().settings = settings
 @celeryd_after_setup.connect
 def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     configure_logging("worker")
+    configure_tracing("worker", settings)
     process = this_process()
     process.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
     process.forks = _is_pool(instance.pool_cls, PreforkPool)
@@ -75,6 +77,8 @@ def _is_pool(pool_cls: Any, kind: type) -> bool:
 @worker_process_init.connect
 def _setup_child(**_: Any) -> None:
     configure_logging("worker")
+    # A forked child needs its own exporter thread: the parent's did not survive the fork.
+    configure_tracing("worker", settings)
     if this_process().serves_gpu:
         _warm_model()
 
@@ -135,6 +139,7 @@ def _delivery_tag(task: Any) -> str | None:
 
 @worker_shutdown.connect
 def _withdraw(**_: Any) -> None:
+    stop_tracing()
     process = this_process()
     if process.heartbeat is not None:
         process.heartbeat.stop()

@@ -25,6 +25,7 @@ from redis.lock import Lock
 
 from effects import EffectError, get_effect
 from effects import apply_effect as effect_of
+from shared import tracing
 from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
 from shared.jobs import plan
 from shared.jobs.model import (
@@ -44,6 +45,7 @@ from shared.jobs.plan import Rendered, ResultCache, cache_scope, enqueue_webhook
 from shared.output import decode_lossless, encode_lossless, encode_rgba
 from shared.queues import (
     HARD_LIMIT_GRACE_S,
+    QUEUED_AT_HEADER,
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
@@ -145,6 +147,25 @@ def requeued_on_outage() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def traced(task: Task, name: str, job_id: str) -> Iterator[None]:
+    """The task's span in its job's trace (whose context its message's headers carry),
+    after a span for the time its message waited in the queue."""
+    headers = message_headers(task)
+    with tracing.continued(headers):
+        queued_at = headers.get(QUEUED_AT_HEADER)
+        if isinstance(queued_at, (int, float)):
+            tracing.record_span("queue_wait", float(queued_at), time.time(), task=task.name)
+        with tracing.span(name, **{"cutfx.job_id": job_id, "cutfx.task": task.name}):
+            yield
+
+
+def message_headers(task: Task) -> dict[str, Any]:
+    """The headers the task's message was sent with (Celery keeps them on the request)."""
+    request = task.request
+    return {**vars(request), **(getattr(request, "headers", None) or {})}
+
+
+@contextlib.contextmanager
 def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int) -> Iterator[None]:
     """The frame of one step: the job's log context, its time limit (a timed-out result
     fails with `timeout` and the worker goes on), and its webhook notified once after.
@@ -171,14 +192,19 @@ def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int
 @shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
 def segment(self: JobTask, job_id: str) -> None:
     process = this_process()
-    with job_step(process, job_id, CUTOUT, process.context.settings.segment_time_limit_s):
+    limit_s = process.context.settings.segment_time_limit_s
+    with traced(self, "segment", job_id), job_step(process, job_id, CUTOUT, limit_s):
         run_segment(process, job_id, current_app)
 
 
 @shared_task(name=TASK_APPLY_EFFECT, base=JobTask, bind=True)
 def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     process = this_process()
-    with job_step(process, job_id, effect_name, process.context.settings.effect_time_limit_s):
+    limit_s = process.context.settings.effect_time_limit_s
+    with (
+        traced(self, f"effect {effect_name}", job_id),
+        job_step(process, job_id, effect_name, limit_s),
+    ):
         run_effect(process, job_id, effect_name)
 
 
@@ -193,7 +219,7 @@ def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     max_retries=WEBHOOK_MAX_RETRIES,
 )
 def deliver_webhooks(self: Task, job_id: str) -> int:
-    with job_context(job_id), requeued_on_outage():
+    with traced(self, "deliver_webhooks", job_id), job_context(job_id), requeued_on_outage():
         try:
             return deliver_pending(this_process().context, job_id)
         except DeliveryBusy:
@@ -208,14 +234,18 @@ CUTOUT_CONTENT_TYPE = "image/png"
 
 
 class _Stopwatch:
+    """Times a step's stages (its result's timings) and records each as a span."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._last_wall = time.time()
 
     def lap(self, stage: str) -> None:
-        current = time.perf_counter()
+        current, current_wall = time.perf_counter(), time.time()
         self.timings[f"{stage}_s"] = round(current - self._last, 4)
-        self._last = current
+        tracing.record_span(stage, self._last_wall, current_wall)
+        self._last, self._last_wall = current, current_wall
 
 
 def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:

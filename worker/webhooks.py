@@ -15,7 +15,9 @@ from typing import Any
 import requests
 from redis.exceptions import LockError
 from redis.lock import Lock
+from requests_hardened import Manager
 
+from shared import tracing
 from shared.context import ServiceContext
 from shared.errors import DeliveryBusy, DeliveryRefused, InvalidParameter, WebhookDeliveryFailed
 from shared.jobs.model import Webhook, event_view
@@ -32,6 +34,7 @@ from shared.outbound import (
     post_within_limits,
     redacted,
 )
+from shared.telemetry import WEBHOOK_DELIVERIES
 from shared.webhooks import (
     EVENT_HEADER,
     EVENT_ID_HEADER,
@@ -94,12 +97,24 @@ def _post(
         EVENT_ID_HEADER: event.id,
         JOB_ID_HEADER: job_id,
     }
-    shown = redacted(url)
     manager = delivery_manager(ctx.settings.webhook_allow_loopback)
+    try:
+        with tracing.span("webhook POST", **{"cutfx.event": event.type}):
+            _post_acknowledged(manager, url, body, headers, f"{event.type} to {redacted(url)}")
+    except WebhookDeliveryFailed:
+        ctx.metrics.increment(WEBHOOK_DELIVERIES, {"outcome": "failed"})
+        raise
+    ctx.metrics.increment(WEBHOOK_DELIVERIES, {"outcome": "delivered"})
+    logger.info("webhook delivered", extra={"event": event.type, "event_id": event.id})
+
+
+def _post_acknowledged(
+    manager: Manager, url: str, body: bytes, headers: dict[str, str], shown: str
+) -> None:
+    """POST `body`; WebhookDeliveryFailed unless the receiver answers 2xx."""
     try:
         response = post_within_limits(manager, url, body, headers)
     except (requests.RequestException, DeliveryRefused, InvalidParameter) as exc:
-        raise WebhookDeliveryFailed(f"{event.type} to {shown}: {type(exc).__name__}") from None
+        raise WebhookDeliveryFailed(f"{shown}: {type(exc).__name__}") from None
     if not 200 <= response.status_code < 300:
-        raise WebhookDeliveryFailed(f"{event.type} to {shown}: HTTP {response.status_code}")
-    logger.info("webhook delivered", extra={"event": event.type, "event_id": event.id})
+        raise WebhookDeliveryFailed(f"{shown}: HTTP {response.status_code}")

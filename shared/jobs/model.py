@@ -249,6 +249,18 @@ class JobRecord:
             return None
         return round(self.finished_at - self.created_at, 3)
 
+    @property
+    def first_result_s(self) -> float | None:
+        """Submit to the first result that succeeded; None before any has."""
+        finished = [
+            result.timings["finished_at"]
+            for result in self.results.values()
+            if result.status == ResultStatus.SUCCEEDED and "finished_at" in result.timings
+        ]
+        if not finished:
+            return None
+        return round(min(finished) - self.created_at, 3)
+
 
 # --- what clients see of a result or an event: small JSON with a fresh signed URL, never bytes
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -35,12 +36,14 @@ from shared.queues import (
     QUEUE_CPU,
     QUEUE_GPU,
     QUEUE_WEBHOOKS,
+    QUEUED_AT_HEADER,
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
 )
 from shared.storage import Storage
 from shared.telemetry import CACHE_LOOKUPS, Metrics
+from shared.tracing import trace_headers
 
 # --- content addresses ----------------------------------------------------------------------
 
@@ -290,7 +293,7 @@ def enqueue(celery: Celery, job_id: str, steps: NextSteps) -> None:
 
 
 def enqueue_segment(celery: Celery, job_id: str) -> None:
-    celery.send_task(TASK_SEGMENT, args=[job_id], queue=QUEUE_GPU, priority=PRIORITY_PRIMARY)
+    _send(celery, TASK_SEGMENT, [job_id], QUEUE_GPU, PRIORITY_PRIMARY)
 
 
 def enqueue_effects(
@@ -299,9 +302,16 @@ def enqueue_effects(
     """Queue effects in order; the primary one jumps ahead of other jobs' effects."""
     for name in effect_names:
         priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
-        celery.send_task(TASK_APPLY_EFFECT, args=[job_id, name], queue=QUEUE_CPU, priority=priority)
+        _send(celery, TASK_APPLY_EFFECT, [job_id, name], QUEUE_CPU, priority)
 
 
 def enqueue_webhook_delivery(celery: Celery, job_id: str) -> None:
     """Deliver whatever events of the job its webhook has not received yet."""
-    celery.send_task(TASK_DELIVER_WEBHOOKS, args=[job_id], queue=QUEUE_WEBHOOKS)
+    _send(celery, TASK_DELIVER_WEBHOOKS, [job_id], QUEUE_WEBHOOKS, PRIORITY_PRIMARY)
+
+
+def _send(celery: Celery, task: str, args: list[str], queue: str, priority: int) -> None:
+    """Publish one task, stamped with when it was queued (the oldest waiting task's age
+    on /metrics) and the trace it belongs to."""
+    headers = {QUEUED_AT_HEADER: time.time(), **trace_headers()}
+    celery.send_task(task, args=args, queue=queue, priority=priority, headers=headers)

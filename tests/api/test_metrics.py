@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.telemetry import Metric, Metrics, render
+from shared.errors import ObjectNotFound, TransientStorageError
+from shared.storage import RetryingStorage, SignedUrl, Storage
+from shared.telemetry import STORAGE_ERRORS, Metric, Metrics, count_storage_error, render
 from tests.helpers import sample_variant, submit, wait_finished
 
 
@@ -57,6 +60,11 @@ def test_the_named_series_exist_and_move_when_a_job_runs(e2e_client):
     assert after['cutfx_queue_depth{queue="gpu"}'] == 0
     assert after["cutfx_worker_cold_starts_total"] >= 1
     assert after["cutfx_model_load_duration_seconds_count"] >= 1
+    first = "cutfx_job_first_result_seconds_count"
+    assert after[first] - before.get(first, 0) == 1
+    assert after['cutfx_queue_oldest_age_seconds{queue="gpu"}'] == 0
+    assert after['cutfx_redis_memory_used_bytes{role="store"}'] > 0
+    assert 'cutfx_redis_maxmemory_bytes{role="store"}' in after
 
 
 @pytest.mark.e2e
@@ -104,3 +112,46 @@ def test_histograms_render_cumulative_buckets(text_redis):
     assert samples[("demo_seconds_bucket", (("le", "+Inf"), ("stage", "x")))] == 3
     assert samples[("demo_seconds_count", (("stage", "x"),))] == 3
     assert samples[("demo_seconds_sum", (("stage", "x"),))] == 5.55
+
+
+def test_the_oldest_waiting_task_ages_while_no_worker_takes_it(client, text_redis):
+    """No worker serves the unit tests' queues: a submitted job's segment task waits."""
+    from tests.helpers import image_bytes
+
+    submit(client, image_bytes())
+    time.sleep(1.1)
+    series = scrape(client)
+    assert series['cutfx_queue_depth{queue="gpu"}'] >= 1
+    assert series['cutfx_queue_oldest_age_seconds{queue="gpu"}'] >= 1.0
+    assert series['cutfx_queue_oldest_age_seconds{queue="webhooks"}'] == 0
+
+
+def test_storage_errors_are_counted_by_operation_retried_or_not(text_redis):
+    metrics = Metrics(text_redis)
+
+    class Flaky(Storage):
+        calls = 0
+
+        def put(self, key: str, data: bytes, content_type: str) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise TransientStorageError("disk full, for now")
+
+        def get(self, key: str) -> bytes:
+            raise ObjectNotFound(key)
+
+        def exists(self, key: str) -> bool:
+            raise PermissionError("no")
+
+        def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
+            raise NotImplementedError
+
+    storage = RetryingStorage(Flaky(), budget_s=5, on_error=count_storage_error(metrics))
+    storage.put("a", b"x", "image/png")
+    with pytest.raises(ObjectNotFound):
+        storage.get("a")
+    with pytest.raises(PermissionError):
+        storage.exists("a")
+    assert metrics.counter_value(STORAGE_ERRORS, {"operation": "put"}) == 1
+    assert metrics.counter_value(STORAGE_ERRORS, {"operation": "exists"}) == 1
+    assert metrics.counter_value(STORAGE_ERRORS, {"operation": "get"}) == 0, "a miss is no error"

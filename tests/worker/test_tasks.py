@@ -7,6 +7,7 @@ import redis
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from shared.telemetry import FIRST_RESULT_SECONDS, RESULTS_FAILED
 from worker.tasks import failure_code, requeued_on_outage
 
 
@@ -121,3 +122,8 @@ def test_a_timed_out_step_fails_once_and_queues_one_delivery(process_on_unit_red
     assert {job.results[name].error["code"] for name in ("color", "popart")} == {"cutout_failed"}
     assert job.status == "failed"
     assert queued[0][1].count("result.failed") == 3
+    # Counted once the job closed, by code: the operators' "errors by code".
+    metrics = process.context.metrics
+    assert metrics.counter_value(RESULTS_FAILED, {"code": "timeout"}) == 1
+    assert metrics.counter_value(RESULTS_FAILED, {"code": "cutout_failed"}) == 2
+    assert metrics.histogram_totals(FIRST_RESULT_SECONDS) == (0, 0.0), "no result came"

@@ -11,6 +11,7 @@ import pytest
 
 from shared.errors import InvalidSignature
 from shared.webhooks import sign, verify, webhook_secret
+from tests.api.test_metrics import scrape
 from tests.helpers import sample_variant, submit, wait_finished
 
 
@@ -65,6 +66,7 @@ def wait_for(condition, timeout_s: float = 60) -> None:
 
 @pytest.mark.e2e
 def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings, receiver):
+    before = scrape(e2e_client)
     body = submit(
         e2e_client,
         sample_variant(),
@@ -94,6 +96,12 @@ def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings,
         assert isinstance(event["data"]["result"]["checks"], list)
     ids = [event["id"] for event in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    # Each POST is counted by its outcome: the two refused ones as failed.
+    after = scrape(e2e_client)
+    delivered = 'cutfx_webhook_deliveries_total{outcome="delivered"}'
+    failed = 'cutfx_webhook_deliveries_total{outcome="failed"}'
+    assert after[delivered] - before.get(delivered, 0) == len(receiver.received)
+    assert after[failed] - before.get(failed, 0) == 2
 
 
 def test_bad_callback_options_are_refused(client):
