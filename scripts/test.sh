@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 bash scripts/ensure-redis.sh
 bash scripts/ensure-chromium.sh
+bash scripts/ensure-prometheus.sh
 echo "==> ruff"
 ruff check .
 ruff format --check .

@@ -34,7 +34,29 @@ def option(command: list[str], flag: str) -> str:
 
 
 def test_the_services_of_one_machine():
-    assert set(SERVICES) == {"redis", "api", "worker-gpu", "worker-cpu", "worker-webhooks"}
+    # `docker compose up` starts those without a profile; monitoring is asked for.
+    started = {name for name, service in SERVICES.items() if "profiles" not in service}
+    assert started == {"redis", "api", "worker-gpu", "worker-cpu", "worker-webhooks"}
+    assert {name for name in SERVICES if name not in started} == {"prometheus"}
+
+
+def test_the_monitoring_profile_runs_prometheus_with_the_rules_and_the_token():
+    prometheus = SERVICES["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    mounts = {volume.split(":")[0]: volume.split(":")[1] for volume in prometheus["volumes"]}
+    config = mounts["./deploy/monitoring/prometheus.yml"]
+    rules = mounts["./deploy/monitoring/rules.yml"]
+    for source in ("./deploy/monitoring/prometheus.yml", "./deploy/monitoring/rules.yml"):
+        assert (REPO / source).is_file()
+    assert f"--config.file={config}" in prometheus["command"]
+    scraped = yaml.safe_load((REPO / "deploy/monitoring/prometheus.yml").read_text())
+    # Rule files are found relative to the config file: both in one folder.
+    assert [str(Path(config).parent / name) for name in scraped["rule_files"]] == [rules]
+    (job,) = scraped["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["api:8000"]
+    (secret,) = prometheus["secrets"]
+    assert job["authorization"]["credentials_file"] == f"/run/secrets/{secret}"
+    assert COMPOSE["secrets"][secret] == {"environment": "CUTFX_METRICS_TOKEN"}
 
 
 def test_redis_persists_never_evicts_and_reports_health():

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import kubernetes_validate
 import pytest
@@ -211,6 +212,35 @@ def queue_lists(queue: str, priority: int) -> str:
     return queue if step == 0 else f"{queue}:{step}"
 
 
+#: The seed's business hours, when a warm GPU worker waits for photos.
+BUSINESS_HOURS = (9, 23)
+
+
+def business_hours_floor(spec: dict[str, Any]) -> int:
+    """The replicas a KEDA cron trigger holds from 09:00 to 23:00 (0 without one)."""
+    for trigger in spec["triggers"]:
+        if trigger["type"] != "cron":
+            continue
+        metadata = trigger["metadata"]
+        start, end = (metadata[edge].split() for edge in ("start", "end"))
+        assert [start[0], end[0]] == ["0", "0"], "on the hour"
+        assert (int(start[1]), int(end[1])) == BUSINESS_HOURS
+        assert start[2:] == end[2:] == ["*", "*", "*"], "every day"
+        ZoneInfo(metadata["timezone"])  # a real IANA zone, or this raises
+        return int(metadata["desiredReplicas"])
+    return 0
+
+
+def test_the_gpu_workers_scale_to_zero_outside_business_hours_and_the_api_stays_ready():
+    spec = of_kind("ScaledObject")["cutfx-worker-gpu"]["spec"]
+    assert spec["minReplicaCount"] == 0
+    assert business_hours_floor(spec) == 1
+    (config,) = of_kind("ConfigMap").values()
+    settings = Settings.from_env({**config["data"], **SECRETS_PRODUCTION_NEEDS})
+    assert QUEUE_GPU not in settings.ready_queues, "else the API is unready all night"
+    assert QUEUE_CPU in settings.ready_queues
+
+
 def test_autoscaling_reads_the_lists_the_queues_really_use_with_a_warm_minimum():
     authentications = set(of_kind("TriggerAuthentication"))
     wanted = {
@@ -224,10 +254,14 @@ def test_autoscaling_reads_the_lists_the_queues_really_use_with_a_warm_minimum()
         spec = scaled["spec"]
         assert spec["scaleTargetRef"]["name"] == name
         assert name in DEPLOYMENTS
-        assert spec["minReplicaCount"] >= 1
+        # A warm minimum: always, or (the gpu workers, which scale to zero at night) by
+        # a schedule over business hours.
+        assert spec["minReplicaCount"] >= 1 or business_hours_floor(spec) >= 1
         assert spec["maxReplicaCount"] > spec["minReplicaCount"]
         lists = set()
         for trigger in spec["triggers"]:
+            if trigger["type"] == "cron":
+                continue
             assert trigger["type"] == "redis-sentinel"
             assert trigger["authenticationRef"]["name"] in authentications
             metadata = trigger["metadata"]
