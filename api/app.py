@@ -31,8 +31,7 @@ from shared.context import connect_context
 from shared.queues import celery_config
 from shared.settings import Settings
 from shared.signing import Purpose, derive_key
-from shared.telemetry import configure_logging
-from shared.tracing import configure_tracing
+from shared.telemetry import configure_logging, configure_tracing
 
 logger = logging.getLogger(__name__)
 

@@ -34,13 +34,12 @@ from flask_limiter.util import get_remote_address
 from api.idempotency import IdempotencyStore
 from api.tokens import ClientToken, TokenCodec, TokenQuota, is_client_token
 from api.upload import DecodePool
-from shared import tracing
 from shared.context import ServiceContext
 from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
 from shared.jobs.model import Owner
 from shared.redis_location import limits_storage
 from shared.settings import Settings
-from shared.telemetry import REQUEST_SECONDS, REQUESTS
+from shared.telemetry import REQUEST_SECONDS, REQUESTS, continued_trace, trace_headers, trace_span
 
 # --- the app's services ----------------------------------------------------------------
 
@@ -211,7 +210,7 @@ def stage(name: str) -> Iterator[None]:
     and as a span of the request's trace."""
     started = time.perf_counter()
     try:
-        with tracing.span(name):
+        with trace_span(name):
             yield
     finally:
         g.setdefault("stages", []).append((name, time.perf_counter() - started))
@@ -225,10 +224,10 @@ def _start() -> None:
 def _start_request_span() -> None:
     """The request's span, continuing the caller's trace when it sent a `traceparent`."""
     stack = ExitStack()
-    stack.enter_context(tracing.continued(dict(request.headers.items())))
+    stack.enter_context(continued_trace(dict(request.headers.items())))
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ROUTE
     g.request_span = stack.enter_context(
-        tracing.span(f"{request.method} {route}", **{"http.route": route})
+        trace_span(f"{request.method} {route}", **{"http.route": route})
     )
     g.request_trace = stack
 
@@ -244,7 +243,7 @@ def _answer_traceparent(response: Response) -> Response:
     if current is not None:
         current.set_attribute("http.response.status_code", response.status_code)
         # The request's span is still the current one here: its context is the answer's.
-        response.headers.update(tracing.trace_headers())
+        response.headers.update(trace_headers())
     return response
 
 

@@ -1,5 +1,5 @@
-"""What the service tells its operators: structured JSON logs, and counters and histograms
-kept in Redis.
+"""What the service tells its operators: structured JSON logs, counters and histograms
+kept in Redis, and one trace per job.
 
 Logs: one JSON object a line; every line written inside `job_context` carries the job id.
 
@@ -7,6 +7,13 @@ Metrics: kept in Redis, so every API and worker process adds to one set. Prometh
 scrapes GET /metrics on any API process; all of them read the same Redis hashes, so the
 figures do not depend on which process answers. The text is rendered by
 prometheus_client, through a collector that reads those hashes.
+
+Traces: OpenTelemetry spans from the API's submit through the queue wait, the cutout's
+stages and each effect to the webhook's delivery. The W3C trace context travels in each
+task's message headers, so every task of a job joins the trace its submit started; the
+API answers each request's `traceparent`. Off (no-op spans, nothing sent) unless
+CUTFX_TRACING_ENDPOINT names an OTLP/HTTP receiver. The process's tracer is its own, not
+OpenTelemetry's global one, so nothing else in the process traces through it by surprise.
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,6 +46,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from shared.jobs.model import JobRecord, ResultStatus
+from shared.settings import Settings
 
 # --- logs -----------------------------------------------------------------------------
 
@@ -350,3 +365,80 @@ class FinishedJobReporter:
                     },
                 },
             )
+
+
+# --- traces ---------------------------------------------------------------------------
+
+TRACEPARENT_HEADER = "traceparent"
+INSTRUMENTATION_NAME = "cutfx"
+_propagator = TraceContextTextMapPropagator()
+_tracer: trace.Tracer = trace.NoOpTracer()
+_provider: TracerProvider | None = None
+
+
+def configure_tracing(
+    service: str, settings: Settings, processor: SpanProcessor | None = None
+) -> bool:
+    """Trace this process when the settings name an endpoint (or a test hands its own
+    span processor), and stop tracing it otherwise; True when spans are recorded."""
+    global _tracer, _provider
+    if processor is None and not settings.tracing_endpoint:
+        _provider, _tracer = None, trace.NoOpTracer()
+        return False
+    if processor is None:
+        # Imported here: the exporter pulls in protobuf, which an untraced process skips.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.tracing_endpoint))
+    sampler = ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio))
+    provider = TracerProvider(
+        resource=Resource({SERVICE_NAME: f"cutfx-{service}"}), sampler=sampler
+    )
+    provider.add_span_processor(processor)
+    _provider, _tracer = provider, provider.get_tracer(INSTRUMENTATION_NAME)
+    return True
+
+
+def stop_tracing() -> None:
+    """Send what is buffered and trace nothing more (as a process exits)."""
+    global _tracer, _provider
+    if _provider is not None:
+        _provider.shutdown()
+    _provider, _tracer = None, trace.NoOpTracer()
+
+
+@contextmanager
+def trace_span(name: str, **attributes: Any) -> Iterator[trace.Span]:
+    """A span around the block, a child of the current one."""
+    with _tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+@contextmanager
+def continued_trace(carrier: Mapping[str, Any] | None) -> Iterator[None]:
+    """Make the trace context in `carrier` (task or request headers, names in any case)
+    the current one."""
+    found = {k.lower(): v for k, v in (carrier or {}).items() if isinstance(v, str)}
+    token = otel_context.attach(_propagator.extract(found))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace context as headers (none when nothing is traced)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier
+
+
+def record_trace_span(name: str, started_at: float, ended_at: float, **attributes: Any) -> None:
+    """A span for something already over (the queue wait, a stage timed by a stopwatch),
+    from wall-clock seconds, a child of the current span."""
+    recorded = _tracer.start_span(name, start_time=_ns(started_at), attributes=attributes)
+    recorded.end(end_time=_ns(max(ended_at, started_at)))
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1e9)

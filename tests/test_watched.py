@@ -34,7 +34,7 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from cli.stack import free_port
-from shared.tracing import stop_tracing
+from shared.telemetry import stop_tracing
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit, wait_finished

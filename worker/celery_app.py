@@ -25,8 +25,14 @@ from celery.signals import (
 from effects.registry import load_plugins
 from shared.queues import celery_config
 from shared.settings import Settings
-from shared.telemetry import COLD_STARTS, MODEL_LOAD_SECONDS, TASKS, configure_logging
-from shared.tracing import configure_tracing, stop_tracing
+from shared.telemetry import (
+    COLD_STARTS,
+    MODEL_LOAD_SECONDS,
+    TASKS,
+    configure_logging,
+    configure_tracing,
+    stop_tracing,
+)
 from worker.consumer import CONSUMER_CLASS
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, new_status
 from worker.process import this_process

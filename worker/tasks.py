@@ -25,7 +25,6 @@ from redis.lock import Lock
 
 from effects import EffectError, get_effect
 from effects import apply_effect as effect_of
-from shared import tracing
 from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
 from shared.jobs import plan
 from shared.jobs.model import (
@@ -50,7 +49,14 @@ from shared.queues import (
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
 )
-from shared.telemetry import MODEL_INFERENCES, STAGE_SECONDS, job_context
+from shared.telemetry import (
+    MODEL_INFERENCES,
+    STAGE_SECONDS,
+    continued_trace,
+    job_context,
+    record_trace_span,
+    trace_span,
+)
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
 from worker.process import Pixels, WorkerProcess, soft_time_limit, this_process
@@ -151,11 +157,11 @@ def traced(task: Task, name: str, job_id: str) -> Iterator[None]:
     """The task's span in its job's trace (whose context its message's headers carry),
     after a span for the time its message waited in the queue."""
     headers = message_headers(task)
-    with tracing.continued(headers):
+    with continued_trace(headers):
         queued_at = headers.get(QUEUED_AT_HEADER)
         if isinstance(queued_at, (int, float)):
-            tracing.record_span("queue_wait", float(queued_at), time.time(), task=task.name)
-        with tracing.span(name, **{"cutfx.job_id": job_id, "cutfx.task": task.name}):
+            record_trace_span("queue_wait", float(queued_at), time.time(), task=task.name)
+        with trace_span(name, **{"cutfx.job_id": job_id, "cutfx.task": task.name}):
             yield
 
 
@@ -244,7 +250,7 @@ class _Stopwatch:
     def lap(self, stage: str) -> None:
         current, current_wall = time.perf_counter(), time.time()
         self.timings[f"{stage}_s"] = round(current - self._last, 4)
-        tracing.record_span(stage, self._last_wall, current_wall)
+        record_trace_span(stage, self._last_wall, current_wall)
         self._last, self._last_wall = current, current_wall
 
 

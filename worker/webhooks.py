@@ -17,7 +17,6 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 from requests_hardened import Manager
 
-from shared import tracing
 from shared.context import ServiceContext
 from shared.errors import DeliveryBusy, DeliveryRefused, InvalidParameter, WebhookDeliveryFailed
 from shared.jobs.model import Webhook, event_view
@@ -34,7 +33,7 @@ from shared.outbound import (
     post_within_limits,
     redacted,
 )
-from shared.telemetry import WEBHOOK_DELIVERIES
+from shared.telemetry import WEBHOOK_DELIVERIES, trace_span
 from shared.webhooks import (
     EVENT_HEADER,
     EVENT_ID_HEADER,
@@ -99,7 +98,7 @@ def _post(
     }
     manager = delivery_manager(ctx.settings.webhook_allow_loopback)
     try:
-        with tracing.span("webhook POST", **{"cutfx.event": event.type}):
+        with trace_span("webhook POST", **{"cutfx.event": event.type}):
             _post_acknowledged(manager, url, body, headers, f"{event.type} to {redacted(url)}")
     except WebhookDeliveryFailed:
         ctx.metrics.increment(WEBHOOK_DELIVERIES, {"outcome": "failed"})

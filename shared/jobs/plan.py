@@ -42,8 +42,7 @@ from shared.queues import (
     TASK_SEGMENT,
 )
 from shared.storage import Storage
-from shared.telemetry import CACHE_LOOKUPS, Metrics
-from shared.tracing import trace_headers
+from shared.telemetry import CACHE_LOOKUPS, Metrics, trace_headers
 
 # --- content addresses ----------------------------------------------------------------------
 
