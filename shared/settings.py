@@ -336,18 +336,12 @@ class Settings(BaseSettings):
     @field_validator("escalate")
     @classmethod
     def _check_escalate(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(ESCALATING_CHECKS))
-        if unknown:
-            raise ValueError(f"only {', '.join(ESCALATING_CHECKS)} escalates, not {unknown[0]}")
-        return value
+        return _only_among(value, ESCALATING_CHECKS, "escalates")
 
     @field_validator("ready_queues")
     @classmethod
     def _check_ready_queues(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(value) - set(WORKER_QUEUES))
-        if unknown:
-            raise ValueError(f"the queues are {', '.join(WORKER_QUEUES)}, not {unknown[0]}")
-        return value
+        return _only_among(value, WORKER_QUEUES, "is a queue")
 
     @field_validator(
         "api_keys",
@@ -370,6 +364,14 @@ class Settings(BaseSettings):
         if self.storage == "gcs" and not self.gcs_bucket:
             raise ConfigurationError("CUTFX_GCS_BUCKET is required when CUTFX_STORAGE=gcs")
         return self
+
+
+def _only_among(value: tuple[str, ...], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """`value`, when each of its items is one of `allowed`; ValueError naming one that is not."""
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"only {', '.join(allowed)} {what}, not {unknown[0]}")
+    return value
 
 
 def normalised_origin(origin: str) -> str:

@@ -44,6 +44,9 @@ def test_values_are_read_and_typed():
         ({"CUTFX_KEY_ORIGINS": "shop.example"}, "CUTFX_KEY_ORIGINS"),
         ({"CUTFX_KEY_ORIGINS": '{"sk_live_secret": ["https://a.example"]}'}, "is no key id"),
         ({"CUTFX_KEY_ORIGINS": '{"key_0123456789abcdef": ["ftp://a"]}'}, "is no origin"),
+        ({"CUTFX_READY_QUEUES": "cpu,gpus"}, "only gpu, cpu, webhooks is a queue, not gpus"),
+        ({"CUTFX_ESCALATE": "blurry"}, "only low_confidence escalates, not blurry"),
+        ({"CUTFX_TRACING_SAMPLE_RATIO": "2"}, "CUTFX_TRACING_SAMPLE_RATIO"),
     ],
 )
 def test_bad_values_stop_start_up_with_one_clear_line(environ, message):
