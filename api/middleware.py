@@ -39,7 +39,14 @@ from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
 from shared.jobs.model import Owner
 from shared.redis_location import limits_storage
 from shared.settings import Settings
-from shared.telemetry import REQUEST_SECONDS, REQUESTS, continued_trace, trace_headers, trace_span
+from shared.telemetry import (
+    REQUEST_SECONDS,
+    REQUESTS,
+    TRACEPARENT_HEADER,
+    continued_trace,
+    trace_headers,
+    trace_span,
+)
 
 # --- the app's services ----------------------------------------------------------------
 
@@ -316,6 +323,8 @@ ALLOWED_HEADERS = (
     "Idempotency-Key",
     "Cancel-After",
     "Last-Event-ID",
+    # A shop's page that traces its own requests continues its trace into the job's.
+    TRACEPARENT_HEADER,
 )
 #: What a page may read of an answer besides the simple headers.
 EXPOSED_HEADERS = (
@@ -323,6 +332,7 @@ EXPOSED_HEADERS = (
     "Retry-After",
     "Idempotent-Replayed",
     "Server-Timing",
+    TRACEPARENT_HEADER,
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",

@@ -29,7 +29,9 @@ def preflight(api, path: str, origin: str, method: str = "POST"):
         headers={
             "Origin": origin,
             "Access-Control-Request-Method": method,
-            "Access-Control-Request-Headers": "authorization, idempotency-key, cancel-after",
+            "Access-Control-Request-Headers": (
+                "authorization, idempotency-key, cancel-after, traceparent"
+            ),
         },
     )
 
@@ -49,7 +51,7 @@ def test_a_preflight_from_an_allowed_origin_is_answered(api, path, method):
     assert answer.status_code == 200
     assert answer.headers["Access-Control-Allow-Origin"] == SHOP
     allowed_headers = answer.headers["Access-Control-Allow-Headers"].lower()
-    for header in ("authorization", "idempotency-key", "cancel-after"):
+    for header in ("authorization", "idempotency-key", "cancel-after", "traceparent"):
         assert header in allowed_headers
     assert method in answer.headers["Access-Control-Allow-Methods"]
     assert int(answer.headers["Access-Control-Max-Age"]) > 0
@@ -70,6 +72,7 @@ def test_an_answer_to_an_allowed_page_exposes_what_a_client_reads(api):
     exposed = answer.headers["Access-Control-Expose-Headers"]
     for header in ("Location", "Retry-After", "Server-Timing", "X-RateLimit-Remaining"):
         assert header in exposed
+    assert "traceparent" in exposed
     stream = api.get(
         f"/v1/jobs/{answer.get_json()['id']}/events?keepalive_ms=100",
         headers={**bearer(KEY_A), "Origin": SHOP},
