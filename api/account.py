@@ -1,9 +1,11 @@
 """What an API key asks for itself: GET /v1/webhooks/secret, the secret that signs its
-webhook deliveries, and POST /v1/client-tokens, where a shop's server trades its secret key
-for a token its customers' browsers may use (api/tokens.py)."""
+webhook deliveries, POST /v1/client-tokens, where a shop's server trades its secret key
+for a token its customers' browsers may use (api/tokens.py), and GET /v1/usage, what it
+used day by day."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, request
@@ -12,6 +14,7 @@ from api.middleware import CLIENT_TOKENS_EXTENSION, key_id, services
 from api.tokens import TokenCodec
 from shared.errors import InvalidParameter, MalformedRequest
 from shared.settings import MAX_CLIENT_TOKEN_TTL_S, normalised_origin
+from shared.telemetry import NO_KEY, USAGE_COUNTS, utc_today
 from shared.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_TYPES, webhook_secret
 
 # GET /v1/webhooks/secret: the secret that signs this API key's webhook deliveries.
@@ -90,3 +93,64 @@ def _parse_count(raw: Any, name: str, low: int, high: int) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high:
         raise InvalidParameter(f"{name} must be a whole number from {low} to {high}", field=name)
     return raw
+
+
+# GET /v1/usage?from=YYYY-MM-DD&to=YYYY-MM-DD: what this key used, per UTC day.
+
+usage_blueprint = Blueprint("usage", __name__, url_prefix="/v1/usage")
+
+#: The longest span one request may ask for (the figures are kept 400 days).
+MAX_USAGE_DAYS = 366
+
+
+@usage_blueprint.get("")
+def usage() -> dict[str, Any]:
+    svc = services()
+    today = utc_today()
+    first = _parse_day(request.args.get("from"), "from", today.replace(day=1))
+    last = _parse_day(request.args.get("to"), "to", today)
+    if last < first:
+        raise InvalidParameter("to is before from", field="to")
+    if (last - first).days >= MAX_USAGE_DAYS:
+        raise InvalidParameter(f"ask for at most {MAX_USAGE_DAYS} days at once", field="from")
+    days = svc.usage.days(key_id(), first, last)
+    body: dict[str, Any] = {
+        "key_id": key_id() or NO_KEY,
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "days": days,
+        "total": _summed(days),
+    }
+    allowance = svc.settings.key_allowances.get(key_id())
+    if allowance is not None:
+        used = int(svc.usage.photos_this_month(key_id(), today))
+        body["allowance"] = {
+            "photos_per_month": allowance,
+            "used": used,
+            "left": max(0, allowance - used),
+        }
+    return body
+
+
+def _parse_day(raw: str | None, name: str, default: date) -> date:
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise InvalidParameter(
+            f"{name} must be a date, YYYY-MM-DD; got {raw!r}", field=name
+        ) from None
+
+
+def _summed(days: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {name: 0 for name in USAGE_COUNTS}
+    results: dict[str, int] = {}
+    for day in days:
+        for name in USAGE_COUNTS:
+            total[name] += day[name]
+        for kind, count in day["results"].items():
+            results[kind] = results.get(kind, 0) + count
+    total["inference_s"] = round(total["inference_s"], 3)
+    total["results"] = dict(sorted(results.items()))
+    return total

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from flask import Flask
 
-from api import account, errors, files, health, jobs, middleware, openapi
+from api import account, errors, files, health, jobs, keep, middleware, openapi
 from api.idempotency import IdempotencyStore
 from api.middleware import (
     API_KEYS_EXTENSION,
@@ -79,6 +79,7 @@ def create_app(
     blueprints = (
         jobs.blueprint,
         jobs.events_blueprint,
+        keep.blueprint,
         files.blueprint,
         health.blueprint,
         openapi.blueprint,
@@ -86,6 +87,7 @@ def create_app(
         account.webhooks_blueprint,
         health.metrics_blueprint,
         account.client_tokens_blueprint,
+        account.usage_blueprint,
     )
     for blueprint in blueprints:
         app.register_blueprint(blueprint)

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
-from api.middleware import services
+from api.middleware import API_KEYS_EXTENSION, ApiKeys, services
 from shared.errors import ServiceNotReady, Unauthorized
 from shared.queues import (
     PRIORITY_STEPS,
@@ -21,7 +21,7 @@ from shared.queues import (
     QUEUE_WEBHOOKS,
     QUEUED_AT_HEADER,
 )
-from shared.telemetry import ALL_METRICS, gauge, render
+from shared.telemetry import ALL_METRICS, gauge, render, usage_families
 from shared.workers import live_workers, ready_queues
 
 blueprint = Blueprint("health", __name__)
@@ -185,4 +185,6 @@ def metrics() -> Response:
         gauge("cutfx_redis_memory_used_bytes", "Memory used by each Redis", used, "role"),
         gauge("cutfx_redis_maxmemory_bytes", "Each Redis's maxmemory (0: none)", limit, "role"),
     ]
-    return Response(render(svc.redis, ALL_METRICS, gauges), mimetype=PROMETHEUS_TEXT)
+    api_keys: ApiKeys = current_app.extensions[API_KEYS_EXTENSION]
+    usage = usage_families(svc.usage, api_keys.key_ids)
+    return Response(render(svc.redis, ALL_METRICS, [*gauges, *usage]), mimetype=PROMETHEUS_TEXT)

@@ -6,9 +6,11 @@ job is presented."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context, url_for
@@ -34,6 +36,7 @@ from api.upload import (
     read_upload,
 )
 from shared.errors import (
+    AllowanceExhausted,
     Forbidden,
     InvalidEventId,
     InvalidParameter,
@@ -65,8 +68,7 @@ from shared.jobs.plan import (
 )
 from shared.jobs.store import START_OF_STREAM, JobEvent, check_event_id, follow_events, read_events
 from shared.output import encode_lossless
-from shared.storage import Storage
-from shared.telemetry import JOBS_ACCEPTED
+from shared.telemetry import JOBS_ACCEPTED, utc_today
 
 blueprint = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -119,7 +121,7 @@ def create_job() -> tuple[dict[str, Any], int, dict[str, str]]:
     }
     if job.finished:
         # Everything came from the cache: the answer carries the results themselves.
-        body = present_job(job, svc.storage, svc.settings.url_ttl_s)
+        body = present_job(job, svc)
     headers = {"Location": links["self"]}
     if submission.replayed:
         headers[REPLAYED_HEADER] = "true"
@@ -158,7 +160,7 @@ def get_job(job_id: str) -> dict[str, Any]:
         since = since_param(request.args.get("since") or svc.jobs.last_event_id(job_id))
         if read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000)):
             job = svc.jobs.get(job_id)
-    body = present_job(job, svc.storage, svc.settings.url_ttl_s)
+    body = present_job(job, svc)
     body["last_event_id"] = svc.jobs.last_event_id(job_id)
     return body
 
@@ -173,7 +175,7 @@ def cancel_job(job_id: str) -> dict[str, Any]:
         if job.webhook is not None:
             enqueue_webhook_delivery(svc.celery, job_id)
         job = svc.jobs.get(job_id)
-    body = present_job(job, svc.storage, svc.settings.url_ttl_s)
+    body = present_job(job, svc)
     body["last_event_id"] = svc.jobs.last_event_id(job_id)
     return body
 
@@ -202,8 +204,15 @@ def job_links(job_id: str) -> dict[str, str]:
     }
 
 
-def present_job(job: JobRecord, storage: Storage, url_ttl_s: int) -> dict[str, Any]:
-    return job_view(job, storage, url_ttl_s, job_links(job.id), url_base=request.host_url)
+def present_job(job: JobRecord, svc: Services) -> dict[str, Any]:
+    return job_view(
+        job,
+        svc.storage,
+        svc.settings.url_ttl_s,
+        job_links(job.id),
+        url_base=request.host_url,
+        kept_storage=svc.kept_storage,
+    )
 
 
 # GET /v1/jobs/<id>/events: the job's Redis Stream as Server-Sent Events.
@@ -327,6 +336,7 @@ def submit_job(
             wait_for_job(svc.jobs.exists, earlier)
             return Submission(svc.jobs.get_owned(earlier, owner), replayed=True)
     try:
+        _check_allowance(svc, owner.key_id)
         with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id):
             return Submission(
                 _create_job(svc, job_id, Upload(data, sha, background, photo_part), options, owner)
@@ -335,6 +345,26 @@ def submit_job(
         if idempotency_key is not None:
             svc.idempotency.release(owner.scope, idempotency_key)
         raise
+
+
+def _check_allowance(svc: Services, key_id: str) -> None:
+    """AllowanceExhausted when the key has spent its photos of the month (UTC)."""
+    allowance = svc.settings.key_allowances.get(key_id)
+    if allowance is None:
+        return
+    used = svc.usage.photos_this_month(key_id)
+    if used >= allowance:
+        raise AllowanceExhausted(
+            f"this API key has used its {allowance} photos of the month; more from "
+            f"{next_month_start().date().isoformat()} (UTC)",
+            retry_after_s=max(1, int(next_month_start().timestamp() - time.time())),
+        )
+
+
+def next_month_start() -> datetime:
+    today = utc_today()
+    first = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
 
 
 @contextmanager

@@ -115,6 +115,11 @@ class ApiKeys:
         # A dict lookup of a digest: comparing digests leaks nothing usable about a key.
         return self.ids_by_digest.get(key_digest(raw_key))
 
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every configured key's id; ANONYMOUS alone when keys are off."""
+        return tuple(sorted(set(self.ids_by_digest.values()))) if self.enabled else (ANONYMOUS,)
+
     def has_id(self, key_id: str) -> bool:
         """Whether a key with this id is configured (ANONYMOUS when keys are off)."""
         if not self.enabled:

@@ -45,6 +45,15 @@ RESULT_SCHEMA = {
         "height": {"type": "integer"},
         "error": {"type": "object"},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+        "kept": {
+            "type": "object",
+            "description": "The result's kept copy (POST /v1/jobs/{id}/keep): outlives the TTL",
+            "properties": {
+                "url": {"type": "string", "format": "uri"},
+                "url_expires_at": {"type": "integer", "description": "Unix time"},
+                "bytes": {"type": "integer"},
+            },
+        },
         "subject": {
             "type": "object",
             "description": "The subject's box in the uploaded photo's pixels and the share "
@@ -116,7 +125,60 @@ JOB_SCHEMA = {
         "links": {"type": "object"},
         "last_event_id": {"type": "string"},
         "cancel_at": {"type": "number", "description": "Unix time of its Cancel-After"},
+        "kept": {"type": "boolean", "description": "Some of its results are kept"},
         "timings": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+
+USAGE_FIGURES = {
+    "type": "object",
+    "properties": {
+        "jobs": {"type": "integer"},
+        "photos": {"type": "integer"},
+        "inference_s": {"type": "number"},
+        "bytes_stored": {"type": "integer"},
+        "bytes_kept": {"type": "integer"},
+        "results": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
+USAGE_SCHEMA = {
+    "type": "object",
+    "required": ["key_id", "from", "to", "days", "total"],
+    "properties": {
+        "key_id": {"type": "string"},
+        "from": {"type": "string", "format": "date"},
+        "to": {"type": "string", "format": "date"},
+        "days": {
+            "type": "array",
+            "items": {
+                "allOf": [
+                    USAGE_FIGURES,
+                    {"type": "object", "properties": {"date": {"type": "string"}}},
+                ]
+            },
+        },
+        "total": USAGE_FIGURES,
+        "allowance": {
+            "type": "object",
+            "properties": {
+                "photos_per_month": {"type": "integer"},
+                "used": {"type": "integer"},
+                "left": {"type": "integer"},
+            },
+        },
+    },
+}
+
+KEEP_REQUEST_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "results": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The results to keep (cutout, effect names); all that succeeded "
+            "when left out",
+        }
     },
 }
 
@@ -166,12 +228,15 @@ ERROR_DESCRIPTIONS = {
     "on; a client token's quota spent or a route it may not use; an image_url bucket the "
     "service does not read (bucket_not_allowed)",
     "404": "Unknown job or object (another API key's job is unknown too)",
-    "409": "Idempotency-Key reused for another request",
+    "409": "Idempotency-Key reused for another request; keeping a job that has not "
+    "finished (job_unfinished) or a result that did not succeed (result_not_ready)",
+    "410": "A result swept past the TTL before it was kept (result_expired)",
     "413": "Upload too large, or the photo at image_url (fetch_too_large)",
     "415": "Unsupported image format",
     "422": "Invalid parameter; a photo image_url could not give (fetch_failed, fetch_refused, "
     "fetch_timeout)",
-    "429": "Rate limit or unfinished-job cap reached (Retry-After says when to retry)",
+    "429": "Rate limit, unfinished-job cap or monthly allowance (allowance_exhausted) reached "
+    "(Retry-After says when to retry)",
     "503": "Not ready, busy decoding, or Redis unavailable (Retry-After when known)",
 }
 #: What any route may answer: limits and an unavailable job store.
@@ -310,6 +375,64 @@ def openapi_document() -> dict[str, Any]:
                         **_errors("401", "403", "404"),
                     },
                 },
+            },
+            "/v1/jobs/{job_id}/keep": {
+                "post": {
+                    "summary": "Keep a finished job's results past the TTL (an order)",
+                    "description": "Copies the named results (all that succeeded when none "
+                    "are named) where neither CUTFX_RESULT_TTL_S nor the storage sweep "
+                    "reaches, and keeps the job's record; idempotent.",
+                    "parameters": [_job_id_param()],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {"schema": KEEP_REQUEST_SCHEMA},
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"results": {"type": "string"}},
+                                }
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": _json("The job, its kept results with their own URLs", job_ref),
+                        **_errors("400", "401", "404", "409", "410"),
+                    },
+                },
+                "delete": {
+                    "summary": "Release the kept results: the job expires a TTL from now",
+                    "parameters": [_job_id_param()],
+                    "responses": {
+                        "200": _json("The job, nothing kept", job_ref),
+                        **_errors("401", "404"),
+                    },
+                },
+            },
+            "/v1/usage": {
+                "get": {
+                    "summary": "What this API key used, per UTC day",
+                    "description": "Jobs, photos run through the model, inference seconds, "
+                    "results by kind, bytes stored and kept; cache hits and re-styles cost "
+                    "no photo and no inference. With CUTFX_KEY_ALLOWANCES, the month's "
+                    "allowance and what is left of it.",
+                    "parameters": [
+                        {
+                            "name": name,
+                            "in": "query",
+                            "description": f"First (from) or last (to) day, YYYY-MM-DD; {default}",
+                            "schema": {"type": "string", "format": "date"},
+                        }
+                        for name, default in (
+                            ("from", "the month's first by default"),
+                            ("to", "today by default"),
+                        )
+                    ],
+                    "responses": {
+                        "200": _json("Each day's figures and their total", USAGE_SCHEMA),
+                        **_errors("401", "403", "422"),
+                    },
+                }
             },
             "/v1/jobs/{job_id}/events": {
                 "get": {

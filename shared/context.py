@@ -12,8 +12,8 @@ from shared.jobs.plan import ResultCache, cache_scope
 from shared.jobs.store import JobStore
 from shared.redis_location import redis_client
 from shared.settings import CheckThresholds, Settings, check_thresholds
-from shared.storage import Storage, storage_from_settings
-from shared.telemetry import FinishedJobReporter, Metrics, count_storage_error
+from shared.storage import Storage, kept_storage_from_settings, storage_from_settings
+from shared.telemetry import FinishedJobReporter, Metrics, Usage, count_storage_error
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,13 @@ class ServiceContext:
     #: and the unacked index live there.
     broker: Redis
     storage: Storage
+    #: Where kept results go (the same storage locally, under its kept prefix).
+    kept_storage: Storage
     jobs: JobStore
     cache: ResultCache
     metrics: Metrics
+    #: What each API key used, per day.
+    usage: Usage
     #: What the checks of a cutout judge against.
     check_thresholds: CheckThresholds
 
@@ -59,13 +63,18 @@ def build_context(
     ("submit" for the API, "worker" for workers).
     """
     metrics = Metrics(client)
-    storage = storage_from_settings(settings, on_error=count_storage_error(metrics))
+    usage = Usage(client)
+    on_error = count_storage_error(metrics)
+    storage = storage_from_settings(settings, on_error)
     return ServiceContext(
         settings=settings,
         redis=client,
         broker=client if broker is None else broker,
         storage=storage,
-        jobs=JobStore(client, settings.result_ttl_s, on_job_finished=FinishedJobReporter(metrics)),
+        kept_storage=kept_storage_from_settings(settings, storage, on_error),
+        jobs=JobStore(
+            client, settings.result_ttl_s, on_job_finished=FinishedJobReporter(metrics, usage)
+        ),
         # Unscoped, the cache is the one of requests without a key (development);
         # work for a job uses cache.scoped(...) with its owner's scope.
         cache=ResultCache(
@@ -77,5 +86,6 @@ def build_context(
             scope=cache_scope(settings.cache_scope, owner=""),
         ),
         metrics=metrics,
+        usage=usage,
         check_thresholds=check_thresholds(settings),
     )

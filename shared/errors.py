@@ -82,6 +82,25 @@ class IdempotencyConflict(CutfxError):
     status = 409
 
 
+class JobUnfinished(CutfxError):
+    """Keeping a job's results waits until the job has finished."""
+
+    code = "job_unfinished"
+    status = 409
+
+
+class ResultNotReady(CutfxError):
+    code = "result_not_ready"
+    status = 409
+
+
+class ResultExpired(CutfxError):
+    """The result's file was swept (past CUTFX_RESULT_TTL_S) before it was kept."""
+
+    code = "result_expired"
+    status = 410
+
+
 class PayloadTooLarge(CutfxError):
     code = "payload_too_large"
     status = 413
@@ -128,6 +147,13 @@ class TooManyActiveJobs(CutfxError):
     """An API key has as many unfinished jobs as it may."""
 
     code = "too_many_active_jobs"
+    status = 429
+
+
+class AllowanceExhausted(CutfxError):
+    """An API key spent its monthly allowance of photos (CUTFX_KEY_ALLOWANCES)."""
+
+    code = "allowance_exhausted"
     status = 429
 
 

@@ -8,6 +8,7 @@ account needs roles/iam.serviceAccountTokenCreator on itself).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -30,7 +31,7 @@ from shared.errors import (
 )
 from shared.outbound import PHOTO_FIELD
 from shared.settings import Settings
-from shared.storage import SignedUrl, Storage, check_key
+from shared.storage import KEPT_PREFIX, SignedUrl, Storage, check_key
 
 #: Content-addressed objects never change: clients and CDNs may keep them for a year.
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
@@ -90,15 +91,40 @@ def choose_signer(credentials: Any, signer_email: str, refresh: Callable[[Any], 
 
 class GcsStorage(Storage):
     def __init__(
-        self, bucket: Any, prefix: str, signer: UrlSigner, url_endpoint: str | None
+        self,
+        bucket: Any,
+        prefix: str,
+        signer: UrlSigner,
+        url_endpoint: str | None,
+        storage_class: str = "",
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.signer = signer
         self.url_endpoint = url_endpoint
+        self.storage_class = storage_class
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GcsStorage:
+        return cls._on(settings, settings.gcs_bucket, settings.gcs_prefix)
+
+    @classmethod
+    def for_kept(cls, settings: Settings) -> GcsStorage:
+        """Kept results: CUTFX_KEEP_BUCKET, or beside the results' prefix in their bucket
+        (the lifecycle rule deletes under "<prefix>/" only), in CUTFX_KEEP_STORAGE_CLASS."""
+        if settings.keep_bucket:
+            bucket, prefix = settings.keep_bucket, settings.gcs_prefix
+        else:
+            bucket = settings.gcs_bucket
+            prefix = (
+                f"{settings.gcs_prefix.strip('/')}-{KEPT_PREFIX}" if settings.gcs_prefix else ""
+            )
+        return cls._on(settings, bucket, prefix, settings.keep_storage_class)
+
+    @classmethod
+    def _on(
+        cls, settings: Settings, bucket: str, prefix: str, storage_class: str = ""
+    ) -> GcsStorage:
         from google.auth.transport.requests import Request
 
         client, credentials = _client()
@@ -106,7 +132,7 @@ class GcsStorage(Storage):
             credentials, settings.gcs_signer_email, lambda c: c.refresh(Request())
         )
         emulator = os.environ.get(EMULATOR_ENV)
-        return cls(client.bucket(settings.gcs_bucket), settings.gcs_prefix, signer, emulator)
+        return cls(client.bucket(bucket), prefix, signer, emulator, storage_class)
 
     def object_name(self, key: str) -> str:
         check_key(key)
@@ -115,6 +141,8 @@ class GcsStorage(Storage):
     def put(self, key: str, data: bytes, content_type: str) -> None:
         blob = self.bucket.blob(self.object_name(key))
         blob.cache_control = IMMUTABLE_CACHE_CONTROL
+        if self.storage_class:
+            blob.storage_class = self.storage_class
         with _mapped_errors(key):
             blob.upload_from_string(
                 data, content_type=content_type, timeout=TIMEOUT_S, retry=_retry()
@@ -130,6 +158,11 @@ class GcsStorage(Storage):
         blob = self.bucket.blob(self.object_name(key))
         with _mapped_errors(key):
             return bool(blob.exists(timeout=TIMEOUT_S, retry=_retry()))
+
+    def delete(self, key: str) -> None:
+        blob = self.bucket.blob(self.object_name(key))
+        with contextlib.suppress(ObjectNotFound), _mapped_errors(key):
+            blob.delete(timeout=TIMEOUT_S, retry=_retry())
 
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
         blob = self.bucket.blob(self.object_name(key))

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     gcs_bucket: str = ""
     gcs_prefix: str = "cutfx"
+    #: Where kept results (POST /v1/jobs/{id}/keep) go on GCS: a bucket of their own, or
+    #: (empty) the results' bucket under "<CUTFX_GCS_PREFIX>-kept/", which the lifecycle
+    #: rule does not match; and the storage class they are written with (empty: the
+    #: bucket's default; NEARLINE or COLDLINE for files read once a print is made).
+    keep_bucket: str = ""
+    keep_storage_class: str = ""
     gcs_signer_email: str = ""
     signing_key: str = Field(default=DEFAULT_SIGNING_KEY, min_length=1)
     url_ttl_s: Annotated[int, Field(ge=1, le=MAX_SIGNED_URL_TTL_S)] = DEFAULT_URL_TTL_S
@@ -225,6 +231,10 @@ class Settings(BaseSettings):
     cors_origins: CommaList = ()
     #: Origins per API key id, as JSON: {"key_0123456789abcdef": ["https://shop.example"]}.
     key_origins: dict[str, tuple[str, ...]] = {}
+    #: Photos a month per API key id, as JSON: {"key_0123456789abcdef": 5000}. A key past
+    #: its allowance gets 429 allowance_exhausted until the month (UTC) turns; keys not
+    #: named have none. Cache hits and re-styles run no model and spend none of it.
+    key_allowances: dict[str, Annotated[int, Field(ge=0)]] = {}
     client_token_ttl_s: Annotated[int, Field(ge=10, le=MAX_CLIENT_TOKEN_TTL_S)] = (
         DEFAULT_CLIENT_TOKEN_TTL_S
     )
@@ -315,10 +325,14 @@ class Settings(BaseSettings):
     @field_validator("key_origins")
     @classmethod
     def _check_key_origins(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for key_id in value:
-            if not KEY_ID_PATTERN.match(key_id):
-                raise ValueError(f"{key_id!r} is no key id (see `cutfx key-ids`)")
+        _check_key_ids(value)
         return {key_id: tuple(map(normalised_origin, origins)) for key_id, origins in value.items()}
+
+    @field_validator("key_allowances")
+    @classmethod
+    def _check_key_allowances(cls, value: dict[str, int]) -> dict[str, int]:
+        _check_key_ids(value)
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -364,6 +378,12 @@ class Settings(BaseSettings):
         if self.storage == "gcs" and not self.gcs_bucket:
             raise ConfigurationError("CUTFX_GCS_BUCKET is required when CUTFX_STORAGE=gcs")
         return self
+
+
+def _check_key_ids(per_key: Mapping[str, object]) -> None:
+    for key_id in per_key:
+        if not KEY_ID_PATTERN.match(key_id):
+            raise ValueError(f"{key_id!r} is no key id (see `cutfx key-ids`)")
 
 
 def _only_among(value: tuple[str, ...], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:

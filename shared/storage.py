@@ -65,6 +65,10 @@ class Storage(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; no error when there is none."""
+
+    @abstractmethod
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl: ...
 
     def unwrapped(self) -> Storage:
@@ -81,6 +85,9 @@ def check_key(key: str) -> str:
 # --- the local folder and its signed links -----------------------------------------------
 
 FILES_ROUTE = "/v1/files/"
+#: Kept results (what a customer ordered) live under this key prefix, which no sweep
+#: touches; on GCS, where the lifecycle rule sweeps, in a place of their own.
+KEPT_PREFIX = "kept"
 
 
 class LocalStorage(Storage):
@@ -111,12 +118,18 @@ class LocalStorage(Storage):
     def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()
 
+    def delete(self, key: str) -> None:
+        self.path_of(key).unlink(missing_ok=True)
+
     def delete_older_than(self, max_age_s: float, now: float | None = None) -> int:
         """Delete every object last written more than `max_age_s` ago (and emptied
-        folders); return how many. Rewriting an object renews it."""
+        folders), kept results apart; return how many. Rewriting an object renews it."""
         cutoff = (time.time() if now is None else now) - max_age_s
         deleted = 0
+        kept = self.root / KEPT_PREFIX
         for path in sorted(self.root.rglob("*"), reverse=True):
+            if path == kept or kept in path.parents:
+                continue
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 deleted += 1
@@ -234,6 +247,9 @@ class RetryingStorage(Storage):
     def exists(self, key: str) -> bool:
         return self._retrying("exists", lambda: self.inner.exists(key))
 
+    def delete(self, key: str) -> None:
+        self._retrying("delete", lambda: self.inner.delete(key))
+
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
         return self.inner.signed_url(key, ttl_s)
 
@@ -252,6 +268,18 @@ def storage_from_settings(settings: Settings, on_error: StorageErrorSeen | None 
     """The backend the settings name, its calls retried within CUTFX_STORAGE_RETRY_S and
     their errors told to `on_error`."""
     return RetryingStorage(_backend(settings), settings.storage_retry_s, on_error)
+
+
+def kept_storage_from_settings(
+    settings: Settings, results: Storage, on_error: StorageErrorSeen | None = None
+) -> Storage:
+    """Where kept results go: locally the results' own folder (under KEPT_PREFIX, which the
+    sweep skips); on GCS a bucket or prefix the lifecycle rule does not reach."""
+    if settings.storage != "gcs":
+        return results
+    from shared.gcs import GcsStorage
+
+    return RetryingStorage(GcsStorage.for_kept(settings), settings.storage_retry_s, on_error)
 
 
 def _backend(settings: Settings) -> Storage:

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import redis
@@ -45,7 +46,7 @@ from prometheus_client.core import Metric as Family
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from shared.jobs.model import JobRecord, ResultStatus
+from shared.jobs.model import CUTOUT, JobRecord, ResultStatus
 from shared.settings import Settings
 
 # --- logs -----------------------------------------------------------------------------
@@ -334,16 +335,136 @@ def count_storage_error(metrics: Metrics) -> Callable[[str, BaseException], None
     return counted
 
 
-# What happens once per job when its last result lands: one log line and the job metrics.
+# --- usage per API key ---------------------------------------------------------------------
+#
+# What each key used, per UTC day: a hash per key and day, and one all-time hash per key
+# that /metrics reads. Counted from the finished job's record, so a cache hit or a re-style
+# counts as what it cost: results, and no photo, no inference, no bytes.
+
+USAGE_PREFIX = "cutfx:usage:"
+#: How long a day's figures are kept: a year and a month, for a yearly reconciliation.
+USAGE_RETENTION_S = 400 * 86400
+#: The owner of jobs sent without a key (development).
+NO_KEY = "none"
+USAGE_COUNTS = ("jobs", "photos", "inference_s", "bytes_stored", "bytes_kept")
+#: A day's field for the results made of one kind: "results:color".
+RESULTS_PREFIX = "results:"
+ALL_TIME = "total"
+
+
+def _usage_key(key_id: str, period: str) -> str:
+    # The key id in braces: on a Redis Cluster all of one key's hashes share a slot.
+    return f"{USAGE_PREFIX}{{{key_id or NO_KEY}}}:{period}"
+
+
+class Usage:
+    """What each API key used, per day."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def add(self, key_id: str, amounts: Mapping[str, float], day: date | None = None) -> None:
+        """Add `amounts` (USAGE_COUNTS, or RESULTS_PREFIX + a result's name) to the day's
+        figures (today, UTC) and the all-time ones."""
+        spent = {name: value for name, value in amounts.items() if value}
+        if not spent:
+            return
+        daily = _usage_key(key_id, (day or utc_today()).isoformat())
+        with self.redis.pipeline(transaction=False) as pipe:
+            for field_name, value in spent.items():
+                pipe.hincrbyfloat(daily, field_name, value)
+                pipe.hincrbyfloat(_usage_key(key_id, ALL_TIME), field_name, value)
+            pipe.expire(daily, USAGE_RETENTION_S)
+            pipe.execute()
+
+    def days(self, key_id: str, first: date, last: date) -> list[dict[str, Any]]:
+        """Each day from `first` to `last` with its figures (zeros on a quiet day)."""
+        dates = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for day in dates:
+                pipe.hgetall(_usage_key(key_id, day.isoformat()))
+            stored = pipe.execute()
+        return [
+            {"date": day.isoformat(), **usage_view(raw)}
+            for day, raw in zip(dates, stored, strict=True)
+        ]
+
+    def all_time(self, key_id: str) -> dict[str, Any]:
+        raw: Any = self.redis.hgetall(_usage_key(key_id, ALL_TIME))
+        return usage_view(raw)
+
+    def photos_this_month(self, key_id: str, today: date | None = None) -> float:
+        today = today or utc_today()
+        month = self.days(key_id, today.replace(day=1), today)
+        return float(sum(day["photos"] for day in month))
+
+
+def usage_view(raw: Mapping[str, str]) -> dict[str, Any]:
+    """Stored figures as clients see them: whole numbers where they count things."""
+    shown: dict[str, Any] = {
+        name: round(float(raw.get(name, 0)), 3)
+        if name == "inference_s"
+        else int(float(raw.get(name, 0)))
+        for name in USAGE_COUNTS
+    }
+    shown["results"] = {
+        name.removeprefix(RESULTS_PREFIX): int(float(value))
+        for name, value in sorted(raw.items())
+        if name.startswith(RESULTS_PREFIX)
+    }
+    return shown
+
+
+def job_usage(job: JobRecord) -> dict[str, float]:
+    """What a finished job used: the inference it ran and the bytes it stored (results
+    taken from the cache cost neither), and its results by kind."""
+    made = [r for r in job.results.values() if r.status == ResultStatus.SUCCEEDED]
+    computed = [r for r in made if not r.cached]
+    amounts: dict[str, float] = {
+        "jobs": 1,
+        "photos": sum(1 for r in computed if "inference_s" in r.timings and r.name == CUTOUT),
+        "inference_s": sum(r.timings.get("inference_s", 0.0) for r in computed),
+        "bytes_stored": sum(r.byte_size or 0 for r in computed),
+    }
+    for result in made:
+        amounts[RESULTS_PREFIX + result.name] = amounts.get(RESULTS_PREFIX + result.name, 0) + 1
+    return amounts
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+def usage_families(usage: Usage, key_ids: Iterable[str]) -> list[Family]:
+    """Each key's all-time figures as counters (the keys are the configured ones: a bounded
+    set of label values)."""
+    families = {
+        name: CounterMetricFamily(
+            f"cutfx_usage_{name}", f"What each API key used: {name}", labels=["key_id"]
+        )
+        for name in USAGE_COUNTS
+    }
+    for key_id in sorted(key_ids):
+        figures = usage.all_time(key_id)
+        for name, family in families.items():
+            family.add_metric([key_id or NO_KEY], float(figures[name]))
+    return list(families.values())
+
+
+# What happens once per job when its last result lands: one log line, the job metrics and
+# its owner's usage.
 
 
 class FinishedJobReporter:
     """The job store's `on_job_finished`: counts and logs each job it closes."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, usage: Usage | None = None) -> None:
         self.metrics = metrics
+        self.usage = usage
 
     def __call__(self, job: JobRecord) -> None:
+        if self.usage is not None:
+            self.usage.add(job.owner, job_usage(job))
         total_s = job.total_s or 0.0
         self.metrics.increment(JOBS_FINISHED, {"status": job.status})
         self.metrics.observe(JOB_SECONDS, total_s)

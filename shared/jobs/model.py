@@ -235,6 +235,8 @@ class JobRecord:
     token_id: str = ""
     #: When unfinished work is canceled (the submit's Cancel-After), if ever.
     cancel_at: float | None = None
+    #: The results kept past the TTL (POST /v1/jobs/{id}/keep): name -> their kept copy.
+    kept: dict[str, StoredObject] = field(default_factory=dict)
 
     def owned_by(self, owner: Owner) -> bool:
         return owner.may_see(self.owner, self.token_id)
@@ -313,8 +315,11 @@ def job_view(
     url_ttl_s: int,
     links: Mapping[str, str],
     url_base: str = "",
+    kept_storage: Storage | None = None,
 ) -> dict[str, Any]:
-    """A job as clients see it; `links` are the routes that serve it (the API knows them)."""
+    """A job as clients see it; `links` are the routes that serve it (the API knows them).
+    Kept copies are signed by `kept_storage` (the results' storage unless given)."""
+    kept_storage = kept_storage or storage
     shown: dict[str, Any] = {
         "id": job.id,
         "status": job.status,
@@ -335,7 +340,21 @@ def job_view(
     }
     if job.cancel_at is not None:
         shown["cancel_at"] = job.cancel_at
+    shown["kept"] = bool(job.kept)
+    for name, copy in job.kept.items():
+        shown["results"][name]["kept"] = _kept_view(copy, kept_storage, url_ttl_s, url_base)
     return shown
+
+
+def _kept_view(
+    copy: StoredObject, storage: Storage, url_ttl_s: int, url_base: str
+) -> dict[str, Any]:
+    signed = storage.signed_url(copy.key, url_ttl_s)
+    return {
+        "url": urljoin(url_base, signed.url) if url_base else signed.url,
+        "url_expires_at": signed.expires_at,
+        "bytes": copy.byte_size,
+    }
 
 
 # --- checks: when a photo will not make a good cutout -----------------------------------

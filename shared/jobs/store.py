@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from string import Template
 from typing import Any
 
@@ -285,6 +285,8 @@ CUTOUT_FAILED_CODE = "cutout_failed"
 CUTOUT_FAILED_MESSAGE = "background removal failed"
 
 JobFinished = Callable[[JobRecord], None]
+#: The job hash's field of kept copies (JSON: result name -> its StoredObject).
+KEPT_FIELD = "kept"
 
 # KEYS: the owner's active set. ARGV: job id, now, oldest score still counted, cap.
 # Entries older than a job's lifetime are dropped first, so a lost close frees its slot.
@@ -325,6 +327,7 @@ class JobStore:
         finished_at = fields.get("finished_at")
         webhook = fields.get("webhook")
         cancel_at = fields.get("cancel_at")
+        kept = json.loads(fields.get(KEPT_FIELD) or "{}")
         return JobRecord(
             id=job_id,
             status=JobStatus(fields["status"]),
@@ -337,6 +340,7 @@ class JobStore:
             owner=fields.get("owner", ""),
             token_id=fields.get("token_id", ""),
             cancel_at=float(cancel_at) if cancel_at else None,
+            kept={name: StoredObject(**copy) for name, copy in kept.items()},
         )
 
     def get_owned(self, job_id: str, owner: Owner) -> JobRecord:
@@ -568,6 +572,23 @@ class JobStore:
             return False
         self._closed(job_id)
         return True
+
+    def mark_kept(self, job_id: str, kept: Mapping[str, StoredObject]) -> None:
+        """Record the job's kept copies (once they are stored) and keep its record past the
+        TTL, so its kept results stay reachable. Only for a finished job: no script writes
+        a finished job again, so nothing sets its expiry back."""
+        record = json.dumps({name: asdict(copy) for name, copy in kept.items()})
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(job_key(job_id), KEPT_FIELD, record)
+            pipe.persist(job_key(job_id))
+            pipe.execute()
+
+    def release_kept(self, job_id: str) -> None:
+        """Forget the kept copies; the job's record expires a TTL from now."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(job_key(job_id), KEPT_FIELD)
+            pipe.expire(job_key(job_id), self.ttl_s)
+            pipe.execute()
 
     def past_deadline(self, at: float, limit: int) -> list[str]:
         """Up to `limit` jobs whose Cancel-After deadline is at or before `at`."""

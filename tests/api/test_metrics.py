@@ -143,6 +143,9 @@ def test_storage_errors_are_counted_by_operation_retried_or_not(text_redis):
         def exists(self, key: str) -> bool:
             raise PermissionError("no")
 
+        def delete(self, key: str) -> None:
+            raise NotImplementedError
+
         def signed_url(self, key: str, ttl_s: int) -> SignedUrl:
             raise NotImplementedError
 

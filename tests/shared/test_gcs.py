@@ -176,3 +176,23 @@ def test_an_emulator_outage_is_ridden_out_by_the_retries(tmp_path):
         back.join()
         assert time.monotonic() - started >= 2.5, "the write waited for GCS to come back"
         assert storage.get("results/ab/outage.webp") == b"RIFF....WEBP"
+
+
+def test_kept_results_land_where_the_lifecycle_rule_does_not_reach(gcs_environment):
+    settings = Settings(
+        storage="gcs", gcs_bucket=BUCKET, gcs_prefix="cutfx", keep_storage_class="NEARLINE"
+    )
+    kept = GcsStorage.for_kept(settings)
+    kept.put("kept/job1/color.webp", b"RIFFxxxxWEBP", "image/webp")
+    blob = kept.bucket.get_blob("cutfx-kept/kept/job1/color.webp")
+    assert blob is not None
+    assert not blob.name.startswith("cutfx/"), "the rule deletes under cutfx/ only"
+    assert kept.storage_class == "NEARLINE"
+    assert requests.get(kept.signed_url("kept/job1/color.webp", 60).url, timeout=10).content == (
+        b"RIFFxxxxWEBP"
+    )
+    kept.delete("kept/job1/color.webp")
+    kept.delete("kept/job1/color.webp")  # a second delete finds nothing, and says nothing
+    assert kept.bucket.get_blob("cutfx-kept/kept/job1/color.webp") is None
+    own_bucket = GcsStorage.for_kept(settings.with_overrides(keep_bucket="orders"))
+    assert (own_bucket.bucket.name, own_bucket.prefix) == ("orders", "cutfx")
