@@ -47,6 +47,8 @@ from shared.errors import (
 from shared.jobs import plan
 from shared.jobs.model import (
     NO_SUBJECT,
+    ORIGINAL,
+    STANDARD,
     JobRecord,
     JobRequest,
     Owner,
@@ -415,8 +417,13 @@ def fingerprint(input_sha256: str, options: JobOptions, background_sha256: str |
         # Only when asked for: fingerprints of requests without it stay as they were.
         **({"preview": True} if options.preview else {}),
         **({"strict": True} if options.strict else {}),
+        **({"resolution": options.resolution} if options.resolution != STANDARD else {}),
     }
     return sha256_hex(canonical_json(described).encode())
+
+
+#: No longest side: a photo kept at its own size is bounded by CUTFX_MAX_PIXELS alone.
+NO_SIDE_LIMIT = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -437,6 +444,13 @@ def _create_job(
     output_options = options.output_options
     with stage("input"):
         stored_input = _store_input(svc, cache, upload.data, upload.sha256, upload.part)
+        model_input_key = ""
+        if options.resolution == ORIGINAL:
+            # The model reads the photo at CUTFX_MAX_SIDE; the results are made at this.
+            model_input_key = stored_input.key
+            stored_input = _store_input(
+                svc, cache, upload.data, upload.sha256, upload.part, plan.ORIGINAL_SIDE
+            )
         if upload.background is not None:
             behind = _store_input(
                 svc, cache, upload.background, sha256_hex(upload.background), BACKGROUND
@@ -456,6 +470,8 @@ def _create_job(
         source_height=stored_input.source_height or stored_input.height,
         preview=options.preview,
         strict=options.strict,
+        resolution=options.resolution,
+        model_input_key=model_input_key,
     )
     with stage("record"):
         job = svc.jobs.create(
@@ -484,22 +500,28 @@ def _create_job(
 
 
 def _store_input(
-    svc: Services, cache: ResultCache, data: bytes, sha: str, part: UploadPart = PHOTO
+    svc: Services,
+    cache: ResultCache,
+    data: bytes,
+    sha: str,
+    part: UploadPart = PHOTO,
+    max_side: int | None = None,
 ) -> StoredObject:
-    """The normalised input (the photo, or the `part` it came in), decoded and stored once
-    per distinct upload; its errors name its part.
+    """The normalised input (the photo, or the `part` it came in) at `max_side`
+    (CUTFX_MAX_SIDE by default; plan.ORIGINAL_SIDE: its own size, which CUTFX_MAX_PIXELS
+    bounds), decoded and stored once per distinct upload; its errors name its part.
 
     Decoding runs in the process's decode pool, off the event loop that serves
     every other request and stream of this process.
     """
     settings = svc.settings
+    side = settings.max_side if max_side is None else max_side
+    limit = side if side != plan.ORIGINAL_SIDE else NO_SIDE_LIMIT
 
     def normalised() -> Rendered:
-        return svc.decoder.run(
-            _normalise_and_encode, data, settings.max_pixels, settings.max_side, part
-        )
+        return svc.decoder.run(_normalise_and_encode, data, settings.max_pixels, limit, part)
 
-    return cache.get_or_store(input_key(sha, settings.max_side), normalised).stored
+    return cache.get_or_store(input_key(sha, side), normalised).stored
 
 
 def _normalise_and_encode(

@@ -46,7 +46,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.gcs import is_gs_url, read_photo_object
-from shared.jobs.model import EventType, Webhook
+from shared.jobs.model import ORIGINAL, RESOLUTIONS, STANDARD, EventType, Webhook
 from shared.outbound import (
     PHOTO_FIELD,
     check_callback_address,
@@ -69,6 +69,7 @@ from shared.output import (
     OUTPUT_FORMATS,
     PREVIEW,
     PREVIEW_PIXELS,
+    PRINT_DPI,
     OutputFormat,
     OutputOptions,
     parse_margin,
@@ -344,6 +345,7 @@ class JobOptions:
     cancel_after_s: float | None = None
     preview: bool = False
     strict: bool = False
+    resolution: str = STANDARD
 
 
 #: The range of `quality` for the lossy formats.
@@ -469,6 +471,14 @@ def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, .
             "A photo without a subject fails its cutout (no_subject) instead of only warning",
             "false",
         ),
+        FormField(
+            "resolution",
+            "string",
+            f"'{ORIGINAL}': every result at the photo's own size (up to CUTFX_MAX_PIXELS), "
+            f"{PRINT_DPI} dpi, for print; '{STANDARD}': at most CUTFX_MAX_SIDE",
+            STANDARD,
+            enum=RESOLUTIONS,
+        ),
     )
 
 
@@ -512,7 +522,17 @@ def parse_options(
         parse_output_options(form, has_background_image),
         preview=parse_flag(form.get("preview"), "preview"),
         strict=parse_flag(form.get("strict"), "strict"),
+        resolution=_parse_resolution(form.get("resolution")),
     )
+
+
+def _parse_resolution(raw: str | None) -> str:
+    value = (raw or STANDARD).strip().lower()
+    if value not in RESOLUTIONS:
+        raise InvalidParameter(
+            f"resolution must be {' or '.join(RESOLUTIONS)}; got {raw!r}", field="resolution"
+        )
+    return value
 
 
 def _parse_webhook(

@@ -169,29 +169,51 @@ class OutputFormat:
         return OUTPUT_FORMATS[self.name][1]
 
 
+#: Print resolution: results made at the photo's own size carry it in their metadata, so
+#: a print shop's software sizes them by it (a 12 MP photo: 34 × 25 cm).
+PRINT_DPI = 300
+#: EXIF tags of the resolution (WebP carries it in EXIF only).
+EXIF_X_RESOLUTION, EXIF_Y_RESOLUTION, EXIF_RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
+EXIF_INCHES = 2
+
+
 def encode_rgba(
-    rgba: npt.NDArray[np.uint8], output: OutputFormat, flat_colours: bool = False
+    rgba: npt.NDArray[np.uint8], output: OutputFormat, flat_colours: bool = False, dpi: int = 0
 ) -> bytes:
     """Encode a result, RGBA or (a mask) greyscale; flat-colour images become lossless WebP
-    (bench/RESULTS.md, encoders)."""
+    (bench/RESULTS.md, encoders). `dpi` (when not 0) goes into the file's metadata."""
     image = Image.fromarray(rgba, "L" if rgba.ndim == 2 else "RGBA")
     buffer = io.BytesIO()
+    metadata = _metadata(output.name, dpi)
     if image.mode == "L" and output.name == "jpeg":
-        image.save(buffer, "JPEG", quality=output.quality, optimize=False, icc_profile=SRGB_ICC)
+        image.save(buffer, "JPEG", quality=output.quality, optimize=False, **metadata)
         return buffer.getvalue()
     if output.name == "webp" and flat_colours:
-        image.save(
-            buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD, icc_profile=SRGB_ICC
-        )
+        image.save(buffer, "WEBP", lossless=True, quality=0, method=WEBP_METHOD, **metadata)
     elif output.name == "webp":
-        image.save(buffer, "WEBP", quality=output.quality, method=WEBP_METHOD, icc_profile=SRGB_ICC)
+        image.save(buffer, "WEBP", quality=output.quality, method=WEBP_METHOD, **metadata)
     elif output.name == "png":
-        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL, icc_profile=SRGB_ICC)
+        image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL, **metadata)
     else:
         flat = Image.new("RGB", image.size, JPEG_BACKGROUND)
         flat.paste(image, mask=image.getchannel("A"))
-        flat.save(buffer, "JPEG", quality=output.quality, optimize=False, icc_profile=SRGB_ICC)
+        flat.save(buffer, "JPEG", quality=output.quality, optimize=False, **metadata)
     return buffer.getvalue()
+
+
+def _metadata(format_name: str, dpi: int) -> dict[str, Any]:
+    """The sRGB profile every result carries, and its resolution when it has one."""
+    metadata: dict[str, Any] = {"icc_profile": SRGB_ICC}
+    if not dpi:
+        return metadata
+    if format_name == "webp":
+        exif = Image.Exif()
+        exif[EXIF_X_RESOLUTION] = exif[EXIF_Y_RESOLUTION] = dpi
+        exif[EXIF_RESOLUTION_UNIT] = EXIF_INCHES
+        metadata["exif"] = exif.tobytes()
+    else:
+        metadata["dpi"] = (dpi, dpi)
+    return metadata
 
 
 def encode_lossless(pixels: npt.NDArray[np.uint8]) -> bytes:

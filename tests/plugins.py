@@ -76,8 +76,8 @@ def _empty_mask_for_the_no_subject_colour() -> None:
         return
     finish = LoadedModel.finish
 
-    def finished(self: LoadedModel, rgb: Any, logits: Any) -> Any:
-        rgba = finish(self, rgb, logits)
+    def finished(self: LoadedModel, rgb: Any, logits: Any, full_size: Any = None) -> Any:
+        rgba = finish(self, rgb, logits, full_size)
         if (rgb == NO_SUBJECT_COLOUR).all():
             rgba[..., 3] = 0
         elif (rgb == UNSURE_COLOUR).all():

@@ -183,16 +183,19 @@ class WorkerProcess:
             return None
 
     def segment(
-        self, rgb: npt.NDArray[np.uint8], model: LoadedModel | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        model: LoadedModel | None = None,
+        full_size: npt.NDArray[np.uint8] | None = None,
     ) -> npt.NDArray[np.uint8]:
-        """The photo's RGBA cutout by `model` (the process's own by default). In a threads
-        pool the forward joins the other threads' in a batch; preparing and finishing
-        run in the calling thread."""
+        """The photo's RGBA cutout by `model` (the process's own by default), at
+        `full_size`'s size when given. In a threads pool the forward joins the other
+        threads' in a batch; preparing and finishing run in the calling thread."""
         model = model or self.model
         if not self.threaded:
-            return model.segment(rgb)
+            return model.segment(rgb, full_size)
         logits = self.batcher(model).run(model.prepare(rgb))
-        return model.finish(rgb, logits)
+        return model.finish(rgb, logits, full_size)
 
     def batcher(self, model: LoadedModel) -> Batcher:
         """The batcher of `model`'s forwards, started on first use."""

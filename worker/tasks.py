@@ -404,16 +404,22 @@ def _segment_once(
     ctx = worker.context
 
     def segmented() -> Rendered:
-        rgb = decode_lossless(ctx.storage.get(job.request.input_key))
+        request = job.request
+        # The model reads the photo at CUTFX_MAX_SIDE; a full-size job's cutout is made
+        # at the photo's own size from the same forward.
+        rgb = decode_lossless(ctx.storage.get(request.model_input_key or request.input_key))
+        photo = (
+            decode_lossless(ctx.storage.get(request.input_key)) if request.model_input_key else None
+        )
         watch.lap("download")
-        rgba = worker.segment(rgb, model)
+        rgba = worker.segment(rgb, model, full_size=photo)
         ctx.metrics.increment(MODEL_INFERENCES)
         watch.lap("inference")
         worker.cutouts.remember(key, rgba)
         height, width = rgba.shape[:2]
         data = encode_lossless(rgba)
         watch.lap("encode")
-        facts = subject_facts(rgba[..., 3], rgb)
+        facts = subject_facts(rgba[..., 3], rgb if photo is None else photo)
         return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height), subject=facts)
 
     # One inference per cutout at a time across workers. The lock lives as long as a
@@ -475,7 +481,7 @@ def _cutout_view(
     def encoded() -> Rendered:
         cutout = _decoded(worker, source.key)
         pixels = render(cutout, options, *_photo_loaders(worker, request))
-        data = encode_rgba(pixels, output)
+        data = encode_rgba(pixels, output, dpi=request.dpi)
         return Rendered(data, output.content_type, pixels.shape[1], pixels.shape[0])
 
     found = cache.get_or_store(key, encoded)
@@ -507,7 +513,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
         watch.lap("effect")
         pixels = render(result, options, *_photo_loaders(worker, request), flat_colours=flat)
         watch.lap("render")
-        data = encode_rgba(pixels, request.output, flat)
+        data = encode_rgba(pixels, request.output, flat, dpi=request.dpi)
         watch.lap("encode")
         return Rendered(data, request.output.content_type, pixels.shape[1], pixels.shape[0])
 

@@ -11,11 +11,14 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urljoin
 
-from shared.output import OutputFormat, OutputOptions
+from shared.output import PRINT_DPI, OutputFormat, OutputOptions
 from shared.settings import CheckThresholds
 from shared.storage import Storage
 
 CUTOUT = "cutout"
+#: A job's resolutions: at most CUTFX_MAX_SIDE (previews, the web), or the upload's own.
+STANDARD, ORIGINAL = "standard", "original"
+RESOLUTIONS = (STANDARD, ORIGINAL)
 #: The quick cutout a job asks for with preview=true, from the fast model, before the cutout.
 PREVIEW = "preview"
 
@@ -122,6 +125,20 @@ class JobRequest:
     preview: bool = False
     #: A cutout that fails the no_subject check fails, instead of only warning.
     strict: bool = False
+    #: ORIGINAL: the results at the upload's own size (for print); STANDARD: at most
+    #: CUTFX_MAX_SIDE. With ORIGINAL, input_key is the full-size photo the results are
+    #: made at, and model_input_key the one at CUTFX_MAX_SIDE the model reads.
+    resolution: str = STANDARD
+    model_input_key: str = ""
+
+    @property
+    def at_original_size(self) -> bool:
+        return self.resolution == ORIGINAL
+
+    @property
+    def dpi(self) -> int:
+        """The resolution a result's file says it has: print's, for a full-size job."""
+        return PRINT_DPI if self.at_original_size else 0
 
     @property
     def effect_order(self) -> tuple[str, ...]:
@@ -329,7 +346,11 @@ def job_view(
         "primary": job.request.primary,
         "format": job.request.output.name,
         "quality": job.request.output.quality,
-        "input": {"width": job.request.width, "height": job.request.height},
+        "input": {
+            "width": job.request.width,
+            "height": job.request.height,
+            "resolution": job.request.resolution,
+        },
         "options": job.request.options.shown(),
         "timings": job_timings(job),
         "results": {

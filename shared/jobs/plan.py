@@ -59,7 +59,12 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+#: The "longest side" of a photo kept at its own size (resolution=original).
+ORIGINAL_SIDE = 0
+
+
 def input_key(input_sha256: str, max_side: int) -> str:
+    """The normalised photo at `max_side` (ORIGINAL_SIDE: at its own size)."""
     return f"inputs/{input_sha256[:2]}/{input_sha256}-s{max_side}.png"
 
 
@@ -203,9 +208,10 @@ class ResultCache:
 
 
 def source_key(request: JobRequest, max_side: int, model_id: str) -> str:
-    """The lossless cutout of the request's photo by the model `model_id`: what every
-    other result of the job is made from."""
-    return cutout_key(request.input_sha256, max_side, model_id)
+    """The lossless cutout of the request's photo by the model `model_id`, at the
+    request's resolution: what every other result of the job is made from."""
+    side = ORIGINAL_SIDE if request.at_original_size else max_side
+    return cutout_key(request.input_sha256, side, model_id)
 
 
 def view_key(request: JobRequest, source: str) -> str:

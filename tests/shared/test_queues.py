@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
@@ -10,6 +12,7 @@ from shared.queues import (
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     QUEUE_CPU,
+    QUEUED_AT_HEADER,
     TASK_APPLY_EFFECT,
     UNACKED_MUTEX_EXPIRE_S,
     celery_config,
@@ -21,9 +24,11 @@ from tests.conftest import UNIT_REDIS_URL
 class RecordingCelery:
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[str], str, int]] = []
+        self.headers: list[dict[str, object]] = []
 
-    def send_task(self, name, args, queue, priority):
+    def send_task(self, name, args, queue, priority, headers):
         self.sent.append((name, args, queue, priority))
+        self.headers.append(headers)
 
 
 def test_the_primary_effect_is_sent_first_at_the_highest_priority():
@@ -35,6 +40,8 @@ def test_the_primary_effect_is_sent_first_at_the_highest_priority():
         (TASK_APPLY_EFFECT, ["job1", "dithering"], QUEUE_CPU, PRIORITY_OTHER),
     ]
     assert PRIORITY_PRIMARY < PRIORITY_OTHER, "Redis transport: lower number is served first"
+    # Each message says when it was queued (the queue-wait span, the oldest task's age).
+    assert all(abs(h[QUEUED_AT_HEADER] - time.time()) < 60 for h in celery.headers)
 
 
 def test_the_broker_sweeps_unacked_messages_with_a_short_lived_lock(redis_client):
