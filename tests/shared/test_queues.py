@@ -24,7 +24,7 @@ from tests.conftest import UNIT_REDIS_URL
 class RecordingCelery:
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[str], str, int]] = []
-        self.headers: list[dict[str, object]] = []
+        self.headers: list[dict[str, float]] = []
 
     def send_task(self, name, args, queue, priority, headers):
         self.sent.append((name, args, queue, priority))
