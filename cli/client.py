@@ -83,6 +83,22 @@ class CutfxClient:
             self.session.get(f"{self.base_url}/v1/jobs/{job_id}", timeout=DEFAULT_TIMEOUT_S)
         )
 
+    def keep(self, job_id: str, results: list[str] | None = None) -> dict[str, Any]:
+        """Keep the job's results (all that succeeded, or those named) past the TTL."""
+        body = {} if results is None else {"results": results}
+        url = f"{self.base_url}/v1/jobs/{job_id}/keep"
+        return self._check(self.session.post(url, json=body, timeout=DEFAULT_TIMEOUT_S))
+
+    def release(self, job_id: str) -> dict[str, Any]:
+        url = f"{self.base_url}/v1/jobs/{job_id}/keep"
+        return self._check(self.session.delete(url, timeout=DEFAULT_TIMEOUT_S))
+
+    def usage(self, first: str | None = None, last: str | None = None) -> dict[str, Any]:
+        """What this key used per day, from `first` to `last` (YYYY-MM-DD; this month)."""
+        span = {name: day for name, day in (("from", first), ("to", last)) if day}
+        url = f"{self.base_url}/v1/usage"
+        return self._check(self.session.get(url, params=span, timeout=DEFAULT_TIMEOUT_S))
+
     def events(self, job_id: str, since: str | None = None) -> Iterator[ServerEvent]:
         """The job's events until the final one, reconnecting with Last-Event-ID if cut off."""
         last_id = since

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +70,15 @@ def assert_the_cli_serves(args: list[str]) -> None:
     from cli.main import build_parser, serve
 
     assert build_parser().parse_args(args).handler is serve
+
+
+@contextlib.contextmanager
+def serving(server: Any) -> Iterator[None]:
+    """`server` (an http.server or werkzeug server) answering on a thread of its own."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from cli.stack import free_port
 from shared.telemetry import stop_tracing
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import sample_variant, submit, wait_finished
+from tests.helpers import sample_variant, serving, submit, wait_finished
 from tests.worker.test_webhooks import Receiver
 
 pytestmark = pytest.mark.e2e
@@ -113,17 +112,6 @@ class SpanHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-@contextlib.contextmanager
-def serving(server: http.server.HTTPServer) -> Iterator[None]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- the stack -----------------------------------------------------------------------------

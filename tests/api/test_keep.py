@@ -182,3 +182,20 @@ def test_a_job_real_workers_made_is_kept_byte_for_byte(e2e_client):
     assert copy.status_code == 200
     assert copy.data == original.data
     assert "kept" not in kept["results"]["cutout"]
+
+
+def test_the_python_client_keeps_releases_and_reads_usage(production_app):
+    from werkzeug.serving import make_server
+
+    from cli.client import CutfxClient
+    from tests.helpers import serving
+
+    job_id = finished_job(production_app)
+    server = make_server("127.0.0.1", 0, production_app, threaded=True)
+    with serving(server):
+        client = CutfxClient(f"http://127.0.0.1:{server.server_port}", api_key=KEY_A)
+        kept = client.keep(job_id, ["popart"])
+        assert {n for n, r in kept["results"].items() if "kept" in r} == {"popart"}
+        assert client.download(kept["results"]["popart"]["kept"]["url"]) == PAYLOADS["popart"]
+        assert client.usage()["total"]["bytes_kept"] == len(PAYLOADS["popart"])
+        assert client.release(job_id)["kept"] is False
