@@ -19,6 +19,7 @@ from api.middleware import (
     SERVICES_EXTENSION,
     ApiKeys,
     Services,
+    StreamSlots,
     init_cors,
     init_limits,
     register_security_headers,
@@ -123,6 +124,7 @@ def init_services(app: Flask, settings: Settings) -> Services:
         ),
         decoder=DecodePool(settings.decode_concurrency),
         token_quota=TokenQuota(context.redis),
+        stream_slots=StreamSlots(context.redis, settings.max_streams_per_key),
     )
     app.extensions[SERVICES_EXTENSION] = built
     return built

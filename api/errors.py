@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from api.middleware import as_cutfx_error
+from api.middleware import RETRY_AFTER_G, as_cutfx_error
 from effects import InvalidEffectParameter, UnknownEffect
 from shared.errors import CutfxError
 
@@ -31,6 +31,7 @@ def _cutfx_error(exc: CutfxError) -> Response:
     response = error_response(exc.status, exc.code, exc.message, exc.field)
     if exc.retry_after_s is not None:
         response.headers["Retry-After"] = str(exc.retry_after_s)
+        setattr(g, RETRY_AFTER_G, exc.retry_after_s)
     return response
 
 

@@ -17,7 +17,15 @@ from flask import Blueprint, Response, request, stream_with_context, url_for
 from werkzeug.datastructures import MultiDict
 
 from api.idempotency import check_key, wait_for_job
-from api.middleware import Services, client_token, key_id, owner, services, stage
+from api.middleware import (
+    STREAM_LEASE_S,
+    Services,
+    client_token,
+    key_id,
+    owner,
+    services,
+    stage,
+)
 from api.tokens import ClientToken
 from api.upload import (
     BACKGROUND,
@@ -160,7 +168,9 @@ def get_job(job_id: str) -> dict[str, Any]:
     wait_s = parse_wait(request.args.get("wait"))
     if wait_s and not job.finished:
         since = since_param(request.args.get("since") or svc.jobs.last_event_id(job_id))
-        if read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000)):
+        with svc.stream_slots.held(owner().key_id):
+            changed = read_events(svc.redis, job_id, since, block_ms=int(wait_s * 1000))
+        if changed:
             job = svc.jobs.get(job_id)
     body = present_job(job, svc)
     body["last_event_id"] = svc.jobs.last_event_id(job_id)
@@ -228,6 +238,8 @@ KEEPALIVE_MS = 15_000
 KEEPALIVE_MS_RANGE = (100, 60_000)
 #: Tells EventSource how long to wait before it reconnects.
 RETRY_MS = 2_000
+#: A stream renews its slot (StreamSlots) this often: well inside the lease.
+STREAM_RENEW_S = STREAM_LEASE_S / 3
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
@@ -276,10 +288,16 @@ def job_events(job_id: str) -> Response:
     keepalive_ms = keepalive_interval()
     # A finished job's stream is history: replay what is left without waiting, then end.
     block_ms = None if svc.jobs.is_finished(job_id) else keepalive_ms
+    key = owner().key_id
+    slot = svc.stream_slots.claim(key)
 
     def stream() -> Iterator[str]:
         yield f"retry: {RETRY_MS}\n\n"
+        renewed_at = time.monotonic()
         for event in follow_events(svc.redis, job_id, after, block_ms):
+            if time.monotonic() - renewed_at > STREAM_RENEW_S:
+                svc.stream_slots.renew(key, slot)
+                renewed_at = time.monotonic()
             if event is None:
                 # Idle: end when replaying history, or once the job is gone or finished.
                 status = None if block_ms is None else svc.jobs.status_of(job_id)
@@ -289,9 +307,12 @@ def job_events(job_id: str) -> Response:
                 continue
             yield format_event(event, enrich(event, svc))
 
-    return Response(
+    response = Response(
         stream_with_context(stream()), mimetype="text/event-stream", headers=SSE_HEADERS
     )
+    # The server closes the response however the stream ends, even before its first byte.
+    response.call_on_close(lambda: svc.stream_slots.release(key, slot))
+    return response
 
 
 # --- submit: a validated upload turned into a job ------------------------------------------

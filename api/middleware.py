@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,7 +36,7 @@ from api.idempotency import IdempotencyStore
 from api.tokens import ClientToken, TokenCodec, TokenQuota, is_client_token
 from api.upload import DecodePool
 from shared.context import ServiceContext
-from shared.errors import Forbidden, OriginNotAllowed, RateLimited, Unauthorized
+from shared.errors import Forbidden, OriginNotAllowed, RateLimited, TooManyStreams, Unauthorized
 from shared.jobs.model import Owner
 from shared.redis_location import limits_storage
 from shared.settings import Settings
@@ -61,6 +62,74 @@ class Services(ServiceContext):
     idempotency: IdempotencyStore
     decoder: DecodePool
     token_quota: TokenQuota
+    stream_slots: StreamSlots
+
+
+# --- open streams per key: leases in Redis, so every API process counts the same ------------
+
+STREAMS_PREFIX = "cutfx:streams:"
+#: A slot lapses this long after its last renewal: an API process that died mid-stream
+#: frees its slots by itself. Streams renew at every event or keep-alive (a few seconds).
+STREAM_LEASE_S = 90
+#: How soon a key at its cap should try again.
+STREAMS_RETRY_AFTER_S = 5
+
+# KEYS: the key's slots. ARGV: slot id, now, lease, cap. Lapsed leases go first.
+_CLAIM_STREAM_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class StreamSlots:
+    """At most `cap` open event streams and long-polls per API key, across processes."""
+
+    def __init__(self, client: redis.Redis, cap: int) -> None:
+        self.redis = client
+        self.cap = cap
+        self._claim = client.register_script(_CLAIM_STREAM_SLOT)
+
+    @staticmethod
+    def _key(key_id: str) -> str:
+        return f"{STREAMS_PREFIX}{{{key_id or ANONYMOUS_SLOTS}}}"
+
+    def claim(self, key_id: str) -> str:
+        """A slot for one stream; TooManyStreams when the key holds all of its own."""
+        slot = secrets.token_hex(8)
+        claimed = self._claim(
+            keys=[self._key(key_id)], args=[slot, time.time(), STREAM_LEASE_S, self.cap]
+        )
+        if not claimed:
+            raise TooManyStreams(
+                f"this API key has {self.cap} event streams and long-polls open; close one, "
+                "or wait",
+                retry_after_s=STREAMS_RETRY_AFTER_S,
+            )
+        return slot
+
+    def renew(self, key_id: str, slot: str) -> None:
+        self.redis.zadd(self._key(key_id), {slot: time.time() + STREAM_LEASE_S}, xx=True)
+
+    def release(self, key_id: str, slot: str) -> None:
+        self.redis.zrem(self._key(key_id), slot)
+
+    @contextmanager
+    def held(self, key_id: str) -> Iterator[None]:
+        """A slot for the block (a long-poll)."""
+        slot = self.claim(key_id)
+        try:
+            yield
+        finally:
+            self.release(key_id, slot)
+
+
+#: Whose slots requests without a key take (development).
+ANONYMOUS_SLOTS = "none"
 
 
 def services() -> Services:
@@ -410,8 +479,10 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         key_prefix=KEY_PREFIX,
         default_limits_exempt_when=_exempt,
     )
-    # Flask runs after_request hooks last-registered first: this one must follow
-    # flask-limiter's, which adds the X-RateLimit-* headers it copies.
+    # Flask runs after_request hooks last-registered first: these must follow
+    # flask-limiter's, which adds the X-RateLimit-* headers _ietf_headers copies, and a
+    # Retry-After to every 429, the rate window's, which a 429 of cutfx's own replaces.
+    app.after_request(_own_retry_after)
     app.after_request(_ietf_headers)
     limiter.init_app(app)
     submit_view: Any = app.view_functions[SUBMIT_ENDPOINT]
@@ -426,6 +497,18 @@ def _exempt() -> bool:
 
 def as_cutfx_error(exc: RateLimitExceeded) -> RateLimited:
     return RateLimited(f"rate limit exceeded: {exc.description}; slow down")
+
+
+#: Where an error that says when to retry leaves its wait for _own_retry_after.
+RETRY_AFTER_G = "retry_after_s"
+
+
+def _own_retry_after(response: Response) -> Response:
+    """An error's own Retry-After (a stream cap, the unfinished-job cap, an allowance)."""
+    retry_after_s = g.get(RETRY_AFTER_G)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _ietf_headers(response: Response) -> Response:

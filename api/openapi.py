@@ -235,8 +235,8 @@ ERROR_DESCRIPTIONS = {
     "415": "Unsupported image format",
     "422": "Invalid parameter; a photo image_url could not give (fetch_failed, fetch_refused, "
     "fetch_timeout)",
-    "429": "Rate limit, unfinished-job cap or monthly allowance (allowance_exhausted) reached "
-    "(Retry-After says when to retry)",
+    "429": "Rate limit, unfinished-job cap, open-stream cap (too_many_streams) or monthly "
+    "allowance (allowance_exhausted) reached (Retry-After says when to retry)",
     "503": "Not ready, busy decoding, or Redis unavailable (Retry-After when known)",
 }
 #: What any route may answer: limits and an unavailable job store.

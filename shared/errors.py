@@ -157,6 +157,13 @@ class AllowanceExhausted(CutfxError):
     status = 429
 
 
+class TooManyStreams(CutfxError):
+    """An API key has as many event streams and long-polls open as it may."""
+
+    code = "too_many_streams"
+    status = 429
+
+
 class RateLimited(CutfxError):
     code = "rate_limited"
     status = 429

@@ -50,6 +50,9 @@ DEFAULT_SUBMIT_RATE_LIMIT = "60/minute;600/hour"
 DEFAULT_READ_RATE_LIMIT = "1200/minute"
 #: Unfinished jobs one API key may have; past it a submit is a 429.
 DEFAULT_MAX_ACTIVE_JOBS_PER_KEY = 50
+#: Open event streams and long-polls per key, across every API process: below one
+#: process's CUTFX_API_CONNECTIONS, so a key at its cap leaves the others room.
+DEFAULT_MAX_STREAMS_PER_KEY = 100
 #: Uploads decoded at once per API process; past it a submit is a 503 with Retry-After.
 DEFAULT_DECODE_CONCURRENCY = 2
 DEFAULT_VISIBILITY_TIMEOUT_S = 30
@@ -184,6 +187,7 @@ class Settings(BaseSettings):
     submit_rate_limit: str = DEFAULT_SUBMIT_RATE_LIMIT
     read_rate_limit: str = DEFAULT_READ_RATE_LIMIT
     max_active_jobs_per_key: PositiveInt = DEFAULT_MAX_ACTIVE_JOBS_PER_KEY
+    max_streams_per_key: PositiveInt = DEFAULT_MAX_STREAMS_PER_KEY
     decode_concurrency: PositiveInt = DEFAULT_DECODE_CONCURRENCY
     #: tenant: each API key sees only its own cached results; global: one cache for all.
     cache_scope: CacheScope = "tenant"
