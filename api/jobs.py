@@ -493,6 +493,7 @@ def _create_job(
         strict=options.strict,
         resolution=options.resolution,
         model_input_key=model_input_key,
+        lane=options.lane,
     )
     with stage("record"):
         job = svc.jobs.create(

@@ -46,7 +46,16 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.gcs import is_gs_url, read_photo_object
-from shared.jobs.model import ORIGINAL, RESOLUTIONS, STANDARD, EventType, Webhook
+from shared.jobs.model import (
+    BATCH,
+    INTERACTIVE,
+    LANES,
+    ORIGINAL,
+    RESOLUTIONS,
+    STANDARD,
+    EventType,
+    Webhook,
+)
 from shared.outbound import (
     PHOTO_FIELD,
     check_callback_address,
@@ -346,6 +355,7 @@ class JobOptions:
     preview: bool = False
     strict: bool = False
     resolution: str = STANDARD
+    lane: str = INTERACTIVE
 
 
 #: The range of `quality` for the lossy formats.
@@ -479,6 +489,14 @@ def job_form(effect_names: tuple[str, ...] = EFFECT_NAMES) -> tuple[FormField, .
             STANDARD,
             enum=RESOLUTIONS,
         ),
+        FormField(
+            "lane",
+            "string",
+            f"'{INTERACTIVE}': someone waits on a page, served first; '{BATCH}': a script's "
+            "folder, served with what is left, never starved (cutfx batch sends it)",
+            INTERACTIVE,
+            enum=LANES,
+        ),
     )
 
 
@@ -522,16 +540,16 @@ def parse_options(
         parse_output_options(form, has_background_image),
         preview=parse_flag(form.get("preview"), "preview"),
         strict=parse_flag(form.get("strict"), "strict"),
-        resolution=_parse_resolution(form.get("resolution")),
+        resolution=_parse_choice(form.get("resolution"), "resolution", RESOLUTIONS),
+        lane=_parse_choice(form.get("lane"), "lane", LANES),
     )
 
 
-def _parse_resolution(raw: str | None) -> str:
-    value = (raw or STANDARD).strip().lower()
-    if value not in RESOLUTIONS:
-        raise InvalidParameter(
-            f"resolution must be {' or '.join(RESOLUTIONS)}; got {raw!r}", field="resolution"
-        )
+def _parse_choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first when left out); a 422 naming the field otherwise."""
+    value = (raw or choices[0]).strip().lower()
+    if value not in choices:
+        raise InvalidParameter(f"{name} must be {' or '.join(choices)}; got {raw!r}", field=name)
     return value
 
 

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from cli.client import CutfxClient, extension_of
 from shared.errors import ApiError
+from shared.jobs.model import BATCH, LANES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DONE_MARKER = ".done"
@@ -46,12 +47,15 @@ class BatchOptions:
     format: str | None = None
     quality: str | None = None
     params: str | None = None
+    #: A folder is a script's work: it waits in the batch lane, behind people on pages.
+    lane: str = BATCH
 
     def form(self) -> dict[str, str]:
         return {k: v for k, v in vars(self).items() if v is not None}
 
     def fingerprint(self) -> str:
-        return json.dumps(self.form(), sort_keys=True)
+        """What decides the results (the lane does not: a resumed run may change it)."""
+        return json.dumps({k: v for k, v in self.form().items() if k != "lane"}, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -306,7 +310,9 @@ def run(args: argparse.Namespace) -> int:
     if not sources:
         print(f"no images in {args.input}", file=sys.stderr)
         return 2
-    options = BatchOptions(args.effects, args.primary, args.format, args.quality, args.params)
+    options = BatchOptions(
+        args.effects, args.primary, args.format, args.quality, args.params, lane=args.lane
+    )
     client = CutfxClient(args.api_url, args.api_key)
     report = args.report or args.out / "report.jsonl"
     outcomes = run_batch(
@@ -340,6 +346,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     parser.add_argument("--format", choices=("webp", "png", "jpeg"))
     parser.add_argument("--quality")
     parser.add_argument("--params", help='JSON keyed by effect, e.g. \'{"popart": {"levels": 4}}\'')
+    parser.add_argument(
+        "--lane",
+        choices=LANES,
+        default=BATCH,
+        help="batch (default): after photos people wait on; interactive: with them",
+    )
     parser.add_argument("--report", type=Path, help="JSON lines (default OUTPUT_DIR/report.jsonl)")
     parser.set_defaults(handler=run)
 

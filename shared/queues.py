@@ -24,6 +24,9 @@ UNACKED_RESTORE_INTERVAL_S = 5
 PRIORITY_STEPS = [0, 3, 6, 9]
 PRIORITY_PRIMARY = 0
 PRIORITY_OTHER = 6
+#: The batch lane's tasks: after every interactive one (a worker takes the lists in
+#: priority order), until they have waited CUTFX_BATCH_MAX_WAIT_S (worker/periodic.py).
+PRIORITY_BATCH = 9
 #: Past its soft limit a task is told (and fails its result as `timeout`); this much
 #: later its process is stopped.
 HARD_LIMIT_GRACE_S = 15

@@ -53,6 +53,8 @@ DEFAULT_MAX_ACTIVE_JOBS_PER_KEY = 50
 #: Open event streams and long-polls per key, across every API process: below one
 #: process's CUTFX_API_CONNECTIONS, so a key at its cap leaves the others room.
 DEFAULT_MAX_STREAMS_PER_KEY = 100
+#: A minute: a batch photo waits at most about this plus one inference behind people.
+DEFAULT_BATCH_MAX_WAIT_S = 60
 #: Uploads decoded at once per API process; past it a submit is a 503 with Retry-After.
 DEFAULT_DECODE_CONCURRENCY = 2
 DEFAULT_VISIBILITY_TIMEOUT_S = 30
@@ -188,6 +190,9 @@ class Settings(BaseSettings):
     read_rate_limit: str = DEFAULT_READ_RATE_LIMIT
     max_active_jobs_per_key: PositiveInt = DEFAULT_MAX_ACTIVE_JOBS_PER_KEY
     max_streams_per_key: PositiveInt = DEFAULT_MAX_STREAMS_PER_KEY
+    #: A batch-lane task that has waited this long goes ahead of the interactive ones
+    #: still waiting: batch work is never starved.
+    batch_max_wait_s: PositiveInt = DEFAULT_BATCH_MAX_WAIT_S
     decode_concurrency: PositiveInt = DEFAULT_DECODE_CONCURRENCY
     #: tenant: each API key sees only its own cached results; global: one cache for all.
     cache_scope: CacheScope = "tenant"

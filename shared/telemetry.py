@@ -251,6 +251,11 @@ STAGE_SECONDS = Metric(
     "Time per stage (queue_wait, download, inference, effect, encode, upload) by result kind",
     "histogram",
 )
+QUEUE_WAIT_SECONDS = Metric(
+    "cutfx_queue_wait_seconds",
+    "How long a task waited in its queue, by lane (interactive, batch) and result kind",
+    "histogram",
+)
 TASKS = Metric("cutfx_tasks_total", "Tasks started by workers, by task", "counter")
 MODEL_INFERENCES = Metric(
     "cutfx_model_inferences_total", "Background-removal inferences run", "counter"
@@ -302,6 +307,7 @@ ALL_METRICS = (
     JOBS_FINISHED,
     JOB_SECONDS,
     STAGE_SECONDS,
+    QUEUE_WAIT_SECONDS,
     TASKS,
     MODEL_INFERENCES,
     COLD_STARTS,

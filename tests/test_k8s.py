@@ -18,6 +18,7 @@ from api.health import WARMUP_SIGNAL_KEY
 from cli.main import build_parser
 from shared.queues import (
     HARD_LIMIT_GRACE_S,
+    PRIORITY_BATCH,
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     PRIORITY_STEPS,
@@ -244,10 +245,15 @@ def test_the_gpu_workers_scale_to_zero_outside_business_hours_and_the_api_stays_
 def test_autoscaling_reads_the_lists_the_queues_really_use_with_a_warm_minimum():
     authentications = set(of_kind("TriggerAuthentication"))
     wanted = {
-        "cutfx-worker-gpu": {queue_lists(QUEUE_GPU, PRIORITY_PRIMARY), WARMUP_SIGNAL_KEY},
+        "cutfx-worker-gpu": {
+            queue_lists(QUEUE_GPU, PRIORITY_PRIMARY),
+            queue_lists(QUEUE_GPU, PRIORITY_BATCH),
+            WARMUP_SIGNAL_KEY,
+        },
         "cutfx-worker-cpu": {
             queue_lists(QUEUE_CPU, PRIORITY_PRIMARY),
             queue_lists(QUEUE_CPU, PRIORITY_OTHER),
+            queue_lists(QUEUE_CPU, PRIORITY_BATCH),
         },
     }
     for name, scaled in of_kind("ScaledObject").items():

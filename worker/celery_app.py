@@ -34,7 +34,7 @@ from shared.telemetry import (
     stop_tracing,
 )
 from worker.consumer import CONSUMER_CLASS
-from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, new_status
+from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, LaneAging, new_status
 from worker.process import this_process
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,9 @@ def _announce_ready(sender: Any, **_: Any) -> None:
     process.heartbeat.start()
     process.deadline_sweeper = DeadlineSweeper(process.context.jobs, _notify_webhook)
     process.deadline_sweeper.start()
+    settings = process.context.settings
+    process.lane_aging = LaneAging(process.context.broker, settings.batch_max_wait_s)
+    process.lane_aging.start()
     if process.serves_cpu:
         interval = process.context.settings.gc_interval_s
         process.garbage_collector = GarbageCollector(process.context, interval)
@@ -153,6 +156,8 @@ def _withdraw(**_: Any) -> None:
         process.garbage_collector.stop()
     if process.deadline_sweeper is not None:
         process.deadline_sweeper.stop()
+    if process.lane_aging is not None:
+        process.lane_aging.stop()
     process.stop_batching()
 
 

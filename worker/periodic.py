@@ -1,6 +1,7 @@
 """The worker's periodic chores, each a daemon thread that survives Redis and storage
 outages: the heartbeat that says the worker is ready, the sweep that cancels jobs past
-their Cancel-After deadline, and the garbage collection of expired local objects."""
+their Cancel-After deadline, the garbage collection of expired local objects, and the
+aging that keeps the batch lane from starving."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 from shared.context import ServiceContext
 from shared.jobs.model import now
 from shared.jobs.store import JobStore
+from shared.queues import PRIORITY_BATCH, QUEUE_CPU, QUEUE_GPU, QUEUED_AT_HEADER
 from shared.storage import LocalStorage
 from shared.telemetry import job_context
 from shared.workers import HEARTBEAT_INTERVAL_S, WorkerStatus, publish, withdraw
@@ -174,3 +176,59 @@ class GarbageCollector(Periodic):
     def tick(self) -> None:
         if self.ctx.redis.set(GC_LOCK_KEY, "1", nx=True, ex=int(self.interval_s)):
             collect_garbage(self.ctx)
+
+
+# Lanes: a batch job's tasks wait in each queue's lowest priority list, which a worker
+# reads only when the interactive ones are empty. So that a steady stream of people
+# never starves a script's folder, a task that has waited CUTFX_BATCH_MAX_WAIT_S moves to
+# the front of the interactive list (one worker a tick, by a Redis lock).
+
+LANE_AGING_INTERVAL_S = 2
+LANE_AGING_LOCK_KEY = "cutfx:lanes:aging"
+#: At most this many tasks move a tick: a backlog moves over a few ticks, not at once.
+MAX_PROMOTED_PER_TICK = 50
+
+# KEYS: the batch list, the interactive list. ARGV: now, the longest wait, the header.
+# Kombu pushes on the left and pops on the right: the oldest is the last item, and the
+# next served the interactive list's last. Atomic, so a worker that pops meanwhile takes
+# either the moved task or the one behind it, never both or neither.
+_PROMOTE_AGED = """
+local raw = redis.call('LINDEX', KEYS[1], -1)
+if not raw then return 0 end
+local ok, message = pcall(cjson.decode, raw)
+if not ok or type(message.headers) ~= 'table' then return 0 end
+local queued_at = tonumber(message.headers[ARGV[3]])
+if not queued_at or tonumber(ARGV[1]) - queued_at < tonumber(ARGV[2]) then return 0 end
+redis.call('RPOP', KEYS[1])
+redis.call('RPUSH', KEYS[2], raw)
+return 1
+"""
+
+
+def promote_aged(broker: redis.Redis, max_wait_s: float, at: float | None = None) -> int:
+    """Move batch-lane tasks that waited `max_wait_s` to the front of their queue."""
+    promote = broker.register_script(_PROMOTE_AGED)
+    moved = 0
+    for queue in (QUEUE_GPU, QUEUE_CPU):
+        batch = f"{queue}:{PRIORITY_BATCH}"
+        while moved < MAX_PROMOTED_PER_TICK and promote(
+            keys=[batch, queue],
+            args=[time.time() if at is None else at, max_wait_s, QUEUED_AT_HEADER],
+        ):
+            moved += 1
+    if moved:
+        logger.info("batch tasks moved ahead after waiting", extra={"moved": moved})
+    return moved
+
+
+class LaneAging(Periodic):
+    name = "lane aging"
+
+    def __init__(self, broker: redis.Redis, max_wait_s: float) -> None:
+        super().__init__(LANE_AGING_INTERVAL_S)
+        self.broker = broker
+        self.max_wait_s = max_wait_s
+
+    def tick(self) -> None:
+        if self.broker.set(LANE_AGING_LOCK_KEY, "1", nx=True, ex=LANE_AGING_INTERVAL_S):
+            promote_aged(self.broker, self.max_wait_s)

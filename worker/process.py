@@ -30,7 +30,7 @@ from shared.telemetry import BATCH_SIZE
 from worker.batching import Batcher, effective_batch_max
 from worker.consumer import VisibilityKeeper
 from worker.model import ESCALATION_MODE, PREVIEW_MODE, LoadedModel, load_model
-from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat
+from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, LaneAging
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class WorkerProcess:
     heartbeat: Heartbeat | None = None
     garbage_collector: GarbageCollector | None = None
     deadline_sweeper: DeadlineSweeper | None = None
+    lane_aging: LaneAging | None = None
     cutouts: CutoutPixels = field(default_factory=CutoutPixels)
     _context: ServiceContext | None = None
     _model: LoadedModel | None = None

@@ -51,6 +51,7 @@ from shared.queues import (
 )
 from shared.telemetry import (
     MODEL_INFERENCES,
+    QUEUE_WAIT_SECONDS,
     STAGE_SECONDS,
     continued_trace,
     job_context,
@@ -285,7 +286,7 @@ def run_segment(worker: WorkerProcess, job_id: str, celery: Celery) -> None:
         return
     subject = job.request.subject_in_upload(facts)
     view = _cutout_view(worker, cache, source, job.request, watch)
-    _observe_stages(worker, record, watch, "cutout")
+    _observe_stages(worker, record, watch, "cutout", job.request.lane)
     if job.request.preview:
         # Not answered yet (no faster model, or the cutout was cached): the cutout is.
         ctx.jobs.succeed_result(
@@ -525,7 +526,7 @@ def run_effect(worker: WorkerProcess, job_id: str, effect_name: str) -> None:
         return
     if not found.hit:
         watch.lap("upload")
-    _observe_stages(worker, record, watch, "effect")
+    _observe_stages(worker, record, watch, "effect", request.lane)
     ctx.jobs.succeed_result(
         job_id,
         record,
@@ -556,12 +557,14 @@ def _may_start(worker: WorkerProcess, job: JobRecord, record: ResultRecord) -> b
 
 
 def _observe_stages(
-    worker: WorkerProcess, record: ResultRecord, watch: _Stopwatch, kind: str
+    worker: WorkerProcess, record: ResultRecord, watch: _Stopwatch, kind: str, lane: str
 ) -> None:
-    """Each stage's seconds into the shared histograms, queue wait included."""
+    """Each stage's seconds into the shared histograms, queue wait included (by lane too)."""
     timings = {**record.timings, **watch.timings}
     if "started_at" in timings and "queued_at" in timings:
         timings["queue_wait_s"] = timings["started_at"] - timings["queued_at"]
+        labels = {"lane": lane, "kind": kind}
+        worker.context.metrics.observe(QUEUE_WAIT_SECONDS, timings["queue_wait_s"], labels)
     for name, seconds in timings.items():
         if name.endswith("_s"):
             labels = {"stage": name[:-2], "kind": kind}

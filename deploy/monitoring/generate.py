@@ -172,6 +172,8 @@ FAILED_JOB_RATIO_MAX = 0.05
 WEBHOOK_FAILED_RATIO_MAX = 0.25
 STORAGE_ERRORS_PER_S_MAX = 0.05
 REDIS_MEMORY_RATIO_MAX = 0.9
+#: The 95th percentile of an interactive photo's wait for a model: a person watches it.
+INTERACTIVE_WAIT_P95_MAX_S = 10
 
 SYMPTOMS = (
     Symptom(
@@ -270,6 +272,19 @@ SYMPTOMS = (
         runbook="redis-memory",
     ),
     Symptom(
+        name="CutfxInteractiveWaitLong",
+        expr=(
+            "histogram_quantile(0.95, sum by (le) (rate(cutfx_queue_wait_seconds_bucket"
+            '{lane="interactive",kind="cutout"}[10m])))'
+            f" > {INTERACTIVE_WAIT_P95_MAX_S}"
+        ),
+        wait="10m",
+        severity="ticket",
+        summary="People wait long for their cutout to start",
+        description="95 % of interactive photos waited up to {{ $value | humanizeDuration }}.",
+        runbook="interactive-wait",
+    ),
+    Symptom(
         name="CutfxMetricsMissing",
         expr="absent(cutfx_queue_depth)",
         wait="5m",
@@ -353,6 +368,17 @@ PANELS = (
         "Oldest waiting task",
         "s",
         (("{{queue}}", "max by (queue) (cutfx_queue_oldest_age_seconds)"),),
+    ),
+    Panel(
+        "Queue wait by lane (p95)",
+        "s",
+        (
+            (
+                "{{lane}} {{kind}}",
+                "histogram_quantile(0.95, sum by (le, lane, kind) "
+                "(rate(cutfx_queue_wait_seconds_bucket[5m])))",
+            ),
+        ),
     ),
     Panel("Ready workers", "short", (("{{queue}}", "max by (queue) (cutfx_ready_workers)"),)),
     Panel(

@@ -19,6 +19,9 @@ CUTOUT = "cutout"
 #: A job's resolutions: at most CUTFX_MAX_SIDE (previews, the web), or the upload's own.
 STANDARD, ORIGINAL = "standard", "original"
 RESOLUTIONS = (STANDARD, ORIGINAL)
+#: Who waits on a job: a person on a page (served first), or a script (what is left).
+INTERACTIVE, BATCH = "interactive", "batch"
+LANES = (INTERACTIVE, BATCH)
 #: The quick cutout a job asks for with preview=true, from the fast model, before the cutout.
 PREVIEW = "preview"
 
@@ -130,6 +133,8 @@ class JobRequest:
     #: made at, and model_input_key the one at CUTFX_MAX_SIDE the model reads.
     resolution: str = STANDARD
     model_input_key: str = ""
+    #: INTERACTIVE or BATCH: which lane its tasks wait in.
+    lane: str = INTERACTIVE
 
     @property
     def at_original_size(self) -> bool:

@@ -28,9 +28,19 @@ from typing import Any
 import redis
 from celery import Celery
 
-from shared.jobs.model import CUTOUT, PREVIEW, JobRecord, JobRequest, ResultStatus, StoredObject
+from shared.jobs.model import (
+    BATCH,
+    CUTOUT,
+    INTERACTIVE,
+    PREVIEW,
+    JobRecord,
+    JobRequest,
+    ResultStatus,
+    StoredObject,
+)
 from shared.output import OutputFormat, OutputOptions
 from shared.queues import (
+    PRIORITY_BATCH,
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     QUEUE_CPU,
@@ -269,14 +279,15 @@ class NextSteps:
     segment: bool = False
     effects: tuple[str, ...] = ()
     primary: str | None = None
+    lane: str = INTERACTIVE
 
 
 def after_submit(request: JobRequest, done: Mapping[str, StoredObject]) -> NextSteps:
     """What a new job needs: the model unless its cutout exists, else its missing effects."""
     if CUTOUT not in done:
-        return NextSteps(segment=True, primary=request.primary)
+        return NextSteps(segment=True, primary=request.primary, lane=request.lane)
     missing = tuple(name for name in request.effect_order if name not in done)
-    return NextSteps(effects=missing, primary=request.primary)
+    return NextSteps(effects=missing, primary=request.primary, lane=request.lane)
 
 
 def after_cutout(job: JobRecord) -> NextSteps:
@@ -286,27 +297,36 @@ def after_cutout(job: JobRecord) -> NextSteps:
         for name in job.request.effect_order
         if job.results[name].status == ResultStatus.PENDING
     )
-    return NextSteps(effects=waiting, primary=job.request.primary)
+    return NextSteps(effects=waiting, primary=job.request.primary, lane=job.request.lane)
 
 
 def enqueue(celery: Celery, job_id: str, steps: NextSteps) -> None:
-    """Send the job's next tasks to their queues."""
+    """Send the job's next tasks to their queues, in its lane."""
     if steps.segment:
-        enqueue_segment(celery, job_id)
+        enqueue_segment(celery, job_id, steps.lane)
     if steps.effects:
-        enqueue_effects(celery, job_id, steps.effects, steps.primary)
+        enqueue_effects(celery, job_id, steps.effects, steps.primary, steps.lane)
 
 
-def enqueue_segment(celery: Celery, job_id: str) -> None:
-    _send(celery, TASK_SEGMENT, [job_id], QUEUE_GPU, PRIORITY_PRIMARY)
+def enqueue_segment(celery: Celery, job_id: str, lane: str = INTERACTIVE) -> None:
+    priority = PRIORITY_BATCH if lane == BATCH else PRIORITY_PRIMARY
+    _send(celery, TASK_SEGMENT, [job_id], QUEUE_GPU, priority)
 
 
 def enqueue_effects(
-    celery: Celery, job_id: str, effect_names: Sequence[str], primary: str | None
+    celery: Celery,
+    job_id: str,
+    effect_names: Sequence[str],
+    primary: str | None,
+    lane: str = INTERACTIVE,
 ) -> None:
-    """Queue effects in order; the primary one jumps ahead of other jobs' effects."""
+    """Queue effects in order; the primary one jumps ahead of other jobs' effects, and a
+    batch job's come after every interactive one's."""
     for name in effect_names:
-        priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
+        if lane == BATCH:
+            priority = PRIORITY_BATCH
+        else:
+            priority = PRIORITY_PRIMARY if name == primary else PRIORITY_OTHER
         _send(celery, TASK_APPLY_EFFECT, [job_id, name], QUEUE_CPU, priority)
 
 

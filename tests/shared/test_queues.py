@@ -7,10 +7,13 @@ import time
 from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
-from shared.jobs.plan import enqueue_effects
+from shared.jobs.model import BATCH
+from shared.jobs.plan import enqueue_effects, enqueue_segment
 from shared.queues import (
+    PRIORITY_BATCH,
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
+    PRIORITY_STEPS,
     QUEUE_CPU,
     QUEUED_AT_HEADER,
     TASK_APPLY_EFFECT,
@@ -66,3 +69,11 @@ def test_a_sentinel_url_gives_celery_its_sentinels_and_the_primarys_name():
     options = config["broker_transport_options"]
     assert options["master_name"] == "cutfx"
     assert options["visibility_timeout"] == settings.visibility_timeout_s
+
+
+def test_a_batch_job_s_tasks_wait_in_the_lowest_list_of_each_queue():
+    celery = RecordingCelery()
+    enqueue_segment(celery, "job1", lane=BATCH)
+    enqueue_effects(celery, "job1", ["popart", "color"], primary="popart", lane=BATCH)
+    assert [priority for *_, priority in celery.sent] == [PRIORITY_BATCH] * 3
+    assert max(PRIORITY_STEPS) == PRIORITY_BATCH, "a list of its own, read last"
