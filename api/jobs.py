@@ -360,10 +360,9 @@ def submit_job(
             return Submission(svc.jobs.get_owned(earlier, owner), replayed=True)
     try:
         _check_allowance(svc, owner.key_id)
-        with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id):
-            return Submission(
-                _create_job(svc, job_id, Upload(data, sha, background, photo_part), options, owner)
-            )
+        with _token_quota(svc, submitter.token), _active_slot(svc, owner.key_id, job_id) as rank:
+            upload = Upload(data, sha, background, photo_part)
+            return Submission(_create_job(svc, job_id, upload, options, owner, rank))
     except BaseException:
         if idempotency_key is not None:
             svc.idempotency.release(owner.scope, idempotency_key)
@@ -406,23 +405,26 @@ def _token_quota(svc: Services, token: ClientToken | None) -> Iterator[None]:
 
 
 @contextmanager
-def _active_slot(svc: Services, key_id: str, job_id: str) -> Iterator[None]:
-    """The key's unfinished-job slot claimed for the job, and freed if it is not created."""
-    _claim_active_slot(svc, key_id, job_id)
+def _active_slot(svc: Services, key_id: str, job_id: str) -> Iterator[int]:
+    """The key's unfinished-job slot claimed for the job (yields its rank among the key's
+    unfinished jobs), and freed if the job is not created."""
+    rank = _claim_active_slot(svc, key_id, job_id)
     try:
-        yield
+        yield rank
     except BaseException:
         svc.jobs.release_active_slot(key_id, job_id)
         raise
 
 
-def _claim_active_slot(svc: Services, owner: str, job_id: str) -> None:
+def _claim_active_slot(svc: Services, owner: str, job_id: str) -> int:
     cap = svc.settings.max_active_jobs_per_key
-    if not svc.jobs.claim_active_slot(owner, job_id, cap):
+    rank = svc.jobs.claim_active_slot(owner, job_id, cap)
+    if not rank:
         raise TooManyActiveJobs(
             f"this API key already has {cap} unfinished jobs; wait for some to finish",
             retry_after_s=ACTIVE_CAP_RETRY_AFTER_S,
         )
+    return rank
 
 
 def fingerprint(input_sha256: str, options: JobOptions, background_sha256: str | None) -> str:
@@ -459,7 +461,7 @@ class Upload:
 
 
 def _create_job(
-    svc: Services, job_id: str, upload: Upload, options: JobOptions, owner: Owner
+    svc: Services, job_id: str, upload: Upload, options: JobOptions, owner: Owner, rank: int = 1
 ) -> JobRecord:
     cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner.key_id))
     output_options = options.output_options
@@ -515,7 +517,7 @@ def _create_job(
             checks,
         )
     with stage("enqueue"):
-        plan.enqueue(svc.celery, job_id, plan.after_submit(request, done.results))
+        plan.enqueue(svc.celery, job_id, plan.after_submit(request, done.results, rank))
         if options.webhook is not None:
             enqueue_webhook_delivery(svc.celery, job_id)
     return svc.jobs.get(job_id) if done.results else job

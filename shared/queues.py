@@ -27,6 +27,19 @@ PRIORITY_OTHER = 6
 #: The batch lane's tasks: after every interactive one (a worker takes the lists in
 #: priority order), until they have waited CUTFX_BATCH_MAX_WAIT_S (worker/periodic.py).
 PRIORITY_BATCH = 9
+#: Fair share within the interactive lane: a key's cutout waits in a list by how many
+#: unfinished jobs the key has (its rank): its first in the top one, its second below,
+#: the rest of a burst below that. Another key's first photo goes ahead of a burst.
+PRIORITY_BY_RANK = (PRIORITY_PRIMARY, 3, PRIORITY_OTHER)
+
+
+def segment_priority(lane: str, rank: int) -> int:
+    """The priority of a job's cutout: its lane, then its rank among its key's jobs."""
+    if lane == "batch":
+        return PRIORITY_BATCH
+    return PRIORITY_BY_RANK[min(max(rank, 1), len(PRIORITY_BY_RANK)) - 1]
+
+
 #: Past its soft limit a task is told (and fails its result as `timeout`); this much
 #: later its process is stopped.
 HARD_LIMIT_GRACE_S = 15

@@ -19,6 +19,7 @@ from cli.main import build_parser
 from shared.queues import (
     HARD_LIMIT_GRACE_S,
     PRIORITY_BATCH,
+    PRIORITY_BY_RANK,
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     PRIORITY_STEPS,
@@ -246,7 +247,7 @@ def test_autoscaling_reads_the_lists_the_queues_really_use_with_a_warm_minimum()
     authentications = set(of_kind("TriggerAuthentication"))
     wanted = {
         "cutfx-worker-gpu": {
-            queue_lists(QUEUE_GPU, PRIORITY_PRIMARY),
+            *(queue_lists(QUEUE_GPU, priority) for priority in PRIORITY_BY_RANK),
             queue_lists(QUEUE_GPU, PRIORITY_BATCH),
             WARMUP_SIGNAL_KEY,
         },

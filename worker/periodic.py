@@ -16,7 +16,7 @@ import redis
 from shared.context import ServiceContext
 from shared.jobs.model import now
 from shared.jobs.store import JobStore
-from shared.queues import PRIORITY_BATCH, QUEUE_CPU, QUEUE_GPU, QUEUED_AT_HEADER
+from shared.queues import PRIORITY_STEPS, QUEUE_CPU, QUEUE_GPU, QUEUED_AT_HEADER
 from shared.storage import LocalStorage
 from shared.telemetry import job_context
 from shared.workers import HEARTBEAT_INTERVAL_S, WorkerStatus, publish, withdraw
@@ -178,17 +178,18 @@ class GarbageCollector(Periodic):
             collect_garbage(self.ctx)
 
 
-# Lanes: a batch job's tasks wait in each queue's lowest priority list, which a worker
-# reads only when the interactive ones are empty. So that a steady stream of people
-# never starves a script's folder, a task that has waited CUTFX_BATCH_MAX_WAIT_S moves to
-# the front of the interactive list (one worker a tick, by a Redis lock).
+# Lanes and fair share: a batch job's tasks wait in each queue's lowest priority list, a
+# key's burst in the lists below the top one (shared/queues.py), which a worker reads only
+# when the lists above are empty. So that a steady stream of others never starves them,
+# a task that has waited CUTFX_BATCH_MAX_WAIT_S in a lower list moves to the front of
+# the top one (one worker a tick, by a Redis lock).
 
 LANE_AGING_INTERVAL_S = 2
 LANE_AGING_LOCK_KEY = "cutfx:lanes:aging"
 #: At most this many tasks move a tick: a backlog moves over a few ticks, not at once.
 MAX_PROMOTED_PER_TICK = 50
 
-# KEYS: the batch list, the interactive list. ARGV: now, the longest wait, the header.
+# KEYS: the lower list, the top one. ARGV: now, the longest wait, the header.
 # Kombu pushes on the left and pops on the right: the oldest is the last item, and the
 # next served the interactive list's last. Atomic, so a worker that pops meanwhile takes
 # either the moved task or the one behind it, never both or neither.
@@ -206,18 +207,18 @@ return 1
 
 
 def promote_aged(broker: redis.Redis, max_wait_s: float, at: float | None = None) -> int:
-    """Move batch-lane tasks that waited `max_wait_s` to the front of their queue."""
+    """Move tasks of the lower priority lists that waited `max_wait_s` to the front of
+    their queue."""
     promote = broker.register_script(_PROMOTE_AGED)
+    arguments: list[float | str] = [time.time() if at is None else at, max_wait_s, QUEUED_AT_HEADER]
     moved = 0
     for queue in (QUEUE_GPU, QUEUE_CPU):
-        batch = f"{queue}:{PRIORITY_BATCH}"
-        while moved < MAX_PROMOTED_PER_TICK and promote(
-            keys=[batch, queue],
-            args=[time.time() if at is None else at, max_wait_s, QUEUED_AT_HEADER],
-        ):
-            moved += 1
+        for step in PRIORITY_STEPS[1:]:
+            lists = [f"{queue}:{step}", queue]
+            while moved < MAX_PROMOTED_PER_TICK and promote(keys=lists, args=arguments):
+                moved += 1
     if moved:
-        logger.info("batch tasks moved ahead after waiting", extra={"moved": moved})
+        logger.info("waiting tasks moved ahead", extra={"moved": moved})
     return moved
 
 

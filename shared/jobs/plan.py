@@ -50,6 +50,7 @@ from shared.queues import (
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
+    segment_priority,
 )
 from shared.storage import Storage
 from shared.telemetry import CACHE_LOOKUPS, Metrics, trace_headers
@@ -280,12 +281,15 @@ class NextSteps:
     effects: tuple[str, ...] = ()
     primary: str | None = None
     lane: str = INTERACTIVE
+    #: The job's rank among its key's unfinished jobs (1: its only one), for fair share.
+    rank: int = 1
 
 
-def after_submit(request: JobRequest, done: Mapping[str, StoredObject]) -> NextSteps:
-    """What a new job needs: the model unless its cutout exists, else its missing effects."""
+def after_submit(request: JobRequest, done: Mapping[str, StoredObject], rank: int = 1) -> NextSteps:
+    """What a new job needs: the model unless its cutout exists, else its missing effects;
+    `rank`: the job's among its key's unfinished ones."""
     if CUTOUT not in done:
-        return NextSteps(segment=True, primary=request.primary, lane=request.lane)
+        return NextSteps(segment=True, primary=request.primary, lane=request.lane, rank=rank)
     missing = tuple(name for name in request.effect_order if name not in done)
     return NextSteps(effects=missing, primary=request.primary, lane=request.lane)
 
@@ -303,14 +307,13 @@ def after_cutout(job: JobRecord) -> NextSteps:
 def enqueue(celery: Celery, job_id: str, steps: NextSteps) -> None:
     """Send the job's next tasks to their queues, in its lane."""
     if steps.segment:
-        enqueue_segment(celery, job_id, steps.lane)
+        enqueue_segment(celery, job_id, steps.lane, steps.rank)
     if steps.effects:
         enqueue_effects(celery, job_id, steps.effects, steps.primary, steps.lane)
 
 
-def enqueue_segment(celery: Celery, job_id: str, lane: str = INTERACTIVE) -> None:
-    priority = PRIORITY_BATCH if lane == BATCH else PRIORITY_PRIMARY
-    _send(celery, TASK_SEGMENT, [job_id], QUEUE_GPU, priority)
+def enqueue_segment(celery: Celery, job_id: str, lane: str = INTERACTIVE, rank: int = 1) -> None:
+    _send(celery, TASK_SEGMENT, [job_id], QUEUE_GPU, segment_priority(lane, rank))
 
 
 def enqueue_effects(

@@ -296,7 +296,7 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-return 1
+return redis.call('ZCARD', KEYS[1])
 """
 
 
@@ -383,13 +383,14 @@ class JobStore:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def claim_active_slot(self, owner: str, job_id: str, cap: int) -> bool:
-        """Count a new unfinished job against its owner's cap; False when the cap is reached."""
+    def claim_active_slot(self, owner: str, job_id: str, cap: int) -> int:
+        """Count a new unfinished job against its owner's cap: how many the owner has now,
+        this one included (its rank, for fair share), or 0 when the cap is reached."""
         current = now()
         claimed = self._claim_slot(
             keys=[active_jobs_key(owner)], args=[job_id, current, current - self.ttl_s, cap]
         )
-        return bool(claimed)
+        return int(claimed)
 
     def release_active_slot(self, owner: str, job_id: str) -> None:
         self.redis.zrem(active_jobs_key(owner), job_id)

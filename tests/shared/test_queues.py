@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
@@ -19,6 +20,7 @@ from shared.queues import (
     TASK_APPLY_EFFECT,
     UNACKED_MUTEX_EXPIRE_S,
     celery_config,
+    segment_priority,
 )
 from shared.settings import Settings
 from tests.conftest import UNIT_REDIS_URL
@@ -77,3 +79,11 @@ def test_a_batch_job_s_tasks_wait_in_the_lowest_list_of_each_queue():
     enqueue_effects(celery, "job1", ["popart", "color"], primary="popart", lane=BATCH)
     assert [priority for *_, priority in celery.sent] == [PRIORITY_BATCH] * 3
     assert max(PRIORITY_STEPS) == PRIORITY_BATCH, "a list of its own, read last"
+
+
+@pytest.mark.parametrize(
+    ("lane", "rank", "priority"),
+    [("interactive", 1, 0), ("interactive", 2, 3), ("interactive", 7, 6), ("batch", 1, 9)],
+)
+def test_a_cutout_waits_by_its_lane_then_its_rank_among_its_key_s_jobs(lane, rank, priority):
+    assert segment_priority(lane, rank) == priority

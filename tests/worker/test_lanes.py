@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
 from shared.queues import PRIORITY_BATCH, QUEUE_GPU, QUEUED_AT_HEADER
+from tests.api.keys import KEY_A, KEY_B, bearer, keyed_submit
 from tests.helpers import sample_variant, submit, wait_finished
 from worker.periodic import promote_aged
 
@@ -35,6 +37,13 @@ def test_a_batch_task_that_waited_long_enough_goes_to_the_front(text_redis):
     # The interactive list's last item is served next: the aged batch task.
     assert ids(text_redis, QUEUE_GPU) == ["waiting-person", "old"]
     assert promote_aged(text_redis, max_wait_s=60, at=now) == 0, "the young one stays"
+
+
+def test_a_key_s_burst_waiting_in_a_lower_list_moves_ahead_too(text_redis):
+    now = time.time()
+    text_redis.lpush(f"{QUEUE_GPU}:6", message("third-of-a-burst", now - 90))
+    assert promote_aged(text_redis, max_wait_s=60, at=now) == 1
+    assert ids(text_redis, QUEUE_GPU) == ["third-of-a-burst"]
 
 
 def test_a_message_without_its_time_or_not_json_is_left_where_it_is(text_redis):
@@ -69,3 +78,39 @@ def test_a_person_s_photo_goes_ahead_of_a_folder_already_queued(e2e_client):
     assert cutout_done(person) < cutout_done(folder[1])
     assert cutout_done(person) < cutout_done(folder[2])
     assert all(finished[job_id]["status"] == "succeeded" for job_id in finished)
+
+
+@pytest.fixture
+def two_keys_client(workers, e2e_settings):
+    from api import create_app
+
+    settings = e2e_settings.with_overrides(api_keys=(KEY_A, KEY_B))
+    return create_app({"TESTING": True, "CUTFX_SETTINGS": settings}).test_client()
+
+
+@pytest.mark.e2e
+def test_one_key_s_burst_does_not_hold_back_another_key_s_photo(two_keys_client):
+    burst = [
+        keyed_submit(two_keys_client, KEY_A, sample_variant(), effects="color").get_json()["id"]
+        for _ in range(4)
+    ]
+    other = keyed_submit(two_keys_client, KEY_B, sample_variant(), effects="color").get_json()["id"]
+
+    def cutout_done(job_id: str, key: str) -> float:
+        job = wait_finished_as(two_keys_client, job_id, key)
+        assert job["status"] == "succeeded"
+        return float(job["results"]["cutout"]["timings"]["finished_at"])
+
+    done = {job_id: cutout_done(job_id, KEY_A) for job_id in burst}
+    done[other] = cutout_done(other, KEY_B)
+    # A's first may already run; B's first photo comes next, ahead of A's others.
+    assert all(done[other] < done[job_id] for job_id in burst[1:])
+
+
+def wait_finished_as(client, job_id: str, key: str, timeout_s: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}?wait=5", headers=bearer(key)).get_json()
+        if job["status"] in ("succeeded", "failed", "partial", "canceled"):
+            return job
+    raise TimeoutError(job_id)
