@@ -107,8 +107,8 @@ def _announce_ready(sender: Any, **_: Any) -> None:
     process.heartbeat.start()
     process.deadline_sweeper = DeadlineSweeper(process.context.jobs, _notify_webhook)
     process.deadline_sweeper.start()
-    settings = process.context.settings
-    process.lane_aging = LaneAging(process.context.broker, settings.batch_max_wait_s)
+    context = process.context
+    process.lane_aging = LaneAging(context.broker, context.redis, context.settings.batch_max_wait_s)
     process.lane_aging.start()
     if process.serves_cpu:
         interval = process.context.settings.gc_interval_s

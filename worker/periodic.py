@@ -223,13 +223,17 @@ def promote_aged(broker: redis.Redis, max_wait_s: float, at: float | None = None
 
 
 class LaneAging(Periodic):
+    """Moves aged tasks ahead on the broker; `store` (the job store's Redis, where the
+    other chores' locks are) holds the lock that lets one worker do it a tick."""
+
     name = "lane aging"
 
-    def __init__(self, broker: redis.Redis, max_wait_s: float) -> None:
+    def __init__(self, broker: redis.Redis, store: redis.Redis, max_wait_s: float) -> None:
         super().__init__(LANE_AGING_INTERVAL_S)
         self.broker = broker
+        self.store = store
         self.max_wait_s = max_wait_s
 
     def tick(self) -> None:
-        if self.broker.set(LANE_AGING_LOCK_KEY, "1", nx=True, ex=LANE_AGING_INTERVAL_S):
+        if self.store.set(LANE_AGING_LOCK_KEY, "1", nx=True, ex=LANE_AGING_INTERVAL_S):
             promote_aged(self.broker, self.max_wait_s)
