@@ -33,13 +33,6 @@ PRIORITY_BATCH = 9
 PRIORITY_BY_RANK = (PRIORITY_PRIMARY, 3, PRIORITY_OTHER)
 
 
-def segment_priority(lane: str, rank: int) -> int:
-    """The priority of a job's cutout: its lane, then its rank among its key's jobs."""
-    if lane == "batch":
-        return PRIORITY_BATCH
-    return PRIORITY_BY_RANK[min(max(rank, 1), len(PRIORITY_BY_RANK)) - 1]
-
-
 #: Past its soft limit a task is told (and fails its result as `timeout`); this much
 #: later its process is stopped.
 HARD_LIMIT_GRACE_S = 15

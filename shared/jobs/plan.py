@@ -41,6 +41,7 @@ from shared.jobs.model import (
 from shared.output import OutputFormat, OutputOptions
 from shared.queues import (
     PRIORITY_BATCH,
+    PRIORITY_BY_RANK,
     PRIORITY_OTHER,
     PRIORITY_PRIMARY,
     QUEUE_CPU,
@@ -50,7 +51,6 @@ from shared.queues import (
     TASK_APPLY_EFFECT,
     TASK_DELIVER_WEBHOOKS,
     TASK_SEGMENT,
-    segment_priority,
 )
 from shared.storage import Storage
 from shared.telemetry import CACHE_LOOKUPS, Metrics, trace_headers
@@ -310,6 +310,13 @@ def enqueue(celery: Celery, job_id: str, steps: NextSteps) -> None:
         enqueue_segment(celery, job_id, steps.lane, steps.rank)
     if steps.effects:
         enqueue_effects(celery, job_id, steps.effects, steps.primary, steps.lane)
+
+
+def segment_priority(lane: str, rank: int) -> int:
+    """The priority of a job's cutout: its lane, then its rank among its key's jobs."""
+    if lane == BATCH:
+        return PRIORITY_BATCH
+    return PRIORITY_BY_RANK[min(max(rank, 1), len(PRIORITY_BY_RANK)) - 1]
 
 
 def enqueue_segment(celery: Celery, job_id: str, lane: str = INTERACTIVE, rank: int = 1) -> None:

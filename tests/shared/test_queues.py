@@ -9,7 +9,7 @@ from kombu.connection import Connection
 from kombu.transport.redis import Mutex
 
 from shared.jobs.model import BATCH
-from shared.jobs.plan import enqueue_effects, enqueue_segment
+from shared.jobs.plan import enqueue_effects, enqueue_segment, segment_priority
 from shared.queues import (
     PRIORITY_BATCH,
     PRIORITY_OTHER,
@@ -20,7 +20,6 @@ from shared.queues import (
     TASK_APPLY_EFFECT,
     UNACKED_MUTEX_EXPIRE_S,
     celery_config,
-    segment_priority,
 )
 from shared.settings import Settings
 from tests.conftest import UNIT_REDIS_URL
