@@ -376,10 +376,11 @@ def _check_allowance(svc: Services, key_id: str) -> None:
         return
     used = svc.usage.photos_this_month(key_id)
     if used >= allowance:
+        next_month = next_month_start()
         raise AllowanceExhausted(
             f"this API key has used its {allowance} photos of the month; more from "
-            f"{next_month_start().date().isoformat()} (UTC)",
-            retry_after_s=max(1, int(next_month_start().timestamp() - time.time())),
+            f"{next_month.date().isoformat()} (UTC)",
+            retry_after_s=max(1, int(next_month.timestamp() - time.time())),
         )
 
 

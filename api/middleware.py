@@ -38,6 +38,7 @@ from api.upload import DecodePool
 from shared.context import ServiceContext
 from shared.errors import Forbidden, OriginNotAllowed, RateLimited, TooManyStreams, Unauthorized
 from shared.jobs.model import Owner
+from shared.jobs.store import CLAIM_COUNTED_SLOT
 from shared.redis_location import limits_storage
 from shared.settings import Settings
 from shared.telemetry import (
@@ -74,17 +75,6 @@ STREAM_LEASE_S = 90
 #: How soon a key at its cap should try again.
 STREAMS_RETRY_AFTER_S = 5
 
-# KEYS: the key's slots. ARGV: slot id, now, lease, cap. Lapsed leases go first.
-_CLAIM_STREAM_SLOT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
-
 
 class StreamSlots:
     """At most `cap` open event streams and long-polls per API key, across processes."""
@@ -92,7 +82,7 @@ class StreamSlots:
     def __init__(self, client: redis.Redis, cap: int) -> None:
         self.redis = client
         self.cap = cap
-        self._claim = client.register_script(_CLAIM_STREAM_SLOT)
+        self._claim = client.register_script(CLAIM_COUNTED_SLOT)
 
     @staticmethod
     def _key(key_id: str) -> str:
@@ -101,8 +91,9 @@ class StreamSlots:
     def claim(self, key_id: str) -> str:
         """A slot for one stream; TooManyStreams when the key holds all of its own."""
         slot = secrets.token_hex(8)
+        now = time.time()
         claimed = self._claim(
-            keys=[self._key(key_id)], args=[slot, time.time(), STREAM_LEASE_S, self.cap]
+            keys=[self._key(key_id)], args=[slot, now, now - STREAM_LEASE_S, self.cap]
         )
         if not claimed:
             raise TooManyStreams(
@@ -113,7 +104,7 @@ class StreamSlots:
         return slot
 
     def renew(self, key_id: str, slot: str) -> None:
-        self.redis.zadd(self._key(key_id), {slot: time.time() + STREAM_LEASE_S}, xx=True)
+        self.redis.zadd(self._key(key_id), {slot: time.time()}, xx=True)
 
     def release(self, key_id: str, slot: str) -> None:
         self.redis.zrem(self._key(key_id), slot)

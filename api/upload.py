@@ -549,7 +549,9 @@ def _parse_choice(raw: str | None, name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (the first when left out); a 422 naming the field otherwise."""
     value = (raw or choices[0]).strip().lower()
     if value not in choices:
-        raise InvalidParameter(f"{name} must be {' or '.join(choices)}; got {raw!r}", field=name)
+        raise InvalidParameter(
+            f"{name} must be one of {', '.join(choices)}; got {raw!r}", field=name
+        )
     return value
 
 
@@ -764,7 +766,7 @@ def parse_output_options(form: MultiDict[str, str], has_background_image: bool) 
         crop=crop,
         crop_margin=_parse_margin(form.get("crop_margin"), crop),
         size=_parse_size(form.get("size")),
-        channels=_parse_channels(form.get("channels")),
+        channels=_parse_choice(form.get("channels"), "channels", CHANNELS),
     )
 
 
@@ -849,12 +851,3 @@ def _parse_size(raw: str | None) -> str:
         f"got {raw!r}",
         field="size",
     )
-
-
-def _parse_channels(raw: str | None) -> str:
-    value = (raw or CHANNELS[0]).strip().lower()
-    if value not in CHANNELS:
-        raise InvalidParameter(
-            f"channels must be one of {', '.join(CHANNELS)}; got {raw!r}", field="channels"
-        )
-    return value

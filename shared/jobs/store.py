@@ -288,9 +288,12 @@ JobFinished = Callable[[JobRecord], None]
 #: The job hash's field of kept copies (JSON: result name -> its StoredObject).
 KEPT_FIELD = "kept"
 
-# KEYS: the owner's active set. ARGV: job id, now, oldest score still counted, cap.
-# Entries older than a job's lifetime are dropped first, so a lost close frees its slot.
-_CLAIM_ACTIVE_SLOT = """
+# A capped set of slots, each scored by when it was last claimed or renewed: an owner's
+# unfinished jobs here, a key's open streams in the API (api/middleware.py).
+# KEYS: the set. ARGV: member, now, oldest score still counted, cap. Entries older than
+# that are dropped first, so a slot whose holder vanished frees itself. Returns how many
+# the set holds with this one (its rank), or 0 when it was full.
+CLAIM_COUNTED_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
@@ -310,7 +313,7 @@ class JobStore:
         self._on_job_finished = on_job_finished
         self._finish = client.register_script(FINISH_RESULT)
         self._start = client.register_script(START_RESULT)
-        self._claim_slot = client.register_script(_CLAIM_ACTIVE_SLOT)
+        self._claim_slot = client.register_script(CLAIM_COUNTED_SLOT)
         self._cancel = client.register_script(CANCEL_JOB)
 
     # --- reading ---------------------------------------------------------------------------

@@ -37,17 +37,22 @@ def made(name: str, cached: bool, inference_s: float | None = None, size: int = 
     )
 
 
-def test_a_job_costs_its_inference_and_new_bytes_and_a_cache_hit_costs_neither():
-    fresh = JobRecord(
+def finished_with(*results: ResultRecord) -> JobRecord:
+    """A finished job of these results (job_usage reads nothing else of it)."""
+    return JobRecord(
         new_job_id(),
         JobStatus.SUCCEEDED,
         0.0,
         request=None,  # type: ignore[arg-type]
-        results={
-            "cutout": made("cutout", cached=False, inference_s=1.5, size=1000),
-            "color": made("color", cached=False, size=300),
-            "popart": ResultRecord(name="popart", status=ResultStatus.FAILED),
-        },
+        results={result.name: result for result in results},
+    )
+
+
+def test_a_job_costs_its_inference_and_new_bytes_and_a_cache_hit_costs_neither():
+    fresh = finished_with(
+        made("cutout", cached=False, inference_s=1.5, size=1000),
+        made("color", cached=False, size=300),
+        ResultRecord(name="popart", status=ResultStatus.FAILED),
     )
     assert job_usage(fresh) == {
         "jobs": 1,
@@ -57,15 +62,9 @@ def test_a_job_costs_its_inference_and_new_bytes_and_a_cache_hit_costs_neither()
         "results:cutout": 1,
         "results:color": 1,
     }
-    repeat = JobRecord(
-        new_job_id(),
-        JobStatus.SUCCEEDED,
-        0.0,
-        request=None,  # type: ignore[arg-type]
-        results={
-            "cutout": made("cutout", cached=True, inference_s=1.5, size=1000),
-            "color": made("color", cached=True, size=300),
-        },
+    repeat = finished_with(
+        made("cutout", cached=True, inference_s=1.5, size=1000),
+        made("color", cached=True, size=300),
     )
     assert job_usage(repeat) == {
         "jobs": 1,
