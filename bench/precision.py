@@ -23,7 +23,8 @@ from PIL import Image
 from bench.common import median_s, random_checkpoint, write_section
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.model import LoadedModel, cpu_supports_bf16, load_model
+from worker.engine_choice import cpu_supports_bf16
+from worker.model import LoadedModel, load_model
 
 #: What the worker runs, and why (the figures above decide it).
 DECISION = (
@@ -41,6 +42,7 @@ def loaded(precision: str) -> LoadedModel:
         model_ckpt=str(random_checkpoint("fast")),
         device="cpu",
         precision=precision,  # type: ignore[arg-type]
+        engine=f"torch-{precision}",  # type: ignore[arg-type]
     )
     return load_model(settings)
 

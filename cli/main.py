@@ -33,7 +33,7 @@ def bake(args: argparse.Namespace) -> int:
     from worker.bake import bake as bake_worker
 
     settings = service_settings()
-    source = CheckpointSource(args.url, args.sha256, args.dest, args.random)
+    source = CheckpointSource(args.url, args.sha256, args.dest, args.random, not args.no_engines)
     print(json.dumps(bake_worker(settings, args.mode or settings.model_mode, source)))
     return 0
 
@@ -151,13 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_parser(subparsers)
     baking = subparsers.add_parser(
         "bake",
-        help="put the checkpoint in place and warm the model and effects (image build, CI)",
+        help="put the checkpoint in place, export the network and measure the engines, "
+        "warm the model and effects (image build, CI)",
     )
     baking.add_argument("--mode", default="", help="model mode (default: CUTFX_MODEL_MODE)")
     baking.add_argument("--url", default="", help="checkpoint URL (release or mirror)")
     baking.add_argument("--sha256", default="", help="expected sha256 of the checkpoint")
     baking.add_argument("--dest", type=Path, help="where the checkpoint goes")
     baking.add_argument("--random", action="store_true", help="use a generated random checkpoint")
+    baking.add_argument(
+        "--no-engines",
+        action="store_true",
+        help="skip the ONNX export and the engine measurement (workers run eager torch)",
+    )
     baking.set_defaults(handler=bake)
     server = subparsers.add_parser(
         "serve", help="run the API (gunicorn with gevent workers) on CUTFX_BIND"

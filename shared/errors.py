@@ -41,6 +41,15 @@ class ChecksumMismatch(ConfigurationError):
     """A downloaded checkpoint is not the file its checksum names."""
 
 
+class ExportFailed(ConfigurationError):
+    """The network could not be exported to ONNX for the exported engines."""
+
+
+class EngineUnavailable(ConfigurationError):
+    """The inference engine asked for (CUTFX_ENGINE) cannot run here: its package, its
+    device, its CPU instructions or the network's export is missing (the message says)."""
+
+
 class MalformedRequest(CutfxError):
     code = "malformed_request"
     status = 400

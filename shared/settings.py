@@ -121,6 +121,18 @@ StorageBackend = Literal["local", "gcs"]
 ModelMode = Literal["base", "fast", "base-nightly"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp16", "bf16", "fp32"]
+#: The inference engines (worker/engines.py); "auto" lets the worker choose.
+EngineName = Literal[
+    "torch-fp32",
+    "torch-bf16",
+    "torch-fp16",
+    "onnxruntime-fp32",
+    "onnxruntime-cuda-fp32",
+    "onnxruntime-tensorrt-fp16",
+    "openvino-fp32",
+    "openvino-bf16",
+]
+EngineSetting = Literal["auto", EngineName]
 #: A comma list in the environment ("a, b,,"), a tuple in the program.
 CommaList = Annotated[tuple[str, ...], NoDecode]
 #: The queues workers serve (shared/queues.py names each).
@@ -163,6 +175,10 @@ class Settings(BaseSettings):
     model_ckpt: str = ""
     device: Device = "auto"
     precision: Precision = "fp16"
+    #: What runs the network's forward (worker/engines.py): "auto" picks the fastest one
+    #: that held parity when `cutfx bake` measured them on this machine, or by the CPU's
+    #: flags where nothing was measured here; a name forces that engine.
+    engine: EngineSetting = "auto"
     #: The fast-mode checkpoint a slower-mode gpu worker answers `preview=true` with
     #: (empty: transparent-background's release checkpoint).
     preview_ckpt: str = ""

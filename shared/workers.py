@@ -23,6 +23,7 @@ class WorkerStatus:
     model_id: str | None = None
     device: str | None = None
     precision: str | None = None
+    engine: str | None = None
     random_weights: bool | None = None
     ready_after_s: float | None = None
 

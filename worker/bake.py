@@ -1,10 +1,12 @@
 """Prepare a worker before it ever starts: `cutfx bake`.
 
 Puts the checkpoint in place (downloaded from --url and checked against
---sha256, or a generated random one with --random), loads the model as a worker
-does and runs its warm-up, and every effect once: a checkpoint that does not load,
-or an effect that fails, fails the build, not a worker's start. Nothing is
-compiled (no numba kernel is left on a start path). The worker image runs this at
+--sha256, or a generated random one with --random), exports the network to ONNX and
+measures every inference engine this machine can run against torch fp32 (the record
+the worker chooses its engine by: worker/engine_choice.py), loads the model as a
+worker does and runs its warm-up, and every effect once: a checkpoint that does not
+load, an export that fails, or an effect that fails, fails the build, not a worker's
+start. Nothing is compiled on a start path (no numba kernel). The worker image runs this at
 build time; scripts/test.sh runs it in CI, so both prove the same steps.
 """
 
@@ -61,6 +63,34 @@ def warm(settings: Settings, checkpoint: Path, mode: str) -> dict[str, float | s
     }
 
 
+def prepare_engines(settings: Settings, checkpoint: Path) -> dict[str, float | str]:
+    """Export the network (once per checkpoint) and measure every engine here against
+    torch fp32; the record stays beside the export, for this machine's workers."""
+    from worker.engine_choice import write_record
+    from worker.engine_trial import measure_engines, trial_photos
+    from worker.export import export_network
+    from worker.model import engine_parts, resolve_device
+    from worker.network import build_network
+
+    device = resolve_device(settings.device)
+    parts = engine_parts(settings, device, checkpoint)
+    export_s = 0.0
+    if not parts.export.exists():
+        network = build_network(settings.model_mode, checkpoint)
+        export_s = export_network(network, parts.input_size, parts.export)
+        del network
+    trials = measure_engines(parts, trial_photos())
+    write_record(parts.export, device, trials)
+    return {
+        "export_s": round(export_s, 1),
+        "export_mb": round(parts.export.size_bytes() / 2**20),
+        "engines_ms": ", ".join(
+            f"{trial.name} {trial.forward_ms:.0f}" + ("" if trial.holds_parity else " (no parity)")
+            for trial in trials
+        ),
+    }
+
+
 def warm_effects() -> float:
     """Run each effect once on a small cutout: each one's code is proven to run here."""
     import numpy as np
@@ -83,6 +113,8 @@ class CheckpointSource:
     sha256: str = ""
     destination: Path | None = None
     random: bool = False
+    #: Export the network and measure the engines (off: the worker runs eager torch).
+    engines: bool = True
 
 
 def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, float | str]:
@@ -97,4 +129,6 @@ def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, f
         checkpoint = fetch_verified(source.url, source.sha256, source.destination)
     else:
         raise ConfigurationError("give --url with --sha256 and --dest, or --random")
-    return {**warm(settings, checkpoint, mode), "effects_s": warm_effects()}
+    settings = settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode)
+    engines = prepare_engines(settings, checkpoint) if source.engines else {}
+    return {**engines, **warm(settings, checkpoint, mode), "effects_s": warm_effects()}

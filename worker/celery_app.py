@@ -100,6 +100,7 @@ def _announce_ready(sender: Any, **_: Any) -> None:
             "model_id": model.model_id,
             "device": model.device,
             "precision": model.precision,
+            "engine": model.engine.name,
             "random_weights": model.random_weights,
         }
     status = new_status(sender.hostname, process.queues, _started_at, **model_facts)

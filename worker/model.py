@@ -12,7 +12,6 @@ results differ from pymatting's by a small tolerance (tests/worker/test_foregrou
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -31,6 +30,9 @@ from worker.checkpoint import (
     model_id,
     release_checkpoint_path,
 )
+from worker.engine_choice import EngineChoice, choose_engine
+from worker.engines import Engine, EngineParts, TorchEngine, build_engine, engine_spec
+from worker.export import export_network, exported_network
 from worker.network import build_network, mode_config
 
 logger = logging.getLogger(__name__)
@@ -49,26 +51,39 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255
 #: The network's own guard against a flat map in its min-max stretch.
 MIN_MAX_EPSILON = 1e-8
-#: /proc/cpuinfo flags of the instructions that make bf16 matrix work fast on a CPU.
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass
 class LoadedModel:
-    """The network on its device, and the steps around it, each usable apart so a batch
-    can run one forward for many photos: `prepare` and `finish` per photo, `saliency`
-    for a batch. `segment` is the three in a row, as `Remover.process(type="rgba")`."""
+    """The network's engine on its device, and the steps around it, each usable apart so
+    a batch can run one forward for many photos: `prepare` and `finish` per photo,
+    `saliency` for a batch. `segment` is the three in a row, as
+    `Remover.process(type="rgba")`."""
 
-    network: Any
+    engine: Engine
     model_id: str
     mode: str
     device: str
-    precision: str
     random_weights: bool
     load_seconds: float
     input_size: tuple[int, int]
     matting: Callable[[npt.NDArray[np.float64], npt.NDArray[np.float32]], npt.NDArray[Any]]
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @property
+    def network(self) -> Any:
+        """transparent-background's network, where the engine runs it in torch (None
+        where an exported engine runs)."""
+        return self.engine.network if isinstance(self.engine, TorchEngine) else None
+
+    @network.setter
+    def network(self, network: Any) -> None:
+        if not isinstance(self.engine, TorchEngine):
+            raise TypeError(f"{self.engine.name} runs the export, not a torch network")
+        self.engine.network = network
 
     def prepare(self, rgb: npt.NDArray[np.uint8]) -> Any:
         """The network's input for one photo: resized to the mode's size, normalised, CHW."""
@@ -79,12 +94,8 @@ class LoadedModel:
         sigmoid), 1×h×w float32 on the model's device."""
         import torch
 
-        batch = torch.stack(list(inputs)).to(self.device)
-        if self.device.startswith("cuda"):
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), self.autocast():
-            logits = self.network.forward_inspyre(batch)["saliency"][-1]
-        return list(logits.float().unbind(0))
+        logits = self.engine.logits(torch.stack(list(inputs)))
+        return list(logits.unbind(0))
 
     def finish(
         self,
@@ -111,14 +122,6 @@ class LoadedModel:
         """RGB in, RGBA cutout out (at `full_size`'s size when given)."""
         (logits,) = self.saliency([self.prepare(rgb)])
         return self.finish(rgb, logits, full_size)
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
 
     def warm_up(self) -> float:
         """Pays before real work what would otherwise make the first photo slow.
@@ -219,34 +222,6 @@ def guided_upsample(
     offset_full = cv2.resize(mean(offset), full, interpolation=cv2.INTER_LINEAR)
     upsampled: npt.NDArray[np.float32] = np.clip(slope_full * grey + offset_full, 0.0, 1.0)
     return upsampled
-
-
-def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which oneDNN uses."""
-    import torch
-
-    try:
-        flags = set(cpuinfo.read_text().split())
-    except OSError:
-        return False
-    has_onednn = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
-    return has_onednn and any(flag in flags for flag in CPU_BF16_FLAGS)
-
-
-def effective_precision(device: str, setting: str, bf16_on_cpu: bool) -> str:
-    """CUTFX_PRECISION on this device: as set on CUDA; on a CPU, bf16 where the CPU has
-    bf16 instructions (fp16 there would be emulated, so it means bf16 too), else fp32."""
-    if device.startswith("cuda") or setting == "fp32":
-        return setting
-    return "bf16" if bf16_on_cpu else "fp32"
-
-
-def _cpu_precision_reason(setting: str, bf16_on_cpu: bool) -> dict[str, str]:
-    if setting == "fp32":
-        return {"precision": "fp32", "reason": "CUTFX_PRECISION=fp32"}
-    if bf16_on_cpu:
-        return {"precision": "bf16", "reason": "the CPU has bf16 instructions (autocast)"}
-    return {"precision": "fp32", "reason": "no bf16 instructions on this CPU"}
 
 
 def resolve_device(setting: str) -> str:
@@ -412,30 +387,21 @@ def matting_for(device: str) -> Any:
 
 
 def load_model(settings: Settings) -> LoadedModel:
-    import torch
-
     started = time.perf_counter()
     device = resolve_device(settings.device)
     checkpoint = resolve_checkpoint(settings)
-    network = build_network(settings.model_mode, checkpoint).to(device)
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-        # InSPyReNet.to() takes only a device: the memory format goes through Module's.
-        torch.nn.Module.to(network, memory_format=torch.channels_last)
-    bf16_on_cpu = not device.startswith("cuda") and cpu_supports_bf16()
-    precision = effective_precision(device, settings.precision, bf16_on_cpu)
-    if not device.startswith("cuda"):
-        logger.info("cpu precision", extra=_cpu_precision_reason(settings.precision, bf16_on_cpu))
-    height, width = mode_config(settings.model_mode)["base_size"]
+    identity = model_id(settings.model_mode, checkpoint)
+    parts = engine_parts(settings, device, checkpoint)
+    choice = choose_engine(settings, device, parts.export)
+    _export_when_forced(choice, parts, settings.model_mode, checkpoint)
     loaded = LoadedModel(
-        network=network,
-        model_id=model_id(settings.model_mode, checkpoint),
+        engine=build_engine(choice.name, parts),
+        model_id=identity,
         mode=settings.model_mode,
         device=device,
-        precision=precision,
         random_weights=is_random_checkpoint(checkpoint),
         load_seconds=time.perf_counter() - started,
-        input_size=(int(height), int(width)),
+        input_size=parts.input_size,
         matting=matting_for(device),
     )
     logger.info(
@@ -443,7 +409,9 @@ def load_model(settings: Settings) -> LoadedModel:
         extra={
             "model_id": loaded.model_id,
             "device": device,
-            "precision": precision,
+            "engine": choice.name,
+            "precision": loaded.precision,
+            "engine_reason": choice.reason,
             "mode": settings.model_mode,
             "seconds": round(loaded.load_seconds, 2),
         },
@@ -454,3 +422,43 @@ def load_model(settings: Settings) -> LoadedModel:
             extra={"checkpoint": str(checkpoint)},
         )
     return loaded
+
+
+def network_on(device: str, mode: str, checkpoint: Path) -> Any:
+    """transparent-background's network with the checkpoint's weights on `device`."""
+    import torch
+
+    network = build_network(mode, checkpoint).to(device)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        # InSPyReNet.to() takes only a device: the memory format goes through Module's.
+        torch.nn.Module.to(network, memory_format=torch.channels_last)
+    return network
+
+
+def engine_parts(settings: Settings, device: str, checkpoint: Path) -> EngineParts:
+    """What this model's engines are built from (worker/engines.py), on `device`, with
+    the process's thread count."""
+    import torch
+
+    height, width = mode_config(settings.model_mode)["base_size"]
+    return EngineParts(
+        device=device,
+        threads=int(torch.get_num_threads()),
+        input_size=(int(height), int(width)),
+        network=lambda: network_on(device, settings.model_mode, checkpoint),
+        export=exported_network(settings.cache_dir, model_id(settings.model_mode, checkpoint)),
+    )
+
+
+def _export_when_forced(
+    choice: EngineChoice, parts: EngineParts, mode: str, checkpoint: Path
+) -> None:
+    """An exported engine forced by CUTFX_ENGINE before any bake: export now (about a
+    minute on two cores), once; `auto` never waits for this."""
+    if engine_spec(choice.name).exported and not parts.export.exists():
+        logger.warning(
+            "exporting the network for the engine asked for; `cutfx bake` does this ahead",
+            extra={"engine": choice.name, "path": str(parts.export.onnx)},
+        )
+        export_network(build_network(mode, checkpoint), parts.input_size, parts.export)

@@ -55,7 +55,9 @@ def test_loading_skips_what_only_remover_needs_and_maps_the_weights(checkpoint):
 import json, os, sys
 from shared.settings import Settings
 from worker.model import load_model
-model = load_model(Settings(model_mode="fast", model_ckpt={str(checkpoint)!r}, device="cpu"))
+model = load_model(Settings(
+    model_mode="fast", model_ckpt={str(checkpoint)!r}, device="cpu", engine="torch-fp32"
+))
 path = os.path.realpath({str(checkpoint)!r})
 spans = [
     [int(end, 16) for end in line.split()[0].split("-")]
@@ -82,7 +84,7 @@ def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
     from transparent_background.Remover import Remover
 
     ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
     )
     ours = replace(ours, matting=estimate_foreground_ml)
     theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
@@ -99,7 +101,7 @@ def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bo
     from transparent_background.Remover import Remover
 
     ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
     )
     theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
     sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
@@ -118,7 +120,7 @@ def test_built_without_random_init_the_network_is_the_one_remover_builds(checkpo
     from transparent_background.Remover import Remover
 
     ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", precision="fp32")
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
     )
     theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint)).model
     their_weights = theirs.state_dict()
@@ -156,7 +158,7 @@ def test_a_cpu_warm_up_compiles_the_ending_without_a_forward(checkpoint, monkeyp
     forwards: list[object] = []
     mattings: list[tuple[object, object]] = []
     estimate = model.matting
-    monkeypatch.setattr(model.network, "forward_inspyre", forwards.append)
+    monkeypatch.setattr(model.engine, "logits", forwards.append)
 
     def recorded(image, mask):
         mattings.append((image.dtype, mask.dtype))

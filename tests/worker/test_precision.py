@@ -14,7 +14,8 @@ from PIL import Image
 
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.model import cpu_supports_bf16, effective_precision, load_model
+from worker.engine_choice import cpu_supports_bf16, effective_precision
+from worker.model import load_model
 
 MAX_MEAN_MASK_DIFFERENCE = 2.0
 MIN_LOGIT_CORRELATION = 0.99
@@ -61,8 +62,8 @@ def test_bf16_on_the_cpu_gives_the_fp32_masks(checkpoint):
     if not cpu_supports_bf16():
         pytest.skip("this CPU has no bf16 instructions: the worker runs fp32 here")
     settings = Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu")
-    exact = load_model(settings.with_overrides(precision="fp32"))
-    fast = load_model(settings.with_overrides(precision="bf16"))
+    exact = load_model(settings.with_overrides(engine="torch-fp32"))
+    fast = load_model(settings.with_overrides(engine="torch-bf16"))
     assert (exact.precision, fast.precision) == ("fp32", "bf16")
     for rgb in photos():
         exact_mask = exact.segment(rgb)[..., 3].astype(np.float64)

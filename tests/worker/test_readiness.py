@@ -10,6 +10,7 @@ from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
 from cli.main import main
 from shared.workers import live_workers
 from tests.conftest import settings_env
+from worker.engines import ENGINES
 
 pytestmark = pytest.mark.e2e
 
@@ -37,17 +38,20 @@ def test_the_gpu_heartbeat_carries_the_model_and_device(e2e_app, e2e_settings, c
     assert gpu.ready
     assert gpu.model_id == model_id("fast", checkpoint)
     assert gpu.device == "cpu"
-    assert gpu.precision == cpu_precision(e2e_settings)
+    assert gpu.precision in cpu_precisions(e2e_settings)
+    assert gpu.engine in ENGINES
+    assert ENGINES[gpu.engine].precision == gpu.precision
     assert gpu.random_weights is True
     assert gpu.ready_after_s is not None
     assert gpu.ready_after_s > 0
 
 
-def cpu_precision(settings) -> str:
-    """bf16 on a CPU with bf16 instructions (unless fp32 is asked for), else fp32."""
-    from worker.model import cpu_supports_bf16, effective_precision
+def cpu_precisions(settings) -> set[str]:
+    """fp32, and bf16 on a CPU with bf16 instructions (unless fp32 is asked for): the
+    worker runs the fastest engine that held parity at one of them."""
+    from worker.engine_choice import allowed_precisions
 
-    return effective_precision("cpu", settings.precision, cpu_supports_bf16())
+    return allowed_precisions("cpu", settings.precision)
 
 
 def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_settings):
@@ -64,10 +68,9 @@ def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_
     )
     loaded = next(line for line in lines if line["msg"] == "model loaded")
     assert loaded["device"] == "cpu"
-    assert loaded["precision"] == cpu_precision(e2e_settings)
-    chosen = next(line for line in lines if line["msg"] == "cpu precision")
-    assert chosen["precision"] == loaded["precision"]
-    assert chosen["reason"]
+    assert loaded["precision"] in cpu_precisions(e2e_settings)
+    assert loaded["precision"] == ENGINES[loaded["engine"]].precision
+    assert loaded["engine_reason"]
 
 
 def test_the_worker_probes_find_a_live_worker_and_miss_an_absent_one(

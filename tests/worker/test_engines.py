@@ -1,0 +1,310 @@
+"""The inference engines: the exported network against transparent-background's own in
+torch, on the same photos (raw logits, since random-weight masks saturate), with a
+dynamic batch; the bake's record; and the worker's choice, by measurement and by rule."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shared.errors import ConfigurationError, EngineUnavailable
+from shared.settings import EngineName, Settings
+from tests.helpers import SAMPLE
+from worker.engine_choice import (
+    MAX_LOGIT_RELATIVE_DIFFERENCE,
+    MIN_LOGIT_CORRELATION,
+    EngineTrial,
+    choose_engine,
+    read_record,
+    record_path,
+    write_record,
+)
+from worker.engine_trial import REFERENCE_ENGINE
+from worker.engines import ENGINES, OPENVINO_CACHE, build_engine, cpu_flags
+from worker.export import EXPORT_FORMAT, ONNX_FILE, export_key, exported_network
+from worker.model import engine_parts, load_model, mask_from_logits
+
+EXPORTED_CPU_ENGINES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
+BF16_FLAGS = frozenset({"avx2", "avx512_bf16", "amx_bf16"})
+AVX2_FLAGS = frozenset({"avx2", "fma"})
+
+
+@pytest.fixture(scope="module")
+def settings(checkpoint: Path) -> Settings:
+    return Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def parts(settings: Settings, checkpoint: Path):
+    """The engines' parts, the network exported and measured as `cutfx bake` does (the
+    test script's bake has done it already; alone, this does it once)."""
+    from worker.bake import prepare_engines
+
+    found = engine_parts(settings, "cpu", checkpoint)
+    if not found.export.exists() or not read_record(found.export, "cpu"):
+        prepare_engines(settings, checkpoint)
+    return found
+
+
+def photos() -> list[np.ndarray]:
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    return [sample, np.ascontiguousarray(sample[40:260, 100:400]), sample[:, ::-1].copy()]
+
+
+def logits_of(engine, batch: torch.Tensor) -> torch.Tensor:
+    return engine.logits(batch).float().cpu()
+
+
+def correlation(first: torch.Tensor, second: torch.Tensor) -> float:
+    pair = torch.stack([first.flatten().double(), second.flatten().double()])
+    return float(torch.corrcoef(pair)[0, 1])
+
+
+def relative_difference(expected: torch.Tensor, found: torch.Tensor) -> float:
+    """Mean absolute difference over the mean magnitude: the random-weight maps of two
+    photos correlate almost perfectly, and differ in scale and detail, which this sees."""
+    return float((expected - found).abs().mean() / expected.abs().mean())
+
+
+def runnable(names) -> list[str]:
+    return [name for name in names if ENGINES[name].unavailable_because("cpu", cpu_flags()) is None]
+
+
+def test_every_engine_the_settings_accept_is_registered():
+    assert set(get_args(EngineName)) == set(ENGINES)
+    with pytest.raises(ConfigurationError, match="CUTFX_ENGINE"):
+        Settings.from_env({"CUTFX_ENGINE": "tensorflow"})
+
+
+def test_the_export_is_keyed_by_the_checkpoint_and_the_exporter(tmp_path):
+    first = exported_network(tmp_path, "inspyrenet-swinb-fast-aaaa")
+    other = exported_network(tmp_path, "inspyrenet-swinb-fast-bbbb")
+    assert first.directory != other.directory
+    key = export_key("inspyrenet-swinb-fast-aaaa")
+    assert key.startswith("inspyrenet-swinb-fast-aaaa-")
+    assert f"onnx{EXPORT_FORMAT}" in key
+    assert "torch2.14.1" in key
+
+
+@pytest.mark.parametrize("name", EXPORTED_CPU_ENGINES)
+def test_an_exported_engine_gives_the_networks_own_logits(parts, name):
+    if ENGINES[name].unavailable_because("cpu", cpu_flags()):
+        pytest.skip(f"{name} cannot run on this CPU")
+    reference = build_engine(REFERENCE_ENGINE, parts)
+    engine = build_engine(name, parts)
+    tier = "fp32" if engine.precision == "fp32" else "reduced"
+    for photo in photos():
+        batch = reference_input(parts, photo)
+        expected, found = logits_of(reference, batch), logits_of(engine, batch)
+        assert correlation(expected, found) >= MIN_LOGIT_CORRELATION[tier]
+        relative = relative_difference(expected, found)
+        assert relative <= MAX_LOGIT_RELATIVE_DIFFERENCE[tier]
+        masks = [mask_from_logits(each[0], photo.shape) * 255 for each in (expected, found)]
+        difference = np.abs(masks[0] - masks[1])
+        assert (difference.max() if tier == "fp32" else difference.mean()) <= 1.0
+
+
+def reference_input(parts, photo: np.ndarray) -> torch.Tensor:
+    from worker.model import prepared_input
+
+    return prepared_input(photo, parts.input_size)[None]
+
+
+@pytest.mark.parametrize("name", EXPORTED_CPU_ENGINES)
+def test_a_batch_through_the_export_gives_each_photo_its_own_logits(parts, name):
+    """The batch axis is dynamic: three photos in one forward, each as it is alone."""
+    if ENGINES[name].unavailable_because("cpu", cpu_flags()):
+        pytest.skip(f"{name} cannot run on this CPU")
+    engine = build_engine(name, parts)
+    tier = "fp32" if engine.precision == "fp32" else "reduced"
+    inputs = torch.cat([reference_input(parts, photo) for photo in photos()])
+    together = logits_of(engine, inputs)
+    assert together.shape == (3, 1, *parts.input_size)
+    for index in range(3):
+        alone = logits_of(engine, inputs[index : index + 1])
+        assert correlation(alone, together[index]) >= MIN_LOGIT_CORRELATION[tier]
+        assert relative_difference(alone, together[index]) <= MAX_LOGIT_RELATIVE_DIFFERENCE[tier]
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        apart = relative_difference(together[first], together[second])
+        assert apart >= 2 * MAX_LOGIT_RELATIVE_DIFFERENCE["reduced"], "distinct photos apart"
+
+
+def test_openvino_keeps_a_compiled_network_per_precision(parts):
+    names = runnable(("openvino-fp32", "openvino-bf16"))
+    if not names:
+        pytest.skip("OpenVINO cannot run here")
+    for name in names:
+        build_engine(name, parts).logits(reference_input(parts, photos()[0]))
+    folders = {path.name for path in (parts.export.directory / OPENVINO_CACHE).iterdir()}
+    threads = torch.get_num_threads()
+    assert {f"{ENGINES[name].precision}-{threads}" for name in names} <= folders
+
+
+def test_forwards_side_by_side_in_threads_agree(parts):
+    (name,) = runnable(("openvino-fp32",)) or ["onnxruntime-fp32"]
+    engine = build_engine(name, parts)
+    batch = reference_input(parts, photos()[0])
+    expected = logits_of(engine, batch)
+    found: list[torch.Tensor] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(logits_of(engine, batch))) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 3
+    assert all(correlation(expected, each) >= MIN_LOGIT_CORRELATION["fp32"] for each in found)
+
+
+def test_the_bake_records_every_engine_this_cpu_runs_and_the_worker_runs_its_pick(settings, parts):
+    trials = {trial.name: trial for trial in read_record(parts.export, "cpu")}
+    assert set(runnable(["torch-fp32", "torch-bf16", *EXPORTED_CPU_ENGINES])) <= set(trials)
+    assert trials[REFERENCE_ENGINE].logit_correlation == 1.0
+    for name in runnable(("onnxruntime-fp32", "openvino-fp32")):
+        assert trials[name].holds_parity, trials[name]
+    choice = choose_engine(settings, "cpu", parts.export)
+    allowed = {"fp32", "bf16"} if runnable(["torch-bf16"]) else {"fp32"}
+    fastest = min(
+        (t for t in trials.values() if t.holds_parity and t.precision in allowed),
+        key=lambda trial: trial.forward_ms,
+    )
+    assert choice.name == fastest.name
+    assert "baked on this machine" in choice.reason
+    model = load_model(settings)
+    assert model.engine.name == choice.name
+    assert model.segment(photos()[1]).shape == (*photos()[1].shape[:2], 4)
+
+
+def trial(name: str, forward_ms: float, correlation: float = 1.0) -> EngineTrial:
+    return EngineTrial(name, ENGINES[name].precision, forward_ms, correlation, 0.0, 0.0, 0.0)
+
+
+@pytest.fixture
+def measured(tmp_path, monkeypatch):
+    """A fake export folder on this machine (a record, no network), and CPU flags chosen
+    by the test."""
+    export = exported_network(tmp_path, "inspyrenet-swinb-fast-0123456789abcdef")
+    export.directory.mkdir(parents=True)
+    export.onnx.write_bytes(b"stand-in")
+
+    def with_flags(flags: frozenset[str]) -> None:
+        monkeypatch.setattr("worker.engine_choice.cpu_flags", lambda *_: flags)
+
+    with_flags(BF16_FLAGS)
+    return export, with_flags
+
+
+def test_the_fastest_engine_that_held_parity_is_chosen(measured):
+    export, _ = measured
+    write_record(
+        export,
+        "cpu",
+        [
+            trial("torch-fp32", 1800),
+            trial("openvino-bf16", 150, correlation=0.99),  # fast, but off parity
+            trial("openvino-fp32", 850),
+            trial("onnxruntime-fp32", 1200),
+        ],
+    )
+    choice = choose_engine(Settings(device="cpu"), "cpu", export)
+    assert choice.name == "openvino-fp32"
+    assert "850 ms" in choice.reason
+    assert "onnxruntime-fp32 1200 ms" in choice.reason
+    fp32_only = choose_engine(Settings(device="cpu", precision="fp32"), "cpu", export)
+    assert fp32_only.name == "openvino-fp32"
+
+
+def test_a_precision_the_settings_refuse_is_not_chosen_even_when_fastest(measured):
+    export, _ = measured
+    write_record(export, "cpu", [trial("torch-fp32", 1800), trial("openvino-bf16", 200)])
+    assert choose_engine(Settings(device="cpu"), "cpu", export).name == "openvino-bf16"
+    refused = choose_engine(Settings(device="cpu", precision="fp32"), "cpu", export)
+    assert refused.name == "torch-fp32"
+
+
+def test_another_machines_record_is_not_used(measured, monkeypatch):
+    export, _ = measured
+    write_record(export, "cpu", [trial("torch-fp32", 1800), trial("onnxruntime-fp32", 100)])
+    assert choose_engine(Settings(device="cpu"), "cpu", export).name == "onnxruntime-fp32"
+    monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda: 64)
+    assert not record_path(export, "cpu").exists()
+    choice = choose_engine(Settings(device="cpu"), "cpu", export)
+    assert choice.name == "openvino-bf16"
+    assert "not measured on this machine" in choice.reason
+
+
+def test_without_a_record_the_rules_follow_the_cpus_flags(measured):
+    export, with_flags = measured
+    assert choose_engine(Settings(device="cpu"), "cpu", export).name == "openvino-bf16"
+    with_flags(AVX2_FLAGS)
+    choice = choose_engine(Settings(device="cpu"), "cpu", export)
+    assert choice.name == "openvino-fp32"
+    assert "at fp32" in choice.reason
+
+
+def test_without_an_export_the_worker_runs_eager_torch(measured, tmp_path):
+    _, with_flags = measured
+    missing = exported_network(tmp_path / "empty", "inspyrenet-swinb-fast-ffff")
+    choice = choose_engine(Settings(device="cpu"), "cpu", missing)
+    assert choice.name == "torch-bf16"
+    assert "cutfx bake" in choice.reason
+    with_flags(AVX2_FLAGS)
+    assert choose_engine(Settings(device="cpu"), "cpu", missing).name == "torch-fp32"
+
+
+def test_on_cuda_the_rule_is_torch_at_the_configured_precision(measured, monkeypatch):
+    export, _ = measured
+    monkeypatch.setattr("worker.engine_choice.torch.cuda.get_device_name", lambda _: "H200")
+    assert choose_engine(Settings(), "cuda:0", export).name == "torch-fp16"
+    assert choose_engine(Settings(precision="bf16"), "cuda:0", export).name == "torch-bf16"
+
+
+def test_a_forced_engine_that_cannot_run_here_is_refused_with_the_reason(parts, monkeypatch):
+    with pytest.raises(EngineUnavailable, match="runs on cuda, not cpu"):
+        build_engine("torch-fp16", parts)
+    monkeypatch.setattr("worker.engines.cpu_flags", lambda *_: AVX2_FLAGS)
+    with pytest.raises(EngineUnavailable, match="needs a CPU with avx512_bf16 or amx_bf16"):
+        build_engine("openvino-bf16", parts)
+    missing = replace(parts, export=exported_network(Path("/nonexistent"), "x"))
+    with pytest.raises(EngineUnavailable, match="needs the network's export"):
+        build_engine("onnxruntime-fp32", missing)
+    with pytest.raises(EngineUnavailable, match="unknown engine"):
+        build_engine("tensorflow", parts)
+
+
+def test_a_forced_exported_engine_exports_first_when_nothing_was_baked(
+    settings, parts, tmp_path, monkeypatch
+):
+    """CUTFX_ENGINE names an exported engine and no bake ran: the worker exports at
+    start (once) rather than refusing; `auto` never does (test above). The export itself
+    is the bake's (run by the `parts` fixture); here a copy of it stands in."""
+    import worker.model
+
+    exported: list[Path] = []
+
+    def export_copy(network, input_size, target):
+        exported.append(target.directory)
+        shutil.copytree(parts.export.directory, target.directory, ignore=ignore_caches)
+        return 0.0
+
+    monkeypatch.setattr(worker.model, "export_network", export_copy)
+    fresh = settings.with_overrides(cache_dir=tmp_path, engine="onnxruntime-fp32")
+    model = load_model(fresh)
+    assert model.engine.name == "onnxruntime-fp32"
+    assert len(exported) == 1
+    assert exported[0].parent.parent == tmp_path
+    assert load_model(fresh).engine.name == "onnxruntime-fp32"
+    assert len(exported) == 1, "exported once"
+
+
+def ignore_caches(folder: str, names: list[str]) -> list[str]:
+    return [name for name in names if not name.startswith(ONNX_FILE)]

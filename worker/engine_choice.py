@@ -1,0 +1,190 @@
+"""Which engine a worker runs, and why (logged at every start).
+
+1. CUTFX_ENGINE, when it names one.
+2. Else the fastest engine that held parity when `cutfx bake` measured them all on this
+   machine (worker/engine_trial.py), read from the record the bake left beside the
+   export. A record is per machine: the CPU's model, its flags and the thread count (or
+   the GPU's name), so an image baked on one machine does not decide for another.
+3. Else rules from the CPU's flags: where the export exists, OpenVINO (bf16 on a CPU with
+   AVX512-BF16 or AMX, fp32 otherwise), the fastest on every CPU measured so far; where
+   it does not, eager torch, as before there were exports. On CUDA, torch at
+   CUTFX_PRECISION until a bake on that GPU has measured the exported engines.
+
+Whatever the route, only engines at a precision CUTFX_PRECISION allows on the device
+are candidates: fp32 always, and bf16 or fp16 where the setting asks for it and the
+device has it (effective_precision).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.settings import Settings
+from worker.engines import (
+    CPU_BF16_FLAGS,
+    CPUINFO,
+    ENGINES,
+    cpu_flags,
+    cpuinfo_field,
+    engine_spec,
+)
+from worker.export import ExportedNetwork
+
+#: Parity with torch fp32 that an engine must hold to be chosen: at fp32 the raw
+#: logits correlate to 0.9999, differ by a thousandth of their magnitude on average, and
+#: no mask pixel moves more than 1/255; at a reduced precision (bf16, fp16) the logits
+#: correlate to 0.999 and differ by 5 % at most, and the masks by 1/255 on average
+#: (tests/worker/test_precision.py holds torch's bf16 to 0.99 and 2/255). Correlation
+#: alone is not enough: random-weight maps of different photos correlate to 0.9999.
+MIN_LOGIT_CORRELATION = {"fp32": 0.9999, "reduced": 0.999}
+MAX_LOGIT_RELATIVE_DIFFERENCE = {"fp32": 1e-3, "reduced": 0.05}
+MAX_MASK_DIFFERENCE_255 = {"fp32": 1.0, "reduced": 1.0}
+RECORD_PREFIX = "measured-"
+#: The CPU engines in the order the rules prefer them.
+CPU_RULE_ORDER = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32", "torch-bf16", "torch-fp32")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EngineTrial:
+    """One engine measured against torch fp32 on the same photos."""
+
+    name: str
+    precision: str
+    forward_ms: float
+    logit_correlation: float
+    logit_relative_difference: float
+    mask_max_difference_255: float
+    mask_mean_difference_255: float
+
+    @property
+    def holds_parity(self) -> bool:
+        tier = "fp32" if self.precision == "fp32" else "reduced"
+        # At fp32 every pixel is held to the bound; at a reduced precision the mean is.
+        difference = (
+            self.mask_max_difference_255 if tier == "fp32" else self.mask_mean_difference_255
+        )
+        return (
+            self.logit_correlation >= MIN_LOGIT_CORRELATION[tier]
+            and self.logit_relative_difference <= MAX_LOGIT_RELATIVE_DIFFERENCE[tier]
+            and difference <= MAX_MASK_DIFFERENCE_255[tier]
+        )
+
+
+def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), which oneDNN uses."""
+    has_onednn = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    return has_onednn and bool(set(CPU_BF16_FLAGS) & cpu_flags(cpuinfo))
+
+
+def effective_precision(device: str, setting: str, bf16_on_cpu: bool) -> str:
+    """CUTFX_PRECISION on this device: as set on CUDA; on a CPU, bf16 where the CPU has
+    bf16 instructions (fp16 there would be emulated, so it means bf16 too), else fp32."""
+    if device.startswith("cuda") or setting == "fp32":
+        return setting
+    return "bf16" if bf16_on_cpu else "fp32"
+
+
+def machine_signature(device: str) -> str:
+    """What makes engine timings comparable: the CPU (model, flags, threads) or the GPU."""
+    if device.startswith("cuda"):
+        described = torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
+    else:
+        cpu = cpuinfo_field("model name")
+        described = f"{cpu}|{' '.join(sorted(cpu_flags()))}|{torch.get_num_threads()}"
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def record_path(export: ExportedNetwork, device: str) -> Path:
+    return export.directory / f"{RECORD_PREFIX}{machine_signature(device)}.json"
+
+
+def write_record(export: ExportedNetwork, device: str, trials: list[EngineTrial]) -> Path:
+    """Keep the bake's measurements beside the export, for this machine's workers."""
+    path = record_path(export, device)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"trials": [asdict(trial) for trial in trials]}, indent=2))
+    os.replace(partial, path)
+    return path
+
+
+def read_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
+    """The bake's measurements on this machine; none when it measured none here."""
+    try:
+        stored: dict[str, Any] = json.loads(record_path(export, device).read_text())
+        return [EngineTrial(**trial) for trial in stored["trials"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def allowed_precisions(device: str, setting: str) -> set[str]:
+    bf16_on_cpu = not device.startswith("cuda") and cpu_supports_bf16()
+    return {"fp32", effective_precision(device, setting, bf16_on_cpu)}
+
+
+def can_run(name: str, device: str, export: ExportedNetwork) -> bool:
+    spec = engine_spec(name)
+    if spec.unavailable_because(device, cpu_flags()) is not None:
+        return False
+    return export.exists() or not spec.exported
+
+
+def fastest_measured(trials: list[EngineTrial], candidates: set[str]) -> EngineChoice | None:
+    held = sorted(
+        (trial for trial in trials if trial.name in candidates and trial.holds_parity),
+        key=lambda trial: trial.forward_ms,
+    )
+    if not held:
+        return None
+    best = held[0]
+    others = ", ".join(f"{trial.name} {trial.forward_ms:.0f} ms" for trial in held[1:])
+    return EngineChoice(
+        best.name,
+        f"the fastest that held parity when baked on this machine: {best.forward_ms:.0f} ms"
+        + (f" (then {others})" if others else ""),
+    )
+
+
+def by_rule(device: str, precision: str, candidates: set[str], has_export: bool) -> EngineChoice:
+    if device.startswith("cuda"):
+        name = f"torch-{precision}"
+        return EngineChoice(name, "CUDA: exported engines not measured on this GPU yet")
+    for name in CPU_RULE_ORDER:
+        if name in candidates:
+            break
+    if not has_export:
+        reason = "no export of this network yet (`cutfx bake` makes it): eager torch"
+    elif name.startswith("openvino"):
+        reason = "not measured on this machine; OpenVINO was the fastest on every CPU tried"
+    else:
+        reason = "not measured on this machine; OpenVINO is not installed"
+    return EngineChoice(name, reason + f", at {precision} on this CPU")
+
+
+def choose_engine(settings: Settings, device: str, export: ExportedNetwork) -> EngineChoice:
+    """The engine this worker runs, and the reason (see the module's doc)."""
+    if settings.engine != "auto":
+        return EngineChoice(settings.engine, f"CUTFX_ENGINE={settings.engine}")
+    allowed = allowed_precisions(device, settings.precision)
+    candidates = {
+        name
+        for name, spec in ENGINES.items()
+        if spec.precision in allowed and can_run(name, device, export)
+    }
+    measured = fastest_measured(read_record(export, device), candidates)
+    if measured is not None:
+        return measured
+    precision = effective_precision(device, settings.precision, "bf16" in allowed)
+    return by_rule(device, precision, candidates, export.exists())

@@ -1,0 +1,134 @@
+"""Every engine this machine can run, measured against torch fp32 (`cutfx bake`).
+
+On the same prepared photos, all three in one batch (the batch axis is part of what is
+proven): each engine's forward time for one photo (the median of a few after one
+unmeasured call, which pays compilation and first-call costs), the correlation of its
+raw logits with torch fp32's and their mean relative difference, and how far its masks
+move. The result is written beside
+the export for this machine (worker/engine_choice.py reads it at every start) and is
+what bench/engine.py reports.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from worker.engine_choice import EngineTrial, can_run
+from worker.engines import ENGINES, Engine, EngineParts, build_engine
+from worker.model import mask_from_logits, prepared_input
+
+logger = logging.getLogger(__name__)
+
+#: Timed forwards per engine after the unmeasured one: enough for a stable median on a
+#: quiet machine, few enough that a bake measures six engines in about half a minute.
+TRIAL_RUNS = 3
+REFERENCE_ENGINE = "torch-fp32"
+
+
+def trial_photos() -> list[npt.NDArray[np.uint8]]:
+    """Three photos of different shapes, made here (an image need not ship a sample): a
+    lit, textured oval subject on a graded, noisy background."""
+    rng = np.random.default_rng(7)
+    photos = []
+    for height, width in ((480, 640), (600, 400), (512, 512)):
+        rows, columns = np.mgrid[0:height, 0:width].astype(np.float64)
+        oval = ((rows / height - 0.55) / 0.3) ** 2 + ((columns / width - 0.5) / 0.25) ** 2 < 1
+        background = np.stack([rows / height, columns / width, 1 - rows / height], axis=-1)
+        subject = np.stack([0.8 + 0.1 * np.sin(columns / 9), 0.6 + 0 * rows, 0.3 + 0 * rows], -1)
+        photo = np.where(oval[..., None], subject, background) * 220
+        photo += rng.normal(0, 12, photo.shape)
+        photos.append(np.clip(photo, 0, 255).astype(np.uint8))
+    return photos
+
+
+def forward_seconds(engine: Engine, batch: torch.Tensor, runs: int = TRIAL_RUNS) -> float:
+    engine.logits(batch)
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        engine.logits(batch)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def masks(logits: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[npt.NDArray[np.float64]]:
+    """The 0..255 masks the worker would make of each photo's logits."""
+    return [
+        mask_from_logits(each, shape).astype(np.float64) * 255
+        for each, shape in zip(logits.unbind(0), shapes, strict=True)
+    ]
+
+
+def compared(
+    name: str,
+    engine: Engine,
+    photos: Sequence[npt.NDArray[np.uint8]],
+    reference: torch.Tensor,
+    runs: int,
+) -> EngineTrial:
+    inputs = torch.stack([prepared_input(photo, _input_size(reference)) for photo in photos])
+    logits = engine.logits(inputs).float().cpu()
+    shapes = [photo.shape for photo in photos]
+    differences = [
+        np.abs(ours - theirs)
+        for ours, theirs in zip(masks(logits, shapes), masks(reference, shapes), strict=True)
+    ]
+    pair = torch.stack([reference.flatten().double(), logits.flatten().double()])
+    relative = (logits - reference).abs().mean() / reference.abs().mean()
+    return EngineTrial(
+        name=name,
+        precision=ENGINES[name].precision,
+        forward_ms=round(forward_seconds(engine, inputs[:1], runs) * 1000, 1),
+        logit_correlation=round(float(torch.corrcoef(pair)[0, 1]), 7),
+        logit_relative_difference=round(float(relative), 7),
+        mask_max_difference_255=round(max(float(d.max()) for d in differences), 3),
+        mask_mean_difference_255=round(statistics.fmean(float(d.mean()) for d in differences), 4),
+    )
+
+
+def _input_size(logits: torch.Tensor) -> tuple[int, int]:
+    height, width = logits.shape[-2:]
+    return int(height), int(width)
+
+
+def measure_engines(
+    parts: EngineParts,
+    photos: Sequence[npt.NDArray[np.uint8]],
+    names: Sequence[str] = (),
+    runs: int = TRIAL_RUNS,
+) -> list[EngineTrial]:
+    """Each engine of `names` (every one this machine can run when empty) against torch
+    fp32 on `photos`; the reference is measured first, and is a trial too."""
+    reference_engine = build_engine(REFERENCE_ENGINE, parts)
+    inputs = torch.stack([prepared_input(photo, parts.input_size) for photo in photos])
+    reference = reference_engine.logits(inputs).float().cpu()
+    trials = [compared(REFERENCE_ENGINE, reference_engine, photos, reference, runs)]
+    del reference_engine
+    for name in names or ENGINES:
+        if name == REFERENCE_ENGINE or not can_run(name, parts.device, parts.export):
+            continue
+        started = time.perf_counter()
+        engine = build_engine(name, parts)
+        built_s = time.perf_counter() - started
+        trials.append(compared(name, engine, photos, reference, runs))
+        logger.info(
+            "engine measured",
+            extra={
+                "engine": name,
+                "build_s": round(built_s, 2),
+                "forward_ms": trials[-1].forward_ms,
+                "logit_correlation": trials[-1].logit_correlation,
+                "holds_parity": trials[-1].holds_parity,
+            },
+        )
+        del engine
+        gc.collect()
+    return trials

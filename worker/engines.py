@@ -1,0 +1,311 @@
+"""The inference engines: what runs one forward of the network, by name (CUTFX_ENGINE).
+
+Every engine takes the same input (a batch of prepared photos, N×3×H×W float32 on the
+CPU) and returns the same output (the last saliency map before the sigmoid, N×1×H×W
+float32 on the model's device), so everything around the forward (batching, previews,
+escalation, print resolution) is the same whichever runs.
+
+- `torch-*`: transparent-background's network in eager PyTorch, at a precision by
+  autocast (bf16 on a CPU with bf16 instructions; fp16 or bf16 on CUDA).
+- `onnxruntime-*` and `openvino-*`: the network's ONNX export (worker/export.py), run by
+  ONNX Runtime or OpenVINO. Both fuse the graph and pick kernels for the CPU they run on;
+  OpenVINO's bf16 runs the matrix work on AMX or AVX512-BF16.
+
+Which one a worker runs is worker/engine_choice.py's decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from shared.errors import EngineUnavailable
+from shared.settings import EngineName
+from worker.export import INPUT_NAME, ExportedNetwork, SaliencyLogits
+
+#: /proc/cpuinfo flags of the instructions that make bf16 matrix work fast on a CPU.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: OpenVINO's names for the precisions.
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+#: Where OpenVINO keeps its compiled networks, inside the export's folder: a restart
+#: loads them instead of compiling again.
+OPENVINO_CACHE = "openvino-cache"
+TENSORRT_CACHE = "tensorrt-cache"
+
+
+class Engine(Protocol):
+    """One forward: prepared photos in, raw saliency logits out (see the module's doc)."""
+
+    name: str
+    precision: str
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class EngineParts:
+    """What an engine is built from. `network` builds transparent-background's network
+    on `device` (only the torch engines call it); `export` is the network's ONNX export."""
+
+    device: str
+    threads: int
+    input_size: tuple[int, int]
+    network: Callable[[], Any]
+    export: ExportedNetwork
+
+
+class TorchEngine:
+    """The network in eager PyTorch, at `precision` by autocast."""
+
+    def __init__(self, name: str, precision: str, parts: EngineParts) -> None:
+        self.name = name
+        self.precision = precision
+        self.device = parts.device
+        self._saliency = SaliencyLogits(parts.network())
+
+    @property
+    def network(self) -> Any:
+        return self._saliency.network
+
+    @network.setter
+    def network(self, network: Any) -> None:
+        """Another module in the network's place (bench/precision.py: traced, compiled)."""
+        self._saliency = SaliencyLogits(network)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device)
+        if self.device.startswith("cuda"):
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), self._autocast():
+            logits: torch.Tensor = self._saliency(batch)
+        return logits.float()
+
+
+class OnnxRuntimeEngine:
+    """The export in ONNX Runtime, on the providers given (CPU, CUDA, TensorRT)."""
+
+    def __init__(self, name: str, precision: str, parts: EngineParts, providers: list[Any]) -> None:
+        import onnxruntime
+
+        self.name = name
+        self.precision = precision
+        self.device = parts.device
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = parts.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(
+            str(parts.export.onnx), options, providers=providers
+        )
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        (output,) = self.session.run(None, {INPUT_NAME: batch.numpy()})
+        return torch.from_numpy(output).to(self.device)
+
+
+@dataclass
+class OpenVinoEngine:
+    """The export in OpenVINO on the CPU. A network is compiled per batch size (static
+    shapes run faster than the dynamic axis), the first on load, others when first met;
+    compiled networks are cached on disk beside the export."""
+
+    name: str
+    precision: str
+    parts: EngineParts
+    _compiled: dict[int, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        import openvino
+
+        self.device = self.parts.device
+        self._core = openvino.Core()
+        # A folder per precision and thread count: OpenVINO's cache key leaves the
+        # precision hint out, and a bf16 compile that loads an f32 blob crashes.
+        cache = (
+            self.parts.export.directory / OPENVINO_CACHE / f"{self.precision}-{self.parts.threads}"
+        )
+        self._core.set_property({"CACHE_DIR": str(cache)})
+        self._network = self._core.read_model(str(self.parts.export.onnx))
+        self._for_batch(1)
+
+    def _for_batch(self, size: int) -> Any:
+        with self._lock:
+            if size not in self._compiled:
+                height, width = self.parts.input_size
+                network = self._network.clone()
+                network.reshape({INPUT_NAME: [size, 3, height, width]})
+                self._compiled[size] = self._core.compile_model(
+                    network,
+                    "CPU",
+                    {
+                        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[self.precision],
+                        "INFERENCE_NUM_THREADS": self.parts.threads,
+                        "PERFORMANCE_HINT": "LATENCY",
+                    },
+                )
+            return self._compiled[size]
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        # An infer request per call: a compiled network's own request is not thread-safe,
+        # and a threads-pool worker may run forwards side by side.
+        request = self._for_batch(batch.shape[0]).create_infer_request()
+        request.infer({0: batch.numpy()})
+        output = np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        return torch.from_numpy(output)
+
+
+def _tensorrt_providers(parts: EngineParts) -> list[Any]:
+    cache = parts.export.directory / TENSORRT_CACHE
+    return [
+        (
+            "TensorrtExecutionProvider",
+            {
+                "trt_fp16_enable": True,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+            },
+        ),
+        "CUDAExecutionProvider",
+    ]
+
+
+def _cuda_index(device: str) -> int:
+    return int(device.partition(":")[2] or 0)
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """An engine by name: its precision, where it can run, and how it is built."""
+
+    name: EngineName
+    precision: str
+    devices: frozenset[str]
+    build: Callable[[EngineParts], Engine]
+    #: Runs the ONNX export (else transparent-background's network in torch).
+    exported: bool = False
+    #: The Python package it needs, and ONNX Runtime's execution provider.
+    package: str = "torch"
+    provider: str = ""
+    #: CPU flags one of which it needs (on a CPU).
+    cpu_flags: tuple[str, ...] = ()
+
+    def unavailable_because(self, device: str, cpu_flags: frozenset[str]) -> str | None:
+        """Why this engine cannot run here (None: it can), its export aside."""
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        if kind not in self.devices:
+            return f"{self.name} runs on {' or '.join(sorted(self.devices))}, not {kind}"
+        if kind == "cpu" and self.cpu_flags and not set(self.cpu_flags) & cpu_flags:
+            return f"{self.name} needs a CPU with {' or '.join(self.cpu_flags)}"
+        if importlib.util.find_spec(self.package) is None:
+            return f"{self.name} needs the {self.package} package"
+        if self.provider:
+            import onnxruntime
+
+            if self.provider not in onnxruntime.get_available_providers():
+                return f"{self.name} needs ONNX Runtime's {self.provider} (onnxruntime-gpu)"
+        return None
+
+
+def _torch(name: EngineName, precision: str, devices: set[str], **more: Any) -> EngineSpec:
+    def build(parts: EngineParts) -> Engine:
+        return TorchEngine(name, precision, parts)
+
+    return EngineSpec(name, precision, frozenset(devices), build, **more)
+
+
+def _onnxruntime(name: EngineName, precision: str, device: str, provider: str) -> EngineSpec:
+    def build(parts: EngineParts) -> Engine:
+        if provider == "TensorrtExecutionProvider":
+            providers = _tensorrt_providers(parts)
+        elif provider == "CUDAExecutionProvider":
+            providers = [(provider, {"device_id": _cuda_index(parts.device)})]
+        else:
+            providers = [provider]
+        return OnnxRuntimeEngine(name, precision, parts, providers)
+
+    return EngineSpec(
+        name,
+        precision,
+        frozenset({device}),
+        build,
+        exported=True,
+        package="onnxruntime",
+        provider=provider,
+    )
+
+
+def _openvino(name: EngineName, precision: str, **more: Any) -> EngineSpec:
+    def build(parts: EngineParts) -> Engine:
+        return OpenVinoEngine(name, precision, parts)
+
+    return EngineSpec(
+        name, precision, frozenset({"cpu"}), build, exported=True, package="openvino", **more
+    )
+
+
+ENGINES: dict[str, EngineSpec] = {
+    spec.name: spec
+    for spec in (
+        _torch("torch-fp32", "fp32", {"cpu", "cuda"}),
+        _torch("torch-bf16", "bf16", {"cpu", "cuda"}, cpu_flags=CPU_BF16_FLAGS),
+        _torch("torch-fp16", "fp16", {"cuda"}),
+        _onnxruntime("onnxruntime-fp32", "fp32", "cpu", "CPUExecutionProvider"),
+        _onnxruntime("onnxruntime-cuda-fp32", "fp32", "cuda", "CUDAExecutionProvider"),
+        _onnxruntime("onnxruntime-tensorrt-fp16", "fp16", "cuda", "TensorrtExecutionProvider"),
+        _openvino("openvino-fp32", "fp32"),
+        _openvino("openvino-bf16", "bf16", cpu_flags=CPU_BF16_FLAGS),
+    )
+}
+
+
+def engine_spec(name: str) -> EngineSpec:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise EngineUnavailable(f"unknown engine {name!r}: one of {sorted(ENGINES)}") from None
+
+
+def build_engine(name: str, parts: EngineParts) -> Engine:
+    """Engine `name` on `parts.device`: EngineUnavailable when it cannot run there."""
+    spec = engine_spec(name)
+    reason = spec.unavailable_because(parts.device, cpu_flags())
+    if reason is not None:
+        raise EngineUnavailable(reason)
+    if spec.exported and not parts.export.exists():
+        raise EngineUnavailable(f"{name} needs the network's export ({parts.export.onnx})")
+    return spec.build(parts)
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str:
+    """The first CPU's `name` line in /proc/cpuinfo ("" where it cannot be read)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == name:
+                return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """This CPU's instruction flags, as /proc/cpuinfo lists them."""
+    return frozenset(cpuinfo_field("flags", cpuinfo).split())
