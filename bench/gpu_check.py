@@ -2,13 +2,18 @@
 
 - fp32, fp16 and bf16 autocast at the mode's size (base: 1024²): forward time, and the
   masks and raw saliency (before the sigmoid) against fp32's;
-- batch sizes 1, 4, 8 and 16: photos per second through one forward;
+- the exported engines beside eager torch (worker/engines.py): the network exported to
+  ONNX and run by ONNX Runtime's CUDA and TensorRT (fp16) execution providers where
+  onnxruntime-gpu is installed; each one's parity with torch fp32 as the bake measures
+  it (worker/engine_trial.py), and photos per second at batch sizes 1, 4, 8 and 16;
+  an engine that cannot run here says why;
 - the warm-up: the first `segment` call against the next ones;
 - the foreground estimation on the GPU (worker/model.py) against pymatting's:
   agreement where the subject shows, and time.
 
 The generated checkpoint unless CUTFX_MODEL_CKPT names another. `--device cpu --mode
-fast` runs the same steps on a CPU (to try the script, not to measure a GPU).
+fast` runs the same steps on a CPU (to try the script, not to measure a GPU), with the
+CPU's engines (ONNX Runtime, OpenVINO) in the GPU's ones' place.
 Writes bench/RESULTS.md unless --no-write.
 """
 
@@ -30,7 +35,8 @@ from bench.common import random_checkpoint, write_section
 from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.model import LoadedModel, TorchForeground, load_model
+from worker.engines import ENGINES, cpu_flags
+from worker.model import LoadedModel, TorchForeground, engine_parts, load_model
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BATCH_SIZES = (1, 4, 8, 16)
@@ -51,7 +57,15 @@ def timed(call: Callable[[], Any], rounds: int, device: str) -> float:
 
 
 def model_at(settings: Settings, precision: str) -> LoadedModel:
-    return load_model(settings.with_overrides(precision=precision))
+    """Eager torch at `precision`; on a CPU as the worker runs it there (fp16 as bf16, and
+    both as fp32 without bf16 instructions)."""
+    name = f"torch-{precision}"
+    if settings.device == "cpu":
+        name = (
+            "torch-fp32" if ENGINES["torch-bf16"].unavailable_because("cpu", cpu_flags()) else name
+        )
+        name = name.replace("fp16", "bf16")
+    return load_model(settings.with_overrides(engine=name))
 
 
 def precisions(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
@@ -85,6 +99,44 @@ def batches(model: LoadedModel, photo: np.ndarray, rounds: int) -> dict[str, flo
         model.saliency(inputs)
         seconds = timed(partial(model.saliency, inputs), rounds, model.device)
         found[str(size)] = round(size / seconds, 2)
+    return found
+
+
+def engines(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
+    """Every engine of this device: parity as the bake measures it, and batch rates."""
+    from pathlib import Path
+
+    from worker.bake import prepare_engines
+    from worker.engine_choice import read_record
+
+    device = "cuda:0" if settings.device == "cuda" else "cpu"
+    prepared = prepare_engines(settings, Path(settings.model_ckpt))
+    export = engine_parts(settings, device, Path(settings.model_ckpt)).export
+    found: dict[str, Any] = {"export": {k: prepared[k] for k in ("export_s", "export_mb")}}
+    trials = {trial.name: trial for trial in read_record(export, device)}
+    for name, spec in ENGINES.items():
+        reason = spec.unavailable_because(device, cpu_flags())
+        if name not in trials:
+            found[name] = {"unavailable": reason or "not measured"}
+            continue
+        trial = trials[name]
+        try:
+            model = load_model(settings.with_overrides(engine=name))
+            rates = batches(model, photo, rounds)
+        except Exception as exc:  # a bench reports an engine that fails here, and goes on
+            found[name] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+            continue
+        found[name] = {
+            "forward_ms": trial.forward_ms,
+            "logit_correlation": trial.logit_correlation,
+            "logit_relative_difference": trial.logit_relative_difference,
+            "mask_mean_diff_255": trial.mask_mean_difference_255,
+            "holds_parity": trial.holds_parity,
+            "batch_photos_per_s": rates,
+        }
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     return found
 
 
@@ -124,6 +176,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     }
     report["precisions"] = precisions(settings, photo, args.rounds)
+    report["engines"] = engines(settings, photo, args.rounds)
     model = load_model(settings)
     report["warm_up"] = {
         "first_segment_s": round(timed(lambda: model.segment(photo), 1, model.device), 3),

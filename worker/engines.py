@@ -39,6 +39,10 @@ OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 #: loads them instead of compiling again.
 OPENVINO_CACHE = "openvino-cache"
 TENSORRT_CACHE = "tensorrt-cache"
+#: The batch sizes TensorRT builds its one engine for (an optimisation profile): a shape
+#: outside it would make TensorRT build another, minutes into a job.
+TENSORRT_MAX_BATCH = 16
+TENSORRT_OPTIMAL_BATCH = 8
 
 
 class Engine(Protocol):
@@ -171,16 +175,25 @@ class OpenVinoEngine:
 
 def _tensorrt_providers(parts: EngineParts) -> list[Any]:
     cache = parts.export.directory / TENSORRT_CACHE
+    height, width = parts.input_size
+
+    def shape(batch: int) -> str:
+        return f"{INPUT_NAME}:{batch}x3x{height}x{width}"
+
     return [
         (
             "TensorrtExecutionProvider",
             {
+                "device_id": _cuda_index(parts.device),
                 "trt_fp16_enable": True,
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(cache),
+                "trt_profile_min_shapes": shape(1),
+                "trt_profile_opt_shapes": shape(TENSORRT_OPTIMAL_BATCH),
+                "trt_profile_max_shapes": shape(TENSORRT_MAX_BATCH),
             },
         ),
-        "CUDAExecutionProvider",
+        ("CUDAExecutionProvider", {"device_id": _cuda_index(parts.device)}),
     ]
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,10 +30,13 @@ from worker.checkpoint import (
     model_id,
     release_checkpoint_path,
 )
-from worker.engine_choice import EngineChoice, choose_engine
-from worker.engines import Engine, EngineParts, TorchEngine, build_engine, engine_spec
-from worker.export import export_network, exported_network
 from worker.network import build_network, mode_config
+
+if TYPE_CHECKING:
+    # The engines import torch, OpenVINO and ONNX Runtime: loaded when a model is, not
+    # when this module is (an API process imports it to validate nothing heavy runs).
+    from worker.engine_choice import EngineChoice
+    from worker.engines import Engine, EngineParts
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +80,14 @@ class LoadedModel:
     def network(self) -> Any:
         """transparent-background's network, where the engine runs it in torch (None
         where an exported engine runs)."""
+        from worker.engines import TorchEngine
+
         return self.engine.network if isinstance(self.engine, TorchEngine) else None
 
     @network.setter
     def network(self, network: Any) -> None:
+        from worker.engines import TorchEngine
+
         if not isinstance(self.engine, TorchEngine):
             raise TypeError(f"{self.engine.name} runs the export, not a torch network")
         self.engine.network = network
@@ -387,6 +394,9 @@ def matting_for(device: str) -> Any:
 
 
 def load_model(settings: Settings) -> LoadedModel:
+    from worker.engine_choice import choose_engine
+    from worker.engines import build_engine
+
     started = time.perf_counter()
     device = resolve_device(settings.device)
     checkpoint = resolve_checkpoint(settings)
@@ -441,6 +451,9 @@ def engine_parts(settings: Settings, device: str, checkpoint: Path) -> EnginePar
     the process's thread count."""
     import torch
 
+    from worker.engines import EngineParts
+    from worker.export import exported_network
+
     height, width = mode_config(settings.model_mode)["base_size"]
     return EngineParts(
         device=device,
@@ -456,6 +469,9 @@ def _export_when_forced(
 ) -> None:
     """An exported engine forced by CUTFX_ENGINE before any bake: export now (about a
     minute on two cores), once; `auto` never waits for this."""
+    from worker.engines import engine_spec
+    from worker.export import export_network
+
     if engine_spec(choice.name).exported and not parts.export.exists():
         logger.warning(
             "exporting the network for the engine asked for; `cutfx bake` does this ahead",

@@ -287,7 +287,7 @@ def test_a_forced_exported_engine_exports_first_when_nothing_was_baked(
     """CUTFX_ENGINE names an exported engine and no bake ran: the worker exports at
     start (once) rather than refusing; `auto` never does (test above). The export itself
     is the bake's (run by the `parts` fixture); here a copy of it stands in."""
-    import worker.model
+    import worker.export
 
     exported: list[Path] = []
 
@@ -296,7 +296,7 @@ def test_a_forced_exported_engine_exports_first_when_nothing_was_baked(
         shutil.copytree(parts.export.directory, target.directory, ignore=ignore_caches)
         return 0.0
 
-    monkeypatch.setattr(worker.model, "export_network", export_copy)
+    monkeypatch.setattr(worker.export, "export_network", export_copy)
     fresh = settings.with_overrides(cache_dir=tmp_path, engine="onnxruntime-fp32")
     model = load_model(fresh)
     assert model.engine.name == "onnxruntime-fp32"
