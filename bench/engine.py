@@ -23,7 +23,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
@@ -63,15 +62,21 @@ def forward_gflop(settings: Settings) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's high-water resident size (VmHWM: getrusage's maxrss would carry the
+    parent's over a fork)."""
+    return _status_mb("VmHWM")
 
 
 def current_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _status_mb("VmRSS")
 
 
 def _export_child(settings: Settings, cache_dir: str, results: Any) -> None:
@@ -121,9 +126,9 @@ def service_inference_ms(engine: str, jobs: int) -> dict[str, Any]:
     return {"inference_ms": statistics.median(seconds) * 1000, "samples": len(seconds)}
 
 
-def floors(gflop: float) -> dict[str, dict[str, float]]:
+def floors(gflop: float, precisions: set[str]) -> dict[str, dict[str, float]]:
     rates = {"fp32": matmul_rate(torch.float32)}
-    if "bf16" in allowed_precisions("cpu", "bf16"):
+    if "bf16" in precisions:
         rates["bf16"] = matmul_rate(torch.bfloat16)
     return {
         precision: {"gflops": rate, "floor_ms": gflop / rate * 1000}
@@ -166,14 +171,14 @@ def main() -> None:
     if args.cap_isa:
         settings = settings.with_overrides(precision="fp32")
     gflop = forward_gflop(settings)
-    floor = floors(gflop) if not args.cap_isa else {"fp32": floors(gflop)["fp32"]}
+    allowed = allowed_precisions("cpu", settings.precision)
+    floor = floors(gflop, allowed)
     exported = in_child(_export_child, settings, str(scratch()))
     parts = engine_parts(settings, "cpu", checkpoint)
     if not parts.export.exists():
         from worker.bake import prepare_engines
 
         prepare_engines(settings, checkpoint)
-    allowed = allowed_precisions("cpu", settings.precision)
     names = [name for name, spec in ENGINES.items() if spec.precision in allowed]
     trials = measure_engines(parts, trial_photos(), names)
     timings = {

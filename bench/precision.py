@@ -28,11 +28,12 @@ from worker.model import LoadedModel, load_model
 
 #: What the worker runs, and why (the figures above decide it).
 DECISION = (
-    "The worker runs **bf16 autocast** on a CPU with bf16 instructions, its masks within "
-    "2/255 of fp32's (tests/worker/test_precision.py). torch.compile of the bf16 network is "
-    "faster still, but its first call compiles for minutes, far past a worker's cold start; "
-    "int8 dynamic quantisation of the Linear layers and a TorchScript trace are slower than "
-    "bf16 autocast. None of the three is kept."
+    "Eager torch's variants only. torch.compile of the bf16 network is faster, but its first "
+    "call compiles for minutes, far past a worker's cold start; int8 dynamic quantisation of "
+    "the Linear layers and a TorchScript trace are slower than bf16 autocast. None of the "
+    "three is kept. Since then the worker runs the exported network where a bake measured it "
+    "fastest (OpenVINO bf16 on this kind of CPU, 0.13× of torch fp32): see \"Inference "
+    "engines\" below."
 )
 
 

@@ -20,4 +20,4 @@ env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast bash scripts/bake-worker.sh
 # against 747 s for two. CUTFX_TEST_PROCESSES chooses (0: one process).
 processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 4 ? 2 : 0 ))}"
 echo "==> pytest ($processes test processes; 0 is one)"
-exec python -m pytest -n "$processes" --dist loadfile "$@"
+exec python -m pytest -n "$processes" --dist loadfile --durations=25 "$@"
