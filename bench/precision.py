@@ -32,8 +32,8 @@ DECISION = (
     "call compiles for minutes, far past a worker's cold start; int8 dynamic quantisation of "
     "the Linear layers and a TorchScript trace are slower than bf16 autocast. None of the "
     "three is kept. Since then the worker runs the exported network where a bake measured it "
-    "fastest (OpenVINO bf16 on this kind of CPU, 0.13× of torch fp32): see \"Inference "
-    "engines\" below."
+    'fastest (OpenVINO bf16 on this kind of CPU, 0.12× of torch fp32): see "Inference '
+    'engines" below.'
 )
 
 
