@@ -37,7 +37,7 @@ from shared.settings import Settings
 from worker.engine_choice import EngineTrial, allowed_precisions, choose_engine
 from worker.engine_trial import measure_engines, trial_photos
 from worker.engines import ENGINES
-from worker.model import engine_parts, load_model
+from worker.model import engine_parts, export_missing, load_model
 
 MATMUL_SIDE = 4096
 ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
@@ -80,13 +80,9 @@ def current_rss_mb() -> float:
 
 
 def _export_child(settings: Settings, cache_dir: str, results: Any) -> None:
-    from worker.export import export_network
-    from worker.network import build_network
-
     fresh = settings.with_overrides(cache_dir=Path(cache_dir))
     parts = engine_parts(fresh, "cpu", Path(fresh.model_ckpt))
-    network = build_network(fresh.model_mode, Path(fresh.model_ckpt))
-    seconds = export_network(network, parts.input_size, parts.export)
+    seconds = export_missing(parts, fresh.model_mode, Path(fresh.model_ckpt))
     results.put({"export_s": seconds, "mb": parts.export.size_bytes() / 2**20, **_rss()})
 
 

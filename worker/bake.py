@@ -47,12 +47,13 @@ def place_random_checkpoint(source: Path, destination: Path) -> Path:
     return destination
 
 
-def warm(settings: Settings, checkpoint: Path, mode: str) -> dict[str, float | str]:
-    """Load the model as a worker does and run its warm-up inference."""
+def warm(settings: Settings, checkpoint: Path) -> dict[str, float | str]:
+    """Load the model as a worker does (`settings` name the checkpoint and its mode) and
+    run its warm-up inference."""
     from worker.model import load_model
 
     started = time.perf_counter()
-    model = load_model(settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode))
+    model = load_model(settings)
     loaded = time.perf_counter() - started
     warmup = model.warm_up()
     return {
@@ -68,17 +69,11 @@ def prepare_engines(settings: Settings, checkpoint: Path) -> dict[str, float | s
     torch fp32; the record stays beside the export, for this machine's workers."""
     from worker.engine_choice import write_record
     from worker.engine_trial import measure_engines, trial_photos
-    from worker.export import export_network
-    from worker.model import engine_parts, resolve_device
-    from worker.network import build_network
+    from worker.model import engine_parts, export_missing, resolve_device
 
     device = resolve_device(settings.device)
     parts = engine_parts(settings, device, checkpoint)
-    export_s = 0.0
-    if not parts.export.exists():
-        network = build_network(settings.model_mode, checkpoint)
-        export_s = export_network(network, parts.input_size, parts.export)
-        del network
+    export_s = export_missing(parts, settings.model_mode, checkpoint)
     trials = measure_engines(parts, trial_photos())
     write_record(parts.export, device, trials)
     return {
@@ -131,4 +126,4 @@ def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, f
         raise ConfigurationError("give --url with --sha256 and --dest, or --random")
     settings = settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode)
     engines = prepare_engines(settings, checkpoint) if source.engines else {}
-    return {**engines, **warm(settings, checkpoint, mode), "effects_s": warm_effects()}
+    return {**engines, **warm(settings, checkpoint), "effects_s": warm_effects()}

@@ -16,6 +16,7 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -67,36 +68,45 @@ def masks(logits: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[npt.N
     ]
 
 
-def compared(
-    name: str,
-    engine: Engine,
-    photos: Sequence[npt.NDArray[np.uint8]],
-    reference: torch.Tensor,
-    runs: int,
-) -> EngineTrial:
-    inputs = torch.stack([prepared_input(photo, _input_size(reference)) for photo in photos])
-    logits = engine.logits(inputs).float().cpu()
+@dataclass(frozen=True)
+class Reference:
+    """The photos prepared once, and torch fp32's logits and masks of them: what every
+    engine is compared with."""
+
+    inputs: torch.Tensor
+    shapes: list[tuple[int, ...]]
+    logits: torch.Tensor
+    masks: list[npt.NDArray[np.float64]]
+
+
+def reference_of(
+    engine: Engine, photos: Sequence[npt.NDArray[np.uint8]], input_size: tuple[int, int]
+) -> Reference:
+    inputs = torch.stack([prepared_input(photo, input_size) for photo in photos])
     shapes = [photo.shape for photo in photos]
+    logits = engine.logits(inputs).float().cpu()
+    return Reference(inputs, shapes, logits, masks(logits, shapes))
+
+
+def compared(
+    name: str, engine: Engine, logits: torch.Tensor, reference: Reference, runs: int
+) -> EngineTrial:
+    """`engine`'s trial, from its `logits` of the reference's photos and its forward time."""
     differences = [
         np.abs(ours - theirs)
-        for ours, theirs in zip(masks(logits, shapes), masks(reference, shapes), strict=True)
+        for ours, theirs in zip(masks(logits, reference.shapes), reference.masks, strict=True)
     ]
-    pair = torch.stack([reference.flatten().double(), logits.flatten().double()])
-    relative = (logits - reference).abs().mean() / reference.abs().mean()
+    pair = torch.stack([reference.logits.flatten().double(), logits.flatten().double()])
+    relative = (logits - reference.logits).abs().mean() / reference.logits.abs().mean()
     return EngineTrial(
         name=name,
         precision=ENGINES[name].precision,
-        forward_ms=round(forward_seconds(engine, inputs[:1], runs) * 1000, 1),
+        forward_ms=round(forward_seconds(engine, reference.inputs[:1], runs) * 1000, 1),
         logit_correlation=round(float(torch.corrcoef(pair)[0, 1]), 7),
         logit_relative_difference=round(float(relative), 7),
         mask_max_difference_255=round(max(float(d.max()) for d in differences), 3),
         mask_mean_difference_255=round(statistics.fmean(float(d.mean()) for d in differences), 4),
     )
-
-
-def _input_size(logits: torch.Tensor) -> tuple[int, int]:
-    height, width = logits.shape[-2:]
-    return int(height), int(width)
 
 
 def measure_engines(
@@ -108,9 +118,8 @@ def measure_engines(
     """Each engine of `names` (every one this machine can run when empty) against torch
     fp32 on `photos`; the reference is measured first, and is a trial too."""
     reference_engine = build_engine(REFERENCE_ENGINE, parts)
-    inputs = torch.stack([prepared_input(photo, parts.input_size) for photo in photos])
-    reference = reference_engine.logits(inputs).float().cpu()
-    trials = [compared(REFERENCE_ENGINE, reference_engine, photos, reference, runs)]
+    reference = reference_of(reference_engine, photos, parts.input_size)
+    trials = [compared(REFERENCE_ENGINE, reference_engine, reference.logits, reference, runs)]
     del reference_engine
     for name in names or ENGINES:
         if name == REFERENCE_ENGINE or not can_run(name, parts.device, parts.export):
@@ -118,7 +127,8 @@ def measure_engines(
         started = time.perf_counter()
         engine = build_engine(name, parts)
         built_s = time.perf_counter() - started
-        trials.append(compared(name, engine, photos, reference, runs))
+        logits = engine.logits(reference.inputs).float().cpu()
+        trials.append(compared(name, engine, logits, reference, runs))
         logger.info(
             "engine measured",
             extra={

@@ -17,6 +17,7 @@ Which one a worker runs is worker/engine_choice.py's decision.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import queue
 import threading
@@ -322,16 +323,23 @@ def build_engine(name: str, parts: EngineParts) -> Engine:
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str:
-    """The first CPU's `name` line in /proc/cpuinfo ("" where it cannot be read)."""
+@functools.cache
+def _cpuinfo_fields(cpuinfo: Path) -> dict[str, str]:
+    """The first CPU's fields, read once: a start asks for the flags of every engine, and
+    on a large machine the file is hundreds of kilobytes."""
+    fields: dict[str, str] = {}
     try:
         for line in cpuinfo.read_text().splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == name:
-                return value.strip()
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return ""
+    return fields
+
+
+def cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str:
+    """The first CPU's `name` line in /proc/cpuinfo ("" where it cannot be read)."""
+    return _cpuinfo_fields(cpuinfo).get(name, "")
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:

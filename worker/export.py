@@ -25,7 +25,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +168,10 @@ def _move_into_place(scratch: Path, directory: Path) -> None:
 
 
 def ensure_exported(
-    network: Any, input_size: tuple[int, int], cache_dir: Path, model_id: str
-) -> ExportedNetwork:
-    """The export of `model_id`, made now when there is none."""
-    target = exported_network(cache_dir, model_id)
-    if not target.exists():
-        export_network(network, input_size, target)
-    return target
+    target: ExportedNetwork, input_size: tuple[int, int], cpu_network: Callable[[], Any]
+) -> float:
+    """Export the network `cpu_network` builds to `target` when there is no export there
+    yet; seconds taken (0.0 when there was one, and nothing is built)."""
+    if target.exists():
+        return 0.0
+    return export_network(cpu_network(), input_size, target)

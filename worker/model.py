@@ -470,11 +470,18 @@ def _export_when_forced(
     """An exported engine forced by CUTFX_ENGINE before any bake: export now (about a
     minute on two cores), once; `auto` never waits for this."""
     from worker.engines import engine_spec
-    from worker.export import export_network
 
     if engine_spec(choice.name).exported and not parts.export.exists():
         logger.warning(
             "exporting the network for the engine asked for; `cutfx bake` does this ahead",
             extra={"engine": choice.name, "path": str(parts.export.onnx)},
         )
-        export_network(build_network(mode, checkpoint), parts.input_size, parts.export)
+        export_missing(parts, mode, checkpoint)
+
+
+def export_missing(parts: EngineParts, mode: str, checkpoint: Path) -> float:
+    """The network exported (from a CPU copy, whatever the engines' device) where
+    `parts` expect it, unless it is there; seconds taken."""
+    from worker.export import ensure_exported
+
+    return ensure_exported(parts.export, parts.input_size, lambda: build_network(mode, checkpoint))
