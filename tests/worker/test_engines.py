@@ -94,16 +94,43 @@ def test_the_export_is_keyed_by_the_checkpoint_and_the_exporter(tmp_path):
     assert "torch2.14.1" in key
 
 
+class BuiltEngines:
+    """Each engine built once for the module, and each photo's logits through it alone,
+    computed once: the parity, batch and thread tests compare the same forwards, and on
+    two cores each forward is a second or more."""
+
+    def __init__(self, parts) -> None:
+        self.parts = parts
+        self._engines: dict[str, object] = {}
+        self._alone: dict[str, list[torch.Tensor]] = {}
+
+    def engine(self, name: str):
+        if name not in self._engines:
+            self._engines[name] = build_engine(name, self.parts)
+        return self._engines[name]
+
+    def alone(self, name: str) -> list[torch.Tensor]:
+        """Each of `photos()` through engine `name`, one photo per forward."""
+        if name not in self._alone:
+            engine = self.engine(name)
+            self._alone[name] = [
+                logits_of(engine, reference_input(self.parts, photo)) for photo in photos()
+            ]
+        return self._alone[name]
+
+
+@pytest.fixture(scope="module")
+def built(parts) -> BuiltEngines:
+    return BuiltEngines(parts)
+
+
 @pytest.mark.parametrize("name", EXPORTED_CPU_ENGINES)
-def test_an_exported_engine_gives_the_networks_own_logits(parts, name):
+def test_an_exported_engine_gives_the_networks_own_logits(built, name):
     if ENGINES[name].unavailable_because("cpu", cpu_flags()):
         pytest.skip(f"{name} cannot run on this CPU")
-    reference = build_engine(REFERENCE_ENGINE, parts)
-    engine = build_engine(name, parts)
-    tier = "fp32" if engine.precision == "fp32" else "reduced"
-    for photo in photos():
-        batch = reference_input(parts, photo)
-        expected, found = logits_of(reference, batch), logits_of(engine, batch)
+    tier = "fp32" if built.engine(name).precision == "fp32" else "reduced"
+    references = built.alone(REFERENCE_ENGINE)
+    for photo, expected, found in zip(photos(), references, built.alone(name), strict=True):
         assert correlation(expected, found) >= MIN_LOGIT_CORRELATION[tier]
         relative = relative_difference(expected, found)
         assert relative <= MAX_LOGIT_RELATIVE_DIFFERENCE[tier]
@@ -119,17 +146,16 @@ def reference_input(parts, photo: np.ndarray) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", EXPORTED_CPU_ENGINES)
-def test_a_batch_through_the_export_gives_each_photo_its_own_logits(parts, name):
+def test_a_batch_through_the_export_gives_each_photo_its_own_logits(built, name):
     """The batch axis is dynamic: three photos in one forward, each as it is alone."""
     if ENGINES[name].unavailable_because("cpu", cpu_flags()):
         pytest.skip(f"{name} cannot run on this CPU")
-    engine = build_engine(name, parts)
+    engine = built.engine(name)
     tier = "fp32" if engine.precision == "fp32" else "reduced"
-    inputs = torch.cat([reference_input(parts, photo) for photo in photos()])
+    inputs = torch.cat([reference_input(built.parts, photo) for photo in photos()])
     together = logits_of(engine, inputs)
-    assert together.shape == (3, 1, *parts.input_size)
-    for index in range(3):
-        alone = logits_of(engine, inputs[index : index + 1])
+    assert together.shape == (3, 1, *built.parts.input_size)
+    for index, alone in enumerate(built.alone(name)):
         assert correlation(alone, together[index]) >= MIN_LOGIT_CORRELATION[tier]
         assert relative_difference(alone, together[index]) <= MAX_LOGIT_RELATIVE_DIFFERENCE[tier]
     for first, second in ((0, 1), (0, 2), (1, 2)):
@@ -137,22 +163,22 @@ def test_a_batch_through_the_export_gives_each_photo_its_own_logits(parts, name)
         assert apart >= 2 * MAX_LOGIT_RELATIVE_DIFFERENCE["reduced"], "distinct photos apart"
 
 
-def test_openvino_keeps_a_compiled_network_per_precision(parts):
+def test_openvino_keeps_a_compiled_network_per_precision(built):
     names = runnable(("openvino-fp32", "openvino-bf16"))
     if not names:
         pytest.skip("OpenVINO cannot run here")
     for name in names:
-        build_engine(name, parts).logits(reference_input(parts, photos()[0]))
-    folders = {path.name for path in (parts.export.directory / OPENVINO_CACHE).iterdir()}
+        built.alone(name)
+    folders = {path.name for path in (built.parts.export.directory / OPENVINO_CACHE).iterdir()}
     threads = torch.get_num_threads()
     assert {f"{ENGINES[name].precision}-{threads}" for name in names} <= folders
 
 
-def test_forwards_side_by_side_in_threads_agree(parts):
+def test_forwards_side_by_side_in_threads_agree(built):
     (name,) = runnable(("openvino-fp32",)) or ["onnxruntime-fp32"]
-    engine = build_engine(name, parts)
-    batch = reference_input(parts, photos()[0])
-    expected = logits_of(engine, batch)
+    engine = built.engine(name)
+    batch = reference_input(built.parts, photos()[0])
+    expected = built.alone(name)[0]
     found: list[torch.Tensor] = []
     threads = [
         threading.Thread(target=lambda: found.append(logits_of(engine, batch))) for _ in range(3)
