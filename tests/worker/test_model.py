@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,36 +78,61 @@ print(json.dumps({{
     assert facts == {"loaded": [], "input_size": [384, 384], "mapped": True}
 
 
-def test_the_cutout_is_the_one_remover_process_gives(checkpoint):
+@pytest.fixture(scope="module")
+def torch_model(checkpoint):
+    """Our model in torch fp32, loaded once: the tests below compare it with Remover's."""
+    return load_model(
+        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
+    )
+
+
+class RemoverCutouts:
+    """transparent-background's own Remover on the checkpoint, built once (its
+    constructor fills a whole Swin-B at random first), and its cutout of each photo
+    made once."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        from transparent_background.Remover import Remover
+
+        self.remover = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
+        self._cutouts: dict[str, np.ndarray] = {}
+
+    def cutout(self, name: str, rgb: np.ndarray) -> np.ndarray:
+        if name not in self._cutouts:
+            self._cutouts[name] = self.remover.process(rgb, type="rgba")
+        return self._cutouts[name]
+
+
+@pytest.fixture(scope="module")
+def remover(checkpoint) -> RemoverCutouts:
+    return RemoverCutouts(checkpoint)
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    return {"sample": sample, "crop": np.ascontiguousarray(sample[40:260, 100:400])}
+
+
+def test_the_cutout_is_the_one_remover_process_gives(torch_model, remover):
     """The same checkpoint through transparent-background's own pipeline and ours, in fp32,
     with the foreground estimation Remover uses (pymatting's): the same RGBA, to the byte."""
     from pymatting import estimate_foreground_ml
-    from transparent_background.Remover import Remover
 
-    ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
-    )
-    ours = replace(ours, matting=estimate_foreground_ml)
-    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
-    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    for rgb in (sample, np.ascontiguousarray(sample[40:260, 100:400])):
-        expected = theirs.process(rgb, type="rgba")
+    ours = replace(torch_model, matting=estimate_foreground_ml)
+    for name, rgb in sample_photos().items():
+        expected = remover.cutout(name, rgb)
         assert np.array_equal(ours.segment(rgb), expected)
 
 
-def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bounds(checkpoint):
+def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bounds(
+    torch_model, remover
+):
     """A CPU worker estimates the foreground with the torch port (no numba to compile at
     start): the same alpha to the byte, colours within tests/worker/test_foreground.py's
     bounds of pymatting's where they show."""
-    from transparent_background.Remover import Remover
-
-    ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
-    )
-    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
-    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
-    expected = theirs.process(sample, type="rgba").astype(np.float64)
-    found = ours.segment(sample).astype(np.float64)
+    sample = sample_photos()["sample"]
+    expected = remover.cutout("sample", sample).astype(np.float64)
+    found = torch_model.segment(sample).astype(np.float64)
     assert np.array_equal(found[..., 3], expected[..., 3])
     alpha = expected[..., 3:] / 255
     difference = np.abs(found[..., :3] - expected[..., :3]) / 255
@@ -114,22 +140,18 @@ def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bo
     assert difference[expected[..., 3] > 12].mean() <= MAX_VISIBLE_MEAN_DIFFERENCE
 
 
-def test_built_without_random_init_the_network_is_the_one_remover_builds(checkpoint):
+def test_built_without_random_init_the_network_is_the_one_remover_builds(torch_model, remover):
     """Skipping the constructor's random fills changes no weight and no raw output:
     the logits before the sigmoid equal those of Remover's own network, bit for bit."""
-    from transparent_background.Remover import Remover
-
-    ours = load_model(
-        Settings(model_mode="fast", model_ckpt=str(checkpoint), device="cpu", engine="torch-fp32")
-    )
-    theirs = Remover(mode="fast", device="cpu", ckpt=str(checkpoint)).model
+    theirs = remover.remover.model
     their_weights = theirs.state_dict()
     assert all(
-        torch.equal(value, their_weights[name]) for name, value in ours.network.state_dict().items()
+        torch.equal(value, their_weights[name])
+        for name, value in torch_model.network.state_dict().items()
     )
     photo = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        our_logits = ours.network.forward_inspyre(photo)["saliency"][-1]
+        our_logits = torch_model.network.forward_inspyre(photo)["saliency"][-1]
         their_logits = theirs.forward_inspyre(photo)["saliency"][-1]
     assert torch.equal(our_logits, their_logits)
 
