@@ -97,9 +97,10 @@ class RemoverCutouts:
         self.remover = Remover(mode="fast", device="cpu", ckpt=str(checkpoint))
         self._cutouts: dict[str, np.ndarray] = {}
 
-    def cutout(self, name: str, rgb: np.ndarray) -> np.ndarray:
+    def cutout(self, name: str) -> np.ndarray:
+        """Remover's cutout of `sample_photos()[name]`."""
         if name not in self._cutouts:
-            self._cutouts[name] = self.remover.process(rgb, type="rgba")
+            self._cutouts[name] = self.remover.process(sample_photos()[name], type="rgba")
         return self._cutouts[name]
 
 
@@ -120,7 +121,7 @@ def test_the_cutout_is_the_one_remover_process_gives(torch_model, remover):
 
     ours = replace(torch_model, matting=estimate_foreground_ml)
     for name, rgb in sample_photos().items():
-        expected = remover.cutout(name, rgb)
+        expected = remover.cutout(name)
         assert np.array_equal(ours.segment(rgb), expected)
 
 
@@ -131,7 +132,7 @@ def test_on_a_cpu_the_cutout_differs_from_removers_only_within_the_foreground_bo
     start): the same alpha to the byte, colours within tests/worker/test_foreground.py's
     bounds of pymatting's where they show."""
     sample = sample_photos()["sample"]
-    expected = remover.cutout("sample", sample).astype(np.float64)
+    expected = remover.cutout("sample").astype(np.float64)
     found = torch_model.segment(sample).astype(np.float64)
     assert np.array_equal(found[..., 3], expected[..., 3])
     alpha = expected[..., 3:] / 255
