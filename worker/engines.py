@@ -168,6 +168,11 @@ class OpenVinoEngine:
                         "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[self.precision],
                         "INFERENCE_NUM_THREADS": self.parts.threads,
                         "PERFORMANCE_HINT": "LATENCY",
+                        # The worker shares the CPU (effects, the API, other workers), and
+                        # OpenVINO pins each process's threads to the same first cores: two
+                        # pinned workers on two cores left one core idle, 6.3 s a forward
+                        # each against 3.3 s unpinned (bench/RESULTS.md).
+                        "ENABLE_CPU_PINNING": False,
                     },
                 )
             return self._compiled[size]

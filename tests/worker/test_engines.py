@@ -174,6 +174,15 @@ def test_openvino_keeps_a_compiled_network_per_precision(built):
     assert {f"{ENGINES[name].precision}-{threads}" for name in names} <= folders
 
 
+def test_openvino_leaves_its_threads_unpinned_to_share_the_cpu(built):
+    names = runnable(("openvino-fp32",))
+    if not names:
+        pytest.skip("OpenVINO cannot run here")
+    compiled = built.engine(names[0])._for_batch(1)
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
+
+
 def test_forwards_side_by_side_in_threads_agree(built):
     (name,) = runnable(("openvino-fp32",)) or ["onnxruntime-fp32"]
     engine = built.engine(name)
