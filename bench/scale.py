@@ -24,6 +24,7 @@ import redis
 from bench.common import publish
 from bench.runs import bench_redis_url, local_stack, photo_variants, scratch, stage_seconds
 from cli.client import CutfxClient
+from cli.stack import thread_env, threads_per_process
 from shared.workers import live_workers
 
 PROCESSES = (1, 2, 4)
@@ -33,28 +34,12 @@ FINISHED = {"succeeded", "failed", "partial", "canceled"}
 READY_TIMEOUT_S = 600
 
 
-def threads_per_process(processes: int) -> int:
-    return max(1, (os.cpu_count() or 1) // processes)
-
-
 def levels() -> list[tuple[int, int]]:
     """(processes of each kind, threads each): the cores shared out at 1, 2 and 4, and one
     process on one thread, which tells what a process loses with fewer threads from
     what processes lose to each other."""
     shared = [(processes, threads_per_process(processes)) for processes in PROCESSES]
     return [*shared, (1, 1)] if threads_per_process(1) > 1 else shared
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Thread counts the math libraries read at start-up: torch (OpenMP, MKL), OpenCV's,
-    and numba's (pymatting's foreground estimation runs in parallel loops)."""
-    value = str(threads)
-    return {
-        "OMP_NUM_THREADS": value,
-        "MKL_NUM_THREADS": value,
-        "OPENCV_NUM_THREADS": value,
-        "NUMBA_NUM_THREADS": value,
-    }
 
 
 def wait_for_workers(processes: int) -> None:

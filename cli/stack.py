@@ -19,6 +19,24 @@ WEBHOOK_THREADS = 8
 GPU_THREADS_PER_BATCH_PHOTO = 2
 
 
+def threads_per_process(processes: int) -> int:
+    """Each of `processes` processes' share of this machine's cores, in threads."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Thread counts the math libraries read at start-up: torch's (OpenMP, MKL), which
+    the exported engines take too, OpenCV's, and numba's (transparent-background's
+    dependencies import it)."""
+    value = str(threads)
+    return {
+        "OMP_NUM_THREADS": value,
+        "MKL_NUM_THREADS": value,
+        "OPENCV_NUM_THREADS": value,
+        "NUMBA_NUM_THREADS": value,
+    }
+
+
 def free_port(preferred: int) -> int:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", preferred)) != 0:

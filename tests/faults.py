@@ -20,7 +20,7 @@ from cli.stack import free_port, worker_commands
 from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.workers import live_workers, ready_queues
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, worker_env
 from tests.helpers import FINISHED, sample_variant, submit
 
 READY_TIMEOUT_S = 300
@@ -96,7 +96,7 @@ class FaultStack:
     def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str]) -> None:
         self.settings = settings
         self.log_dir = log_dir
-        self.env = {**os.environ, **settings_env(settings), **extra_env, "PYTHONPATH": str(REPO)}
+        self.env = worker_env(settings, extra_env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.every_process: list[subprocess.Popen[bytes]] = []
         self.client = redis_client(settings.job_store_url, decode_responses=True)
