@@ -1,5 +1,6 @@
-"""The worker and its broker messages: Celery's consumer, kept alive through a broker
-outage, and the visibility of the messages whose tasks are running, kept fresh.
+"""The worker and its broker messages: Celery's consumer and its tasks' acknowledgements,
+kept alive through a broker outage, and the visibility of the messages whose tasks are
+running, kept fresh.
 
 When the broker connection drops while a task's acknowledgement or rejection could
 not reach Redis, that message is still in the channel's delivered set. Celery then
@@ -11,6 +12,14 @@ something restarts it. Seen in tests/worker/test_faults.py's Redis restart.
 Here that close is allowed to fail: the message stays in the broker's unacked index
 and comes back through the visibility sweep (VisibilityKeeper, below), and the consumer
 reconnects as it does after any other connection error.
+
+The same released client fails a task's acknowledgement or rejection that comes after
+the connection was lost: a prefork pool hands a task's end back to the worker's main
+process, sometimes only once the consumer has reconnected, and the main process then
+answers on the lost connection's channel. Celery counts that AttributeError as
+unrecoverable too; seen in the same test, where a `cpu` worker exited and every job's
+colour stayed pending. OutageProofRequest lets such a message go to the visibility
+sweep instead: its task runs again, and finds its result finished or runs it anew.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 import redis
 from celery.worker.consumer import Consumer
+from celery.worker.request import Request
 
 from shared.queues import UNACKED_INDEX_KEY
 
@@ -29,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: For Celery's worker_consumer setting.
 CONSUMER_CLASS = "worker.consumer:OutageProofConsumer"
+#: For the tasks' Request attribute.
+REQUEST_CLASS = "worker.consumer:OutageProofRequest"
 
 
 class OutageProofConsumer(Consumer):  # type: ignore[misc]
@@ -42,6 +54,39 @@ class OutageProofConsumer(Consumer):  # type: ignore[misc]
                 "back; they return through the visibility sweep",
                 extra={"reason": repr(close_error), "connection_error": repr(exc)},
             )
+
+
+class OutageProofRequest(Request):  # type: ignore[misc]
+    """A task's request that neither acknowledges nor rejects its message on a channel
+    whose broker connection was lost since delivery (see the module's doc)."""
+
+    def acknowledge(self) -> None:
+        if not self.acknowledged and self._channel_lost():
+            self._leave_to_the_sweep("acknowledge")
+            return
+        super().acknowledge()
+
+    def reject(self, requeue: bool = False) -> None:
+        if not self.acknowledged and self._channel_lost():
+            self._leave_to_the_sweep("reject")
+            return
+        super().reject(requeue)
+
+    def _channel_lost(self) -> bool:
+        channel = self._message.channel
+        if channel is None or getattr(channel, "closed", False):
+            return True
+        # kombu's virtual transports drop their client when the connection is collected.
+        transport = getattr(channel, "connection", None)
+        return transport is None or getattr(transport, "client", transport) is None
+
+    def _leave_to_the_sweep(self, answer: str) -> None:
+        self.acknowledged = True
+        logger.warning(
+            "the task's broker connection was lost since delivery: its message comes back "
+            "through the visibility sweep",
+            extra={"task_id": self.id, "task": self.name, "answer": answer},
+        )
 
 
 # Keeping running tasks' broker messages invisible while their worker lives.

@@ -58,6 +58,7 @@ from shared.telemetry import (
     record_trace_span,
     trace_span,
 )
+from worker.consumer import REQUEST_CLASS
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
 from worker.process import Pixels, WorkerProcess, soft_time_limit, this_process
@@ -107,6 +108,7 @@ class JobTask(Task):  # type: ignore[misc]
     retry_backoff_max = RETRY_BACKOFF_MAX_S
     acks_late = True
     reject_on_worker_lost = True
+    Request = REQUEST_CLASS
 
     def on_failure(
         self,
@@ -219,6 +221,7 @@ def apply_effect(self: JobTask, job_id: str, effect_name: str) -> None:
     name=TASK_DELIVER_WEBHOOKS,
     bind=True,
     acks_late=True,
+    Request=REQUEST_CLASS,
     autoretry_for=(WebhookDeliveryFailed, *TRANSIENT_ERRORS),
     retry_backoff=True,
     retry_backoff_max=WEBHOOK_BACKOFF_MAX_S,
