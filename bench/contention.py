@@ -29,17 +29,18 @@ START_AFTER_S = 25.0
 
 
 def child(engine: str, start_at: float) -> None:
-    """One process: the engine built as a worker builds it, FORWARDS timed forwards."""
+    """One process: the engine loaded as a worker loads it, FORWARDS timed forwards."""
     import torch
 
     from shared.settings import Settings
-    from worker.engines import build_engine
-    from worker.model import engine_parts
+    from worker.model import load_model
 
-    settings = Settings.from_env().with_overrides(model_mode="fast", device="cpu")
-    parts = engine_parts(settings, "cpu", random_checkpoint("fast"))
-    built = build_engine(engine, parts)
-    batch = torch.rand(1, 3, *parts.input_size)
+    settings = Settings.from_env().with_overrides(
+        model_mode="fast", model_ckpt=str(random_checkpoint("fast")), device="cpu", engine=engine
+    )
+    model = load_model(settings)
+    built = model.engine
+    batch = torch.rand(1, 3, *model.input_size)
     built.logits(batch)
     time.sleep(max(0.0, start_at - time.time()))
     seconds, cpu_before = [], time.process_time()
@@ -73,7 +74,8 @@ def levels() -> list[tuple[int, int]]:
     """(processes, threads each): one process on every core and on one, then a process
     per core on every core (as workers left at their defaults) and on its share."""
     cores = os.cpu_count() or 1
-    return [(1, cores), (1, 1), (cores, cores), (cores, threads_per_process(cores))]
+    found = [(1, cores), (1, 1), (cores, cores), (cores, threads_per_process(cores))]
+    return list(dict.fromkeys(found))  # one core: the four are one
 
 
 def report(rows: list[str]) -> str:
