@@ -264,14 +264,17 @@ def soft_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         raise SoftTimeLimitExceeded(f"soft time limit of {seconds:g} s exceeded")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        with _watchdog(seconds, hard_grace_s):
+    # The watchdog is armed before the alarm: an alarm that went off while the watchdog
+    # was still starting (a loaded machine) would leave it armed, and stop the process
+    # long after the step was over.
+    with _watchdog(seconds, hard_grace_s):
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
             yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -285,16 +288,16 @@ def _thread_time_limit(seconds: float, hard_grace_s: float) -> Iterator[None]:
             if not finished.is_set():
                 _raise_in_thread(thread_id, SoftTimeLimitExceeded)
 
-    timer = threading.Timer(seconds, interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
-        with _watchdog(seconds, hard_grace_s):
+    with _watchdog(seconds, hard_grace_s):  # armed first, as in the main thread's
+        timer = threading.Timer(seconds, interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
             yield
-    finally:
-        with guard:
-            finished.set()
-        timer.cancel()
+        finally:
+            with guard:
+                finished.set()
+            timer.cancel()
 
 
 def _raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:

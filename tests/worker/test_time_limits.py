@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -43,3 +44,27 @@ def test_a_step_that_ignores_its_soft_limit_stops_the_process_at_the_hard_one():
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, timeout=30, check=False)
     assert done.returncode == EXIT_HARD_TIME_LIMIT
+
+
+class SlowStartingTimer(threading.Timer):
+    """A timer whose start returns late, as on a loaded machine."""
+
+    def start(self) -> None:
+        super().start()
+        time.sleep(0.3)
+
+
+def watchdogs() -> list[threading.Thread]:
+    return [
+        thread
+        for thread in threading.enumerate()
+        if isinstance(thread, SlowStartingTimer) and not thread.finished.is_set()
+    ]
+
+
+def test_an_alarm_while_the_watchdog_starts_leaves_no_watchdog_armed(monkeypatch):
+    """Else the forgotten watchdog would stop the process long after the step was over."""
+    monkeypatch.setattr("worker.process.threading.Timer", SlowStartingTimer)
+    with pytest.raises(SoftTimeLimitExceeded):
+        spin_within(0.1)
+    assert watchdogs() == []
