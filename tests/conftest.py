@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from shared.settings import ENV_PREFIX, Settings
+from tests.helpers import stops_with_the_test_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,7 +196,12 @@ class WorkerProcesses:
             log = (self.log_dir / f"{name}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
-                    command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                    command,
+                    cwd=REPO,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=stops_with_the_test_process,
                 )
             )
 

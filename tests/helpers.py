@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,17 @@ from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "chelsea.png"
 FINISHED = ("succeeded", "failed", "partial", "canceled")
+#: prctl(2)'s option that sends the child a signal when its parent thread ends.
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def stops_with_the_test_process() -> None:
+    """A Popen preexec_fn: the child is sent SIGTERM when the test process ends, a crash
+    included. A crashed pytest-xdist process once left its workers running, and they took
+    the next run's jobs from its Redis database and wrote them where that run never looked.
+    Only for children started on the main thread (the signal follows the thread)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def image_bytes(
