@@ -35,6 +35,8 @@ from worker.model import engine_parts, load_model, mask_from_logits
 EXPORTED_CPU_ENGINES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
 BF16_FLAGS = frozenset({"avx2", "avx512_bf16", "amx_bf16"})
 AVX2_FLAGS = frozenset({"avx2", "fma"})
+#: An AMD EPYC of the Zen 4 kind: bf16 instructions, no AMX.
+AVX512_BF16_FLAGS = frozenset({"avx2", "fma", "avx512f", "avx512_bf16"})
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +286,8 @@ def test_without_a_record_the_rules_follow_the_cpus_flags(measured):
     choice = choose_engine(Settings(device="cpu"), "cpu", export)
     assert choice.name == "openvino-fp32"
     assert "at fp32" in choice.reason
+    with_flags(AVX512_BF16_FLAGS)
+    assert choose_engine(Settings(device="cpu"), "cpu", export).name == "openvino-fp32"
 
 
 def test_without_an_export_the_worker_runs_eager_torch(measured, tmp_path):
@@ -308,6 +312,11 @@ def test_a_forced_engine_that_cannot_run_here_is_refused_with_the_reason(parts, 
         build_engine("torch-fp16", parts)
     monkeypatch.setattr("worker.engines.cpu_flags", lambda *_: AVX2_FLAGS)
     with pytest.raises(EngineUnavailable, match="needs a CPU with avx512_bf16 or amx_bf16"):
+        build_engine("torch-bf16", parts)
+    with pytest.raises(EngineUnavailable, match="needs a CPU with amx_bf16"):
+        build_engine("openvino-bf16", parts)
+    monkeypatch.setattr("worker.engines.cpu_flags", lambda *_: AVX512_BF16_FLAGS)
+    with pytest.raises(EngineUnavailable, match="needs a CPU with amx_bf16"):
         build_engine("openvino-bf16", parts)
     missing = replace(parts, export=exported_network(Path("/nonexistent"), "x"))
     with pytest.raises(EngineUnavailable, match="needs the network's export"):
