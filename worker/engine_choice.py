@@ -5,9 +5,13 @@
    machine (worker/engine_trial.py), read from the record the bake left beside the
    export. A record is per machine: the CPU's model, its flags and the thread count (or
    the GPU's name), so an image baked on one machine does not decide for another.
-3. Else rules from the CPU's flags: where the export exists, OpenVINO (bf16 on a CPU with
-   AVX512-BF16 or AMX, fp32 otherwise), the fastest on every CPU measured so far; where
-   it does not, eager torch, as before there were exports. On CUDA, torch at
+3. Else the same, from a bake on this CPU at another thread count (the nearest): a worker
+   given its share of the cores (OMP_NUM_THREADS) is rarely baked at that share, and the
+   engines' order held from one thread to two on every CPU measured (bench/RESULTS.md),
+   where the rules below were wrong on one.
+4. Else rules from the CPU's flags: where the export exists, OpenVINO (bf16 on a CPU with
+   AMX, fp32 otherwise), the fastest on every CPU measured before an AMD EPYC with
+   AVX512-BF16; where it does not, eager torch, as before there were exports. On CUDA, torch at
    CUTFX_PRECISION until a bake on that GPU has measured the exported engines.
 
 Whatever the route, only engines at a precision CUTFX_PRECISION allows on the device
@@ -97,14 +101,24 @@ def effective_precision(device: str, setting: str, bf16_on_cpu: bool) -> str:
     return "bf16" if bf16_on_cpu else "fp32"
 
 
+def _digest(described: str) -> str:
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def _cpu_described() -> str:
+    return f"{cpuinfo_field('model name')}|{' '.join(sorted(cpu_flags()))}"
+
+
 def machine_signature(device: str) -> str:
     """What makes engine timings comparable: the CPU (model, flags, threads) or the GPU."""
     if device.startswith("cuda"):
-        described = torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
-    else:
-        cpu = cpuinfo_field("model name")
-        described = f"{cpu}|{' '.join(sorted(cpu_flags()))}|{torch.get_num_threads()}"
-    return hashlib.sha256(described.encode()).hexdigest()[:16]
+        return _digest(torch.cuda.get_device_name(int(device.partition(":")[2] or 0)))
+    return _digest(f"{_cpu_described()}|{torch.get_num_threads()}")
+
+
+def cpu_signature() -> str:
+    """This CPU (model and flags) whatever the thread count."""
+    return _digest(_cpu_described())
 
 
 def record_path(export: ExportedNetwork, device: str) -> Path:
@@ -115,18 +129,42 @@ def write_record(export: ExportedNetwork, device: str, trials: list[EngineTrial]
     """Keep the bake's measurements beside the export, for this machine's workers."""
     path = record_path(export, device)
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"trials": [asdict(trial) for trial in trials]}, indent=2))
+    stored: dict[str, Any] = {"trials": [asdict(trial) for trial in trials]}
+    if not device.startswith("cuda"):
+        stored |= {"cpu": cpu_signature(), "threads": torch.get_num_threads()}
+    partial.write_text(json.dumps(stored, indent=2))
     os.replace(partial, path)
     return path
 
 
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        stored: dict[str, Any] = json.loads(path.read_text())
+        stored["trials"] = [EngineTrial(**trial) for trial in stored["trials"]]
+        return stored
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def read_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
     """The bake's measurements on this machine; none when it measured none here."""
-    try:
-        stored: dict[str, Any] = json.loads(record_path(export, device).read_text())
-        return [EngineTrial(**trial) for trial in stored["trials"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+    trials: list[EngineTrial] = _load(record_path(export, device)).get("trials", [])
+    return trials
+
+
+def read_nearest_thread_count(export: ExportedNetwork) -> tuple[int, list[EngineTrial]]:
+    """A bake's measurements on this CPU at the thread count nearest this process's, and
+    that count; (0, []) when this CPU was never measured."""
+    threads = torch.get_num_threads()
+    records = [
+        stored
+        for path in sorted(export.directory.glob(f"{RECORD_PREFIX}*.json"))
+        if (stored := _load(path)).get("cpu") == cpu_signature() and stored.get("trials")
+    ]
+    if not records:
+        return 0, []
+    nearest = min(records, key=lambda stored: (abs(stored["threads"] - threads), stored["threads"]))
+    return nearest["threads"], nearest["trials"]
 
 
 def allowed_precisions(device: str, setting: str) -> set[str]:
@@ -141,7 +179,9 @@ def can_run(name: str, device: str, export: ExportedNetwork) -> bool:
     return export.exists() or not spec.exported
 
 
-def fastest_measured(trials: list[EngineTrial], candidates: set[str]) -> EngineChoice | None:
+def fastest_measured(
+    trials: list[EngineTrial], candidates: set[str], where: str = "on this machine"
+) -> EngineChoice | None:
     held = sorted(
         (trial for trial in trials if trial.name in candidates and trial.holds_parity),
         key=lambda trial: trial.forward_ms,
@@ -152,7 +192,7 @@ def fastest_measured(trials: list[EngineTrial], candidates: set[str]) -> EngineC
     others = ", ".join(f"{trial.name} {trial.forward_ms:.0f} ms" for trial in held[1:])
     return EngineChoice(
         best.name,
-        f"the fastest that held parity when baked on this machine: {best.forward_ms:.0f} ms"
+        f"the fastest that held parity when baked {where}: {best.forward_ms:.0f} ms"
         + (f" (then {others})" if others else ""),
     )
 
@@ -184,6 +224,10 @@ def choose_engine(settings: Settings, device: str, export: ExportedNetwork) -> E
         if spec.precision in allowed and can_run(name, device, export)
     }
     measured = fastest_measured(read_record(export, device), candidates)
+    if measured is None and not device.startswith("cuda"):
+        threads, trials = read_nearest_thread_count(export)
+        where = f"on this CPU at {threads} threads (this worker runs {torch.get_num_threads()})"
+        measured = fastest_measured(trials, candidates, where)
     if measured is not None:
         return measured
     precision = effective_precision(device, settings.precision, "bf16" in allowed)

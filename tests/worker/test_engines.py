@@ -272,11 +272,27 @@ def test_another_machines_record_is_not_used(measured, monkeypatch):
     export, _ = measured
     write_record(export, "cpu", [trial("torch-fp32", 1800), trial("onnxruntime-fp32", 100)])
     assert choose_engine(Settings(device="cpu"), "cpu", export).name == "onnxruntime-fp32"
-    monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda: 64)
+    monkeypatch.setattr("worker.engine_choice.cpuinfo_field", lambda _: "Another CPU")
     assert not record_path(export, "cpu").exists()
     choice = choose_engine(Settings(device="cpu"), "cpu", export)
     assert choice.name == "openvino-bf16"
     assert "not measured on this machine" in choice.reason
+
+
+def test_a_bake_at_another_thread_count_on_this_cpu_decides_before_the_rules(
+    measured, monkeypatch
+):
+    export, _ = measured
+    for threads, fastest in ((2, "torch-bf16"), (8, "onnxruntime-fp32")):
+        monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda t=threads: t)
+        write_record(export, "cpu", [trial("torch-fp32", 1800), trial(fastest, 900)])
+    monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda: 1)
+    assert not record_path(export, "cpu").exists()
+    choice = choose_engine(Settings(device="cpu"), "cpu", export)
+    assert choice.name == "torch-bf16", "the nearest thread count's record"
+    assert "on this CPU at 2 threads (this worker runs 1)" in choice.reason
+    monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda: 6)
+    assert choose_engine(Settings(device="cpu"), "cpu", export).name == "onnxruntime-fp32"
 
 
 def test_without_a_record_the_rules_follow_the_cpus_flags(measured):
