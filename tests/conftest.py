@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -177,6 +178,22 @@ def worker_env(settings: Settings, extra_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **settings_env(settings), **threads, **extra_env, "PYTHONPATH": str(REPO)}
 
 
+def start_worker_process(
+    command: list[str], log: Path, env: dict[str, str], **popen: Any
+) -> subprocess.Popen[bytes]:
+    """One of the suite's worker processes, its output in `log`, stopped with its test
+    process (a crash included)."""
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=stops_with_the_test_process,
+        **popen,
+    )
+
+
 class WorkerProcesses:
     """The workers of cli.stack (gpu solo or batching threads, cpu prefork, webhooks threads)
     on test settings."""
@@ -193,16 +210,8 @@ class WorkerProcesses:
         node_prefix = f"test-{uuid.uuid4().hex[:6]}-"
         commands = worker_commands(node_prefix, batch_max=self.settings.batch_max)
         for name, command in commands.items():
-            log = (self.log_dir / f"{name}.log").open("wb")
             self.processes.append(
-                subprocess.Popen(
-                    command,
-                    cwd=REPO,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=stops_with_the_test_process,
-                )
+                start_worker_process(command, self.log_dir / f"{name}.log", self.env)
             )
 
     def wait_ready(self, client: redis.Redis) -> None:

@@ -20,7 +20,7 @@ from cli.stack import free_port, worker_commands
 from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.workers import live_workers, ready_queues
-from tests.conftest import REPO, worker_env
+from tests.conftest import start_worker_process, worker_env
 from tests.helpers import FINISHED, sample_variant, submit
 
 READY_TIMEOUT_S = 300
@@ -106,15 +106,8 @@ class FaultStack:
         self._started += 1
         prefix = f"fault-{uuid.uuid4().hex[:6]}-"
         command = worker_commands(prefix)[f"worker-{kind}"]
-        log = (self.log_dir / f"{kind}-{self._started}.log").open("wb")
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log = self.log_dir / f"{kind}-{self._started}.log"
+        process = start_worker_process(command, log, self.env, start_new_session=True)
         self.processes[kind] = process
         self.every_process.append(process)
         return process

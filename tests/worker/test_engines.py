@@ -279,9 +279,7 @@ def test_another_machines_record_is_not_used(measured, monkeypatch):
     assert "not measured on this machine" in choice.reason
 
 
-def test_a_bake_at_another_thread_count_on_this_cpu_decides_before_the_rules(
-    measured, monkeypatch
-):
+def test_a_bake_at_another_thread_count_on_this_cpu_decides_before_the_rules(measured, monkeypatch):
     export, _ = measured
     for threads, fastest in ((2, "torch-bf16"), (8, "onnxruntime-fp32")):
         monkeypatch.setattr("worker.engine_choice.torch.get_num_threads", lambda t=threads: t)
