@@ -207,10 +207,13 @@ def by_rule(device: str, precision: str, candidates: set[str], has_export: bool)
     if not has_export:
         reason = "no export of this network yet (`cutfx bake` makes it): eager torch"
     elif name.startswith("openvino"):
-        reason = "not measured on this machine; OpenVINO was the fastest on every CPU tried"
+        reason = (
+            "not measured on this machine; OpenVINO was the fastest or as fast as any at"
+            " its precision on every CPU measured"
+        )
     else:
         reason = "not measured on this machine; OpenVINO is not installed"
-    return EngineChoice(name, reason + f", at {precision} on this CPU")
+    return EngineChoice(name, reason + f", at {ENGINES[name].precision} on this CPU")
 
 
 def choose_engine(settings: Settings, device: str, export: ExportedNetwork) -> EngineChoice:
