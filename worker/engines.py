@@ -39,6 +39,8 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: AVX512-BF16 and no AMX it lost parity with torch fp32 (logits 4 to 13 % off, where
 #: torch's own bf16 stayed within 2 %; bench/RESULTS.md), as it held on AMX.
 OPENVINO_BF16_FLAGS = ("amx_bf16",)
+#: ONNX Runtime's session setting that lets idle intra-op threads spin.
+ORT_ALLOW_SPINNING = "session.intra_op.allow_spinning"
 #: OpenVINO's names for the precisions.
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 #: Where OpenVINO keeps its compiled networks, inside the export's folder: a restart
@@ -118,6 +120,11 @@ class OnnxRuntimeEngine:
         options.intra_op_num_threads = parts.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # The worker shares the CPU (effects, the API, other workers), and ONNX Runtime's
+        # threads spin between operators by default: two workers on two threads each took
+        # 3.1 s a forward spinning, 2.7 s not; alone, 1.27 to 1.37 s against 1.39 to
+        # 1.44 s (bench/RESULTS.md).
+        options.add_session_config_entry(ORT_ALLOW_SPINNING, "0")
         self.session = onnxruntime.InferenceSession(
             str(parts.export.onnx), options, providers=providers
         )

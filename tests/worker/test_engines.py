@@ -28,7 +28,7 @@ from worker.engine_choice import (
     write_record,
 )
 from worker.engine_trial import REFERENCE_ENGINE
-from worker.engines import ENGINES, OPENVINO_CACHE, build_engine, cpu_flags
+from worker.engines import ENGINES, OPENVINO_CACHE, ORT_ALLOW_SPINNING, build_engine, cpu_flags
 from worker.export import EXPORT_FORMAT, ONNX_FILE, export_key, exported_network
 from worker.model import engine_parts, load_model, mask_from_logits
 
@@ -183,6 +183,12 @@ def test_openvino_leaves_its_threads_unpinned_to_share_the_cpu(built):
     compiled = built.engine(names[0])._for_batch(1)
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
     assert compiled.get_property("INFERENCE_NUM_THREADS") == torch.get_num_threads()
+
+
+def test_onnxruntime_threads_do_not_spin_to_share_the_cpu(built):
+    options = built.engine("onnxruntime-fp32").session.get_session_options()
+    assert options.get_session_config_entry(ORT_ALLOW_SPINNING) == "0"
+    assert options.intra_op_num_threads == torch.get_num_threads()
 
 
 def test_forwards_side_by_side_in_threads_agree(built):
