@@ -156,14 +156,12 @@ def read_nearest_thread_count(export: ExportedNetwork) -> tuple[int, list[Engine
     """A bake's measurements on this CPU at the thread count nearest this process's, and
     that count; (0, []) when this CPU was never measured."""
     threads = torch.get_num_threads()
-    records = [
-        stored
-        for path in sorted(export.directory.glob(f"{RECORD_PREFIX}*.json"))
-        if (stored := _load(path)).get("cpu") == cpu_signature() and stored.get("trials")
-    ]
+    this_cpu = cpu_signature()
+    loaded = [_load(path) for path in sorted(export.directory.glob(f"{RECORD_PREFIX}*.json"))]
+    records = [record for record in loaded if record.get("cpu") == this_cpu and record["trials"]]
     if not records:
         return 0, []
-    nearest = min(records, key=lambda stored: (abs(stored["threads"] - threads), stored["threads"]))
+    nearest = min(records, key=lambda record: (abs(record["threads"] - threads), record["threads"]))
     return nearest["threads"], nearest["trials"]
 
 
