@@ -17,6 +17,7 @@ from PIL import Image
 from bench.common import median_ms, write_section
 from effects import EFFECT_NAMES, apply_effect, get_effect
 from shared.output import OutputFormat, encode_rgba
+from worker.memory import keep_freed_memory
 
 SIZES = {"1024×1024": (1024, 1024), "12 MP (4000×3000)": (3000, 4000)}
 TARGET_ALL_MS = 100
@@ -46,7 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--return-memory",
+        action="store_true",
+        help="free large arrays back to the system, as workers did before worker/memory.py",
+    )
     args = parser.parse_args()
+    if not args.return_memory:
+        keep_freed_memory()  # as a worker runs them
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cv2.setNumThreads(1)
 

@@ -34,6 +34,7 @@ from shared.telemetry import (
     stop_tracing,
 )
 from worker.consumer import CONSUMER_CLASS
+from worker.memory import keep_freed_memory
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, LaneAging, new_status
 from worker.process import this_process
 
@@ -66,6 +67,7 @@ this_process().settings = settings
 def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     configure_logging("worker")
     configure_tracing("worker", settings)
+    keep_freed_memory()  # before the pool forks, so its processes inherit it
     process = this_process()
     process.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
     process.forks = _is_pool(instance.pool_cls, PreforkPool)

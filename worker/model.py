@@ -396,7 +396,9 @@ def matting_for(device: str) -> Any:
 def load_model(settings: Settings) -> LoadedModel:
     from worker.engine_choice import choose_engine
     from worker.engines import build_engine
+    from worker.memory import keep_freed_memory
 
+    keep_freed_memory()  # also where a model is loaded outside a worker: benches, tests
     started = time.perf_counter()
     device = resolve_device(settings.device)
     checkpoint = resolve_checkpoint(settings)
