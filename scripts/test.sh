@@ -12,13 +12,18 @@ ruff check .
 ruff format --check .
 echo "==> mypy"
 mypy .
-echo "==> baking the worker's checkpoint (as Dockerfile.worker does)"
-env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast bash scripts/bake-worker.sh
-# Two test processes (pytest-xdist), a module's tests in one of them, each with Redis
-# databases and ports of its own (tests/conftest.py). Since the workers run an exported
-# engine the suite waits as much as it computes, and two processes overlap the waits:
-# on a 2-core AVX2 EPYC 799 s against 949 s for one (both cores 95 % busy).
-# CUTFX_TEST_PROCESSES chooses (0: one process).
-processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 2 : 0 ))}"
+# Three test processes (pytest-xdist) on two cores or more, a module's tests in one of
+# them, each with Redis databases and ports of its own (tests/conftest.py). The suite
+# waits (restarts, timeouts, browsers) as well as computes: a third process fills the
+# cores while another waits. CUTFX_TEST_PROCESSES chooses (0: one process).
+processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
+# The bake measures the engines at the thread count each test process and its workers
+# run (tests/conftest.py gives each its share of the cores), so that they find its record
+# and none of them bakes again.
+threads=$(( $(nproc) / (processes > 0 ? processes : 1) ))
+threads=$(( threads > 0 ? threads : 1 ))
+echo "==> baking the worker's checkpoint (as Dockerfile.worker does), at $threads threads"
+env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
+  bash scripts/bake-worker.sh
 echo "==> pytest ($processes test processes; 0 is one)"
-exec python -m pytest -n "$processes" --dist loadfile --durations=25 "$@"
+exec python -m pytest -n "$processes" --dist loadfile --no-loadscope-reorder --durations=25 "$@"

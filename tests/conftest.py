@@ -16,28 +16,33 @@ from typing import Any
 import pytest
 import redis
 
+from cli.stack import thread_env, threads_per_process
 from shared.settings import ENV_PREFIX, Settings
 from tests.helpers import stops_with_the_test_process
 
 REPO = Path(__file__).resolve().parents[1]
 
-# pytest-xdist runs the suite in two processes (scripts/test.sh): each gets Redis databases
-# of its own for every purpose below, so one process's workers, queues and flushes never
-# meet the other's, and its own ports to prefer for the servers it starts. Database 0 is
-# the default service's and 12 the benchmarks'.
+# pytest-xdist runs the suite in up to three processes (scripts/test.sh): each gets Redis
+# databases of its own for every purpose below, so one process's workers, queues and
+# flushes never meet another's, and its own ports to prefer for the servers it starts.
+# Database 0 is the default service's and 12 the benchmarks'.
 TEST_DATABASES = {
-    "CUTFX_TEST_REDIS_URL": (15, 7),
-    "CUTFX_TEST_E2E_REDIS_URL": (14, 6),
-    "CUTFX_TEST_PREVIEW_REDIS_URL": (8, 5),
-    "CUTFX_TEST_BATCH_REDIS_URL": (9, 4),
-    "CUTFX_TEST_GCS_REDIS_URL": (13, 3),
-    "CUTFX_TEST_CANCEL_REDIS_URL": (10, 2),
-    "CUTFX_TEST_DEMO_REDIS_URL": (11, 1),
+    #: Unit tests: flushed before each test.
+    "CUTFX_TEST_REDIS_URL": (15, 7, 3),
+    #: The session's workers.
+    "CUTFX_TEST_E2E_REDIS_URL": (14, 6, 2),
+    #: A module's own workers (base mode, batching, GCS, cancel, the demo): a process runs
+    #: one module at a time, and each flushes this database before and after.
+    "CUTFX_TEST_STACK_REDIS_URL": (13, 5, 1),
 }
-#: A test process's index: 0 alone, or gw0, gw1 under pytest-xdist.
+#: A test process's index: 0 alone, or gw0, gw1, gw2 under pytest-xdist.
 TEST_PROCESS = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-if TEST_PROCESS >= 2:
-    raise RuntimeError("the suite has Redis databases for two test processes: use -n 2 at most")
+MAX_TEST_PROCESSES = 3
+if TEST_PROCESS >= MAX_TEST_PROCESSES:
+    raise RuntimeError(
+        f"the suite has Redis databases for {MAX_TEST_PROCESSES} test processes: "
+        f"use -n {MAX_TEST_PROCESSES} at most"
+    )
 
 
 def redis_url_for(variable: str) -> str:
@@ -165,17 +170,24 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 #: pytest-xdist's test processes (1 without it).
 TEST_PROCESS_COUNT = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+#: A test process's share of the cores, for its own forwards (engine, model and batching
+#: tests) and its workers', as deploy/k8s/ sizes each process's to its share of a pod's.
+#: Left at every core, the two test processes' workers ran their forwards side by side on
+#: two threads each, and spent 4.6 s a forward where one thread alone takes 3.3 s. Set
+#: before anything imports torch, which reads it once.
+TEST_PROCESS_THREADS = thread_env(threads_per_process(TEST_PROCESS_COUNT))
+os.environ.update(TEST_PROCESS_THREADS)
 
 
 def worker_env(settings: Settings, extra_env: dict[str, str]) -> dict[str, str]:
-    """A test worker's environment: the settings, and thread pools sized to this test
-    process's share of the cores, as deploy/k8s/ sizes each process's to its share of a
-    pod's. Left at every core, the two test processes' workers ran their forwards side by
-    side on two threads each, and spent 4.6 s a forward where one thread alone takes 3.3 s."""
-    from cli.stack import thread_env, threads_per_process
-
-    threads = thread_env(threads_per_process(TEST_PROCESS_COUNT))
-    return {**os.environ, **settings_env(settings), **threads, **extra_env, "PYTHONPATH": str(REPO)}
+    """A test worker's environment: the settings, and this test process's threads."""
+    return {
+        **os.environ,
+        **settings_env(settings),
+        **TEST_PROCESS_THREADS,
+        **extra_env,
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def start_worker_process(
@@ -329,24 +341,32 @@ def gcs_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
 
 
 #: The slowest modules, slowest first (their times in two test processes on a 2-core AVX2
-#: EPYC: 215 s down to 45 s), handed out first so that the two test processes finish
+#: EPYC: 194 s down to 17 s), handed out first so that the test processes finish
 #: together rather than one waiting on the last. Mostly waiting (restarts, failovers,
-#: visibility timeouts) and base-mode forwards in eager torch.
+#: visibility timeouts), forwards, and base-mode forwards in eager torch. scripts/test.sh
+#: passes --no-loadscope-reorder: pytest-xdist otherwise hands out the modules with the
+#: most tests first, and the one-test modules of a minute or more came last.
 SLOW_MODULES = (
     "tests/worker/test_faults.py",
-    "tests/worker/test_checks.py",
-    "tests/worker/test_corpus.py",
     "tests/worker/test_engines.py",
     "tests/worker/test_batching.py",
+    "tests/worker/test_corpus.py",
+    "tests/worker/test_model.py",
+    "tests/worker/test_checks.py",
     "tests/worker/test_preview.py",
     "tests/worker/test_failover.py",
-    "tests/worker/test_lanes.py",
     "tests/test_watched.py",
-    "tests/worker/test_model.py",
+    "tests/api/test_image_url.py",
+    "tests/worker/test_lanes.py",
+    "tests/api/test_page_browser.py",
     "tests/worker/test_pipeline.py",
-    "tests/cli/test_batch.py",
-    "tests/cli/test_demo.py",
+    "tests/shared/test_redis_cluster.py",
+    "tests/worker/test_full_size.py",
     "tests/api/test_cancel.py",
+    "tests/cli/test_batch.py",
+    "tests/worker/test_cache.py",
+    "tests/worker/test_gcs_pipeline.py",
+    "tests/worker/test_output_options.py",
 )
 
 

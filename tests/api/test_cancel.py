@@ -15,8 +15,9 @@ from shared.telemetry import MODEL_INFERENCES, TASKS, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 
-#: A database of its own: jobs must sit in the queue until this test starts its workers.
-CANCEL_REDIS_URL = redis_url_for("CUTFX_TEST_CANCEL_REDIS_URL")
+#: The database of a module's own workers (tests/conftest.py): jobs must sit in the
+#: queue until this test starts its workers.
+CANCEL_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 RESULTS = ["cutout", "color", "enhancedblackwhite", "popart", "dithering"]
 
 

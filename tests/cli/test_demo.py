@@ -14,7 +14,7 @@ from tests.conftest import REPO, preferred_port, redis_url_for
 
 pytestmark = pytest.mark.e2e
 
-DEMO_REDIS_URL = redis_url_for("CUTFX_TEST_DEMO_REDIS_URL")
+DEMO_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 
 
 def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_path):

@@ -26,8 +26,9 @@ from worker.batching import Batcher, effective_batch_max
 from worker.model import load_model
 from worker.process import soft_time_limit
 
-#: A database of its own: the jobs wait in the queue until the batching worker starts.
-BATCH_REDIS_URL = redis_url_for("CUTFX_TEST_BATCH_REDIS_URL")
+#: The database of a module's own workers (tests/conftest.py): the jobs wait in the
+#: queue until the batching worker starts.
+BATCH_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 
 
 #: Batched and single forwards differ only by the rounding of other kernel blockings,

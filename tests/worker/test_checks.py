@@ -33,8 +33,8 @@ from tests.helpers import sample_variant, submit, wait_finished
 from tests.plugins import NO_SUBJECT_COLOUR, UNSURE_COLOUR
 from worker.render import subject_facts
 
-#: The preview tests' database: the two modules never run at once in one test process.
-ESCALATION_REDIS_URL = redis_url_for("CUTFX_TEST_PREVIEW_REDIS_URL")
+#: The database of a module's own workers (tests/conftest.py).
+ESCALATION_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 SIZE = (600, 800)  # height, width: a phone photo's proportions, small
 LIMITS = CheckThresholds()
 

@@ -11,7 +11,7 @@ from tests.helpers import decode, sample_variant, submit, wait_finished
 
 pytestmark = pytest.mark.e2e
 
-GCS_REDIS_URL = redis_url_for("CUTFX_TEST_GCS_REDIS_URL")
+GCS_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 
 
 @pytest.fixture(scope="module")

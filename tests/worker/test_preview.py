@@ -15,8 +15,8 @@ from shared.telemetry import MODEL_INFERENCES, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
 from tests.helpers import image_bytes, sample_variant, submit, wait_finished
 
-#: A database of its own: these workers run base mode.
-PREVIEW_REDIS_URL = redis_url_for("CUTFX_TEST_PREVIEW_REDIS_URL")
+#: The database of a module's own workers (tests/conftest.py): these run base mode.
+PREVIEW_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 
 
 def event_names(api, job_id: str) -> list[tuple[str, str]]:
