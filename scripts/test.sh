@@ -22,7 +22,7 @@ processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
 # and none of them bakes again.
 threads=$(( $(nproc) / (processes > 0 ? processes : 1) ))
 threads=$(( threads > 0 ? threads : 1 ))
-echo "==> baking the worker's checkpoint (as Dockerfile.worker does), at $threads threads"
+echo "==> baking the worker's checkpoint (as Dockerfile.worker does); threads per test process: $threads"
 env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
   bash scripts/bake-worker.sh
 echo "==> pytest ($processes test processes; 0 is one)"
