@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.common import publish, random_checkpoint
+from bench.engine import current_rss_mb
 from cli.stack import thread_env
 
 HEAPS = ("returned", "kept")
@@ -28,11 +29,6 @@ FORWARDS = 5
 EFFECT_RUNS = 3
 ROUNDS = 2
 SECTION = "The worker's heap, kept against returned (bench/heap.py)"
-
-
-def resident_mb() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
 
 
 def measured(call: Callable[[], Any], runs: int) -> dict[str, float]:
@@ -50,7 +46,7 @@ def measured(call: Callable[[], Any], runs: int) -> dict[str, float]:
         "s": statistics.median(seconds),
         "sys_s": (after.ru_stime - before.ru_stime) / runs,
         "faults": (after.ru_minflt - before.ru_minflt) / runs,
-        "rss_mb": resident_mb(),
+        "rss_mb": current_rss_mb(),
     }
 
 
@@ -60,15 +56,16 @@ def child(heap: str) -> None:
     from bench.effects import photo_cutout
     from effects import EFFECT_NAMES, apply_effect
     from shared.settings import Settings
-    from worker import memory
-    from worker.model import load_model
+    from worker.engines import build_engine
+    from worker.memory import keep_freed_memory
+    from worker.model import engine_parts
 
-    if heap == "returned":
-        memory._kept = True  # load_model then leaves glibc's defaults as they are
-    settings = Settings.from_env().with_overrides(
-        model_mode="fast", model_ckpt=str(random_checkpoint("fast")), engine="torch-fp32"
-    )
-    engine = load_model(settings).engine
+    if heap == "kept":
+        keep_freed_memory()
+    # Built directly rather than by load_model, which keeps the heap whatever the heap.
+    checkpoint = random_checkpoint("fast")
+    settings = Settings.from_env().with_overrides(model_mode="fast", model_ckpt=str(checkpoint))
+    engine = build_engine("torch-fp32", engine_parts(settings, "cpu", checkpoint))
     batch = torch.rand(1, 3, 384, 384)
     forward = measured(lambda: engine.logits(batch), FORWARDS)
     cutout = photo_cutout(3000, 4000)
@@ -91,7 +88,7 @@ def run_child(heap: str) -> dict[str, dict[str, float]]:
 def row(heap: str, stage: str, figures: dict[str, float]) -> str:
     return (
         f"| {heap} | {stage} | {figures['s']:.2f} s | {figures['sys_s']:.2f} s "
-        f"| {figures['faults']:,.0f} | {figures['rss_mb']:,} MB |"
+        f"| {figures['faults']:,.0f} | {figures['rss_mb']:,.0f} MB |"
     )
 
 
