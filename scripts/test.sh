@@ -20,8 +20,7 @@ processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
 # The bake measures the engines at the thread count each test process and its workers
 # run (tests/conftest.py gives each its share of the cores), so that they find its record
 # and none of them bakes again.
-threads=$(( $(nproc) / (processes > 0 ? processes : 1) ))
-threads=$(( threads > 0 ? threads : 1 ))
+threads="$(python -c "from cli.stack import threads_per_process; print(threads_per_process(max(1, $processes)))")"
 echo "==> baking the worker's checkpoint (as Dockerfile.worker does); threads per test process: $threads"
 env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
   bash scripts/bake-worker.sh
