@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from worker.memory import keep_freed_memory
+from worker import memory
 
 #: Each round allocates, writes and frees this much, as a forward or an effect does.
 ARRAY_BYTES = 256 * 1024 * 1024
@@ -42,15 +42,39 @@ def page_faults(mode: str) -> dict[str, Any]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_a_kept_heap_serves_the_next_photos_arrays_without_new_pages():
     returned, kept = page_faults("return"), page_faults("keep")
-    first: int
     assert kept["kept"] is True
     # Returned to the system, every round faults fresh pages in (huge pages, where the
     # kernel gives them, make it fewer faults); kept, only the first round does.
+    first: int
     first, *later = returned["faults"]
     assert all(faults >= first // 2 for faults in later), returned
     assert kept["faults"][0] >= first // 2, kept
     assert all(faults * 20 < first for faults in kept["faults"][1:]), (kept, returned)
 
 
-def test_keeping_twice_is_keeping_once():
-    assert keep_freed_memory() == keep_freed_memory()
+def test_the_settings_are_made_once_per_process(monkeypatch):
+    made: list[tuple[int, int]] = []
+
+    def mallopt(parameter: int, value: int) -> int:
+        made.append((parameter, value))
+        return 1
+
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_glibc_mallopt", lambda: mallopt)
+    assert memory.keep_freed_memory() is True
+    assert memory.keep_freed_memory() is True
+    assert sorted(made) == sorted(
+        {
+            memory.M_MMAP_THRESHOLD: memory.NEVER,
+            memory.M_TRIM_THRESHOLD: memory.NEVER,
+            memory.M_TOP_PAD: memory.HEAP_GROWTH_BYTES,
+        }.items()
+    )
+
+
+def test_without_glibc_nothing_is_changed_and_it_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(memory, "_kept", False)
+    monkeypatch.setattr(memory, "_glibc_mallopt", lambda: None)
+    with caplog.at_level("INFO", logger="worker.memory"):
+        assert memory.keep_freed_memory() is False
+    assert "no mallopt" in caplog.text
