@@ -100,8 +100,6 @@ class TorchEngine:
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)
-        if self.device.startswith("cuda"):
-            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), self._autocast():
             logits: torch.Tensor = self._saliency(batch)
         return logits.float()

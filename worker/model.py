@@ -443,8 +443,9 @@ def network_on(device: str, mode: str, checkpoint: Path) -> Any:
     network = build_network(mode, checkpoint).to(device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-        # InSPyReNet.to() takes only a device: the memory format goes through Module's.
-        torch.nn.Module.to(network, memory_format=torch.channels_last)
+    # PyTorch's default layout on every device, not the channels_last cuDNN prefers: the
+    # network's attention layers `view` their convolutions' outputs, which a channels_last
+    # tensor refuses (tests/worker/test_model.py).
     return network
 
 

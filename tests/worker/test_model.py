@@ -35,6 +35,22 @@ def test_auto_picks_the_cpu_here_and_cuda_is_refused_without_a_gpu():
         resolve_device("cuda")
 
 
+def test_the_networks_attention_refuses_channels_last_so_no_engine_lays_it_out_so():
+    """Why the torch engines keep PyTorch's default layout on CUDA too, where cuDNN runs
+    convolutions faster in channels_last: transparent-background's attention layers
+    `view` their convolutions' outputs, and the first forward of a channels_last network
+    failed there (worker/model.py: network_on)."""
+    from transparent_background.modules.layers import SelfAttention
+
+    layer = SelfAttention(64, mode="h").eval()
+    features = torch.rand(1, 64, 12, 12)
+    with torch.no_grad():
+        assert layer(features).shape == features.shape
+        torch.nn.Module.to(layer, memory_format=torch.channels_last)
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            layer(features.contiguous(memory_format=torch.channels_last))
+
+
 def test_the_modes_come_from_the_packages_own_config():
     assert mode_config("fast")["base_size"] == [384, 384]
     assert mode_config("base")["base_size"] == [1024, 1024]
