@@ -74,6 +74,22 @@ class EngineParts:
     export: ExportedNetwork
 
 
+#: The layers whose weights autocast casts to the reduced precision on every forward.
+AUTOCAST_CAST_LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def store_weights_as_autocast_casts_them(network: torch.nn.Module, precision: str) -> None:
+    """The Linear and convolution layers' weights stored at the dtype autocast gives them
+    on every forward: the same logits bit for bit, without those casts (a bf16 forward
+    on an AMD EPYC with AVX512-BF16: 821 against 918 ms, bench/RESULTS.md). Norms and
+    the rest keep their precision, as autocast keeps it."""
+    dtype = AUTOCAST_DTYPES[precision]
+    for module in network.modules():
+        if isinstance(module, AUTOCAST_CAST_LAYERS):
+            module.to(dtype)
+
+
 class TorchEngine:
     """The network in eager PyTorch, at `precision` by autocast."""
 
@@ -81,7 +97,10 @@ class TorchEngine:
         self.name = name
         self.precision = precision
         self.device = parts.device
-        self._saliency = SaliencyLogits(parts.network())
+        network = parts.network()
+        if precision in AUTOCAST_DTYPES:
+            store_weights_as_autocast_casts_them(network, precision)
+        self._saliency = SaliencyLogits(network)
 
     @property
     def network(self) -> Any:
@@ -93,10 +112,10 @@ class TorchEngine:
         self._saliency = SaliencyLogits(network)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision == "fp32":
+        if self.precision not in AUTOCAST_DTYPES:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast("cuda" if self.device.startswith("cuda") else "cpu", dtype=dtype)
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(device_type, dtype=AUTOCAST_DTYPES[self.precision])
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)

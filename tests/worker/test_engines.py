@@ -28,8 +28,16 @@ from worker.engine_choice import (
     write_record,
 )
 from worker.engine_trial import REFERENCE_ENGINE
-from worker.engines import ENGINES, OPENVINO_CACHE, ORT_ALLOW_SPINNING, build_engine, cpu_flags
-from worker.export import EXPORT_FORMAT, ONNX_FILE, export_key, exported_network
+from worker.engines import (
+    AUTOCAST_DTYPES,
+    ENGINES,
+    OPENVINO_CACHE,
+    ORT_ALLOW_SPINNING,
+    build_engine,
+    cpu_flags,
+    store_weights_as_autocast_casts_them,
+)
+from worker.export import EXPORT_FORMAT, ONNX_FILE, SaliencyLogits, export_key, exported_network
 from worker.model import engine_parts, load_model, mask_from_logits
 
 EXPORTED_CPU_ENGINES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
@@ -206,6 +214,48 @@ def test_forwards_side_by_side_in_threads_agree(built):
         thread.join()
     assert len(found) == 3
     assert all(correlation(expected, each) >= MIN_LOGIT_CORRELATION["fp32"] for each in found)
+
+
+class LayersOfTheNetworksKinds(torch.nn.Module):
+    """A convolution, batch norm, Linear and layer norm, as the network chains them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.batch_norm = torch.nn.BatchNorm2d(8).eval()
+        self.linear = torch.nn.Linear(8, 16)
+        self.layer_norm = torch.nn.LayerNorm(16)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        features = self.batch_norm(self.conv(batch)).flatten(2).transpose(1, 2)
+        return self.layer_norm(self.linear(features))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_weights_stored_as_autocast_casts_them_give_autocasts_own_output(precision):
+    torch.manual_seed(0)
+    layers = LayersOfTheNetworksKinds()
+    batch = torch.randn(2, 3, 12, 12)
+    dtype = AUTOCAST_DTYPES[precision]
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        expected = layers(batch)
+        store_weights_as_autocast_casts_them(layers, precision)
+        found = layers(batch)
+    assert (layers.conv.weight.dtype, layers.linear.weight.dtype) == (dtype, dtype)
+    assert layers.layer_norm.weight.dtype == layers.batch_norm.weight.dtype == torch.float32
+    assert found.dtype == expected.dtype
+    assert torch.equal(found, expected)
+
+
+def test_the_torch_bf16_engine_gives_autocasts_own_logits(built):
+    """The whole network: the engine's stored weights against casts on every forward."""
+    if not runnable(("torch-bf16",)):
+        pytest.skip("no bf16 instructions on this CPU")
+    batch = reference_input(built.parts, photos()[0])
+    cast_on_every_forward = SaliencyLogits(built.parts.network())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = cast_on_every_forward(batch).float()
+    assert torch.equal(logits_of(built.engine("torch-bf16"), batch), expected)
 
 
 def test_the_bake_records_every_engine_this_cpu_runs_and_the_worker_runs_its_pick(settings, parts):
