@@ -36,11 +36,15 @@ from bench.runs import local_stack, photo_variants, run_job, scratch, stage_seco
 from shared.settings import Settings
 from worker.engine_choice import EngineTrial, allowed_precisions, choose_engine
 from worker.engine_trial import measure_engines, trial_photos
-from worker.engines import ENGINES
+from worker.engines import ENGINES, cpu_flags
 from worker.model import engine_parts, export_missing, load_model
 
 MATMUL_SIDE = 4096
 ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+#: The kinds of CPU whose figures bench/RESULTS.md keeps apart, by the flag that makes
+#: each (the first found names it): a run on one kind does not replace another's.
+CPU_KINDS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16 without AMX"))
+AVX2_ONLY_KIND = "an AVX2-only CPU"
 
 
 def matmul_rate(dtype: torch.dtype, runs: int = 5) -> float:
@@ -197,8 +201,13 @@ def main() -> None:
     body = render(args, report, trials, timings)
     print(body)
     if not args.no_write:
-        cap = f", oneDNN and MKL held to {args.cap_isa}" if args.cap_isa else ""
-        write_section(f"Inference engines, {args.mode} mode{cap} (bench/engine.py)", body)
+        kind = f"oneDNN and MKL held to {args.cap_isa}" if args.cap_isa else cpu_kind(cpu_flags())
+        write_section(f"Inference engines, {args.mode} mode, {kind} (bench/engine.py)", body)
+
+
+def cpu_kind(flags: frozenset[str]) -> str:
+    """The kind of CPU (CPU_KINDS) that `flags` make."""
+    return next((kind for flag, kind in CPU_KINDS if flag in flags), AVX2_ONLY_KIND)
 
 
 def render(
