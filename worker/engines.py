@@ -6,7 +6,8 @@ float32 on the model's device), so everything around the forward (batching, prev
 escalation, print resolution) is the same whichever runs.
 
 - `torch-*`: transparent-background's network in eager PyTorch, at a precision by
-  autocast (bf16 on a CPU with bf16 instructions; fp16 or bf16 on CUDA).
+  autocast (bf16 on a CPU with bf16 instructions; fp16 or bf16 on CUDA), the weights
+  autocast would cast stored at that precision once.
 - `onnxruntime-*` and `openvino-*`: the network's ONNX export (worker/export.py), run by
   ONNX Runtime or OpenVINO. Both fuse the graph and pick kernels for the CPU they run on;
   OpenVINO's bf16 runs the matrix work on AMX, and is offered only where AMX is.
