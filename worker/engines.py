@@ -98,8 +98,10 @@ class TorchEngine:
         self.name = name
         self.precision = precision
         self.device = parts.device
+        #: What autocast runs the matrix work at; None at fp32, where it stays off.
+        self.autocast_dtype = AUTOCAST_DTYPES.get(precision)
         network = parts.network()
-        if precision in AUTOCAST_DTYPES:
+        if self.autocast_dtype is not None:
             store_weights_as_autocast_casts_them(network, precision)
         self._saliency = SaliencyLogits(network)
 
@@ -113,10 +115,10 @@ class TorchEngine:
         self._saliency = SaliencyLogits(network)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.precision not in AUTOCAST_DTYPES:
+        if self.autocast_dtype is None:
             return contextlib.nullcontext()
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        return torch.autocast(device_type, dtype=AUTOCAST_DTYPES[self.precision])
+        return torch.autocast(device_type, dtype=self.autocast_dtype)
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)

@@ -38,8 +38,9 @@ def test_auto_picks_the_cpu_here_and_cuda_is_refused_without_a_gpu():
 def test_the_networks_attention_refuses_channels_last_so_no_engine_lays_it_out_so():
     """Why the torch engines keep PyTorch's default layout on CUDA too, where cuDNN runs
     convolutions faster in channels_last: transparent-background's attention layers
-    `view` their convolutions' outputs, and the first forward of a channels_last network
-    failed there (worker/model.py: network_on)."""
+    `view` their convolutions' outputs. A channels_last network failed its first forward
+    on the CPU, and cuDNN keeps an input's layout in its output the same way
+    (worker/model.py: network_on)."""
     from transparent_background.modules.layers import SelfAttention
 
     layer = SelfAttention(64, mode="h").eval()
