@@ -36,7 +36,8 @@ from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
 from worker.engines import ENGINES, cpu_flags
-from worker.model import LoadedModel, TorchForeground, engine_parts, load_model
+from worker.foreground import TorchForeground
+from worker.model import LoadedModel, engine_parts, load_model
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BATCH_SIZES = (1, 4, 8, 16)

@@ -8,7 +8,7 @@ from PIL import Image
 from pymatting import estimate_foreground_ml
 
 from tests.helpers import SAMPLE
-from worker.model import TorchForeground
+from worker.foreground import TorchForeground
 
 #: In 0..1: what a viewer sees (weighted by alpha) within a quarter of an 8-bit step, any
 #: visible pixel within two steps on average.
@@ -45,3 +45,32 @@ def test_a_uniform_photo_keeps_its_colour():
     found = TorchForeground("cpu")(image, alpha)
     visible = alpha > 0.05
     assert np.allclose(found[visible], (0.2, 0.5, 0.8), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (3, 1, 1), (3, 1, 6), (3, 4, 1)])
+def test_adding_neighbours_in_place_is_adding_the_shifted_copy(shape):
+    import torch
+
+    from worker.foreground import NEIGHBOURS, _add_weighted_neighbours, _shifted
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(shape, generator=generator)
+    weight = torch.rand((1, *shape[1:]), generator=generator)
+    for axis, step in NEIGHBOURS:
+        total = torch.rand(shape, generator=generator)
+        expected = total + weight * _shifted(pixels, axis, step)
+        _add_weighted_neighbours(total, weight, pixels, axis, step)
+        assert torch.allclose(total, expected, rtol=0, atol=1e-6), (axis, step)
+
+
+def test_the_pyramid_resize_takes_pymattings_nearest_pixels():
+    import torch
+
+    from worker.foreground import _nearest
+
+    pixels = torch.arange(2 * 5 * 7, dtype=torch.float32).view(2, 5, 7)
+    resized = _nearest(pixels, 8, 3)
+    rows = [y * 5 // 8 for y in range(8)]
+    columns = [x * 7 // 3 for x in range(3)]
+    assert resized.tolist() == pixels[:, rows][:, :, columns].tolist()
+    assert _nearest(pixels, 5, 7) is pixels
