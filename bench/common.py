@@ -17,6 +17,15 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 #: The CPU flags that decide how fast the model runs here, as /proc/cpuinfo names them.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+#: The kinds of CPU whose figures bench/RESULTS.md keeps apart, by the flag that makes
+#: each (the first found names it): a run on one kind does not replace another's.
+CPU_KINDS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16 without AMX"))
+AVX2_ONLY_KIND = "an AVX2-only CPU"
+
+
+def cpu_kind(flags: frozenset[str]) -> str:
+    """The kind of CPU (CPU_KINDS) that `flags` make."""
+    return next((kind for flag, kind in CPU_KINDS if flag in flags), AVX2_ONLY_KIND)
 
 
 def machine() -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from bench.common import median_s, random_checkpoint, write_section
+from bench.common import cpu_kind, median_s, random_checkpoint, write_section
 from bench.runs import local_stack, photo_variants, run_job, scratch, stage_seconds
 from shared.settings import Settings
 from worker.engine_choice import EngineTrial, allowed_precisions, choose_engine
@@ -41,10 +41,6 @@ from worker.model import engine_parts, export_missing, load_model
 
 MATMUL_SIDE = 4096
 ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
-#: The kinds of CPU whose figures bench/RESULTS.md keeps apart, by the flag that makes
-#: each (the first found names it): a run on one kind does not replace another's.
-CPU_KINDS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16 without AMX"))
-AVX2_ONLY_KIND = "an AVX2-only CPU"
 
 
 def matmul_rate(dtype: torch.dtype, runs: int = 5) -> float:
@@ -203,11 +199,6 @@ def main() -> None:
     if not args.no_write:
         kind = f"oneDNN and MKL held to {args.cap_isa}" if args.cap_isa else cpu_kind(cpu_flags())
         write_section(f"Inference engines, {args.mode} mode, {kind} (bench/engine.py)", body)
-
-
-def cpu_kind(flags: frozenset[str]) -> str:
-    """The kind of CPU (CPU_KINDS) that `flags` make."""
-    return next((kind for flag, kind in CPU_KINDS if flag in flags), AVX2_ONLY_KIND)
 
 
 def render(

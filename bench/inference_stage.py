@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import SAMPLE, publish, random_checkpoint
+from bench.common import SAMPLE, cpu_kind, publish, random_checkpoint
 from shared.settings import Settings
+from worker.engines import cpu_flags
 from worker.model import LoadedModel, load_model, mask_from_logits
 
 PHOTO_SIZE = (1024, 681)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         "| engine | prepare | forward | mask | foreground | segment (the stage) | "
         "stage − forward |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
-    publish("Inference stage broken down (bench/inference_stage.py)", body, not args.no_write)
+    section = f"Inference stage broken down, {cpu_kind(cpu_flags())} (bench/inference_stage.py)"
+    publish(section, body, not args.no_write)
 
 
 if __name__ == "__main__":
