@@ -52,14 +52,20 @@ def _nearest(pixels: Any, height: int, width: int) -> Any:
     return torch.gather(picked_rows, -1, columns.expand(*picked_rows.shape[:-1], width))
 
 
+def _neighbour_slices(size: int, step: int) -> tuple[int, int, int]:
+    """Along an axis of `size` pixels, for the neighbour one `step` away: where the
+    size − 1 pixels whose neighbour lies inside start, where those neighbours start, and
+    the border pixel that is its own neighbour."""
+    return (1, 0, 0) if step < 0 else (0, 1, size - 1)
+
+
 def _shifted(pixels: Any, axis: int, step: int) -> Any:
     """Each pixel's neighbour one `step` along `axis`, the border repeated."""
-    import torch
-
     size = pixels.shape[axis]
-    if step < 0:
-        return torch.cat((pixels.narrow(axis, 0, 1), pixels.narrow(axis, 0, size - 1)), axis)
-    return torch.cat((pixels.narrow(axis, 1, size - 1), pixels.narrow(axis, size - 1, 1)), axis)
+    start, source, _ = _neighbour_slices(size, step)
+    shifted = pixels.clone()
+    shifted.narrow(axis, start, size - 1).copy_(pixels.narrow(axis, source, size - 1))
+    return shifted
 
 
 def _add_weighted_neighbours(total: Any, weight: Any, pixels: Any, axis: int, step: int) -> None:
@@ -68,9 +74,7 @@ def _add_weighted_neighbours(total: Any, weight: Any, pixels: Any, axis: int, st
     copy of `pixels` would be written and read again."""
     size = pixels.shape[axis]
     inner = size - 1
-    # The pixels whose neighbour lies inside, and where those neighbours start.
-    start, source = (1, 0) if step < 0 else (0, 1)
-    edge = 0 if step < 0 else size - 1
+    start, source, edge = _neighbour_slices(size, step)
     total.narrow(axis, start, inner).addcmul_(
         weight.narrow(axis, start, inner), pixels.narrow(axis, source, inner)
     )

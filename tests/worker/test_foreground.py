@@ -48,7 +48,7 @@ def test_a_uniform_photo_keeps_its_colour():
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 7), (3, 1, 1), (3, 1, 6), (3, 4, 1)])
-def test_adding_neighbours_in_place_is_adding_the_shifted_copy(shape):
+def test_neighbours_are_one_step_along_the_axis_the_border_its_own(shape):
     import torch
 
     from worker.foreground import NEIGHBOURS, _add_weighted_neighbours, _shifted
@@ -57,8 +57,11 @@ def test_adding_neighbours_in_place_is_adding_the_shifted_copy(shape):
     pixels = torch.rand(shape, generator=generator)
     weight = torch.rand((1, *shape[1:]), generator=generator)
     for axis, step in NEIGHBOURS:
+        size = shape[axis]
+        neighbours = pixels.index_select(axis, (torch.arange(size) + step).clamp(0, size - 1))
+        assert torch.equal(_shifted(pixels, axis, step), neighbours), (axis, step)
         total = torch.rand(shape, generator=generator)
-        expected = total + weight * _shifted(pixels, axis, step)
+        expected = total + weight * neighbours
         _add_weighted_neighbours(total, weight, pixels, axis, step)
         assert torch.allclose(total, expected, rtol=0, atol=1e-6), (axis, step)
 
