@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -376,3 +377,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOW_MODULES.index(path) if path in SLOW_MODULES else len(SLOW_MODULES)
 
     items.sort(key=rank)
+
+
+#: Packages that compile code when imported: `import pymatting` compiles every numba kernel
+#: it has, about 45 CPU-seconds on a fresh install (its cache is the installed package's).
+COMPILING_AT_IMPORT = ("numba", "pymatting")
+#: Which of them collecting the suite imported, in this test process.
+COMPILED_AT_COLLECTION = pytest.StashKey[list[str]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[COMPILED_AT_COLLECTION] = [
+        name for name in COMPILING_AT_IMPORT if name in sys.modules
+    ]

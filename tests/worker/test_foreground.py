@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from pymatting import estimate_foreground_ml
 
 from tests.helpers import SAMPLE
 from worker.foreground import TorchForeground
@@ -22,12 +21,21 @@ def soft_oval(height: int, width: int, hardness: float) -> np.ndarray:
     return np.clip((1 - distance) * hardness, 0, 1)
 
 
+def pymatting_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """pymatting's own estimate. Imported here, not at the top: `import pymatting` compiles
+    all of its numba kernels (about 45 CPU-seconds on a fresh install), and every test
+    process imports every test module to collect it."""
+    from pymatting import estimate_foreground_ml
+
+    return estimate_foreground_ml(image, alpha)
+
+
 @pytest.mark.parametrize("hardness", [1.5, 3.0, 20.0])
 def test_the_torch_estimate_matches_pymatting_where_it_shows(hardness):
     image = np.asarray(Image.open(SAMPLE).convert("RGB"), dtype=np.float64) / 255
     height, width = image.shape[:2]
     alpha = soft_oval(height, width, hardness)
-    expected = estimate_foreground_ml(image, alpha)
+    expected = pymatting_foreground(image, alpha)
     found = TorchForeground("cpu")(image, alpha)
     assert found.shape == expected.shape
     assert found.dtype == np.float32
