@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.errors import ObjectNotFound, TransientStorageError
 from shared.storage import RetryingStorage, SignedUrl, Storage
 from shared.telemetry import STORAGE_ERRORS, Metric, Metrics, count_storage_error, render
+from tests.faults import wait_for
 from tests.helpers import sample_variant, submit, wait_finished
+
+#: How long after its job shows as finished a worker's 'job finished' line may take.
+FINISHED_LINE_TIMEOUT_S = 10
 
 
 def scrape(client) -> dict[str, float]:
@@ -71,11 +76,23 @@ def test_the_named_series_exist_and_move_when_a_job_runs(e2e_client):
 def test_each_finished_job_logs_one_line_with_its_timings(e2e_client, workers):
     job_id = submit(e2e_client, sample_variant(), effects="color").get_json()["id"]
     wait_finished(e2e_client, job_id)
-    logs = "".join(p.read_text() for p in workers.log_dir.glob("worker-*.log"))
-    lines = [
-        json.loads(line) for line in logs.splitlines() if line.startswith("{") and job_id in line
-    ]
-    finished = [line for line in lines if line["msg"] == "job finished"]
+
+    def job_lines() -> list[dict[str, Any]]:
+        found = []
+        for log in workers.log_dir.glob("worker-*.log"):
+            # Whole lines only: a worker may be writing its last one.
+            for line in log.read_text().split("\n")[:-1]:
+                if line.startswith("{") and job_id in line:
+                    found.append(json.loads(line))
+        return found
+
+    def finished_lines() -> list[dict[str, Any]]:
+        return [line for line in job_lines() if line["msg"] == "job finished"]
+
+    # The worker closes the job's record, which the API shows, and then logs the line.
+    wait_for(finished_lines, FINISHED_LINE_TIMEOUT_S, "no 'job finished' line in the logs")
+    lines = job_lines()
+    finished = finished_lines()
     assert len(finished) == 1
     assert finished[0]["job_id"] == job_id
     assert finished[0]["status"] == "succeeded"
