@@ -10,7 +10,11 @@ from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
 from cli.main import main
 from shared.workers import live_workers
 from tests.conftest import settings_env
+from tests.faults import wait_for
 from worker.engines import ENGINES
+
+#: How long after a worker is ready in Redis its 'worker ready' line may take.
+READY_LINE_TIMEOUT_S = 10
 
 pytestmark = pytest.mark.e2e
 
@@ -55,11 +59,10 @@ def cpu_precisions(settings) -> set[str]:
 
 
 def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_settings):
-    lines = [
-        json.loads(line)
-        for line in (workers.log_dir / "worker-gpu.log").read_text().splitlines()
-        if line.startswith("{")
-    ]
+    log = workers.log_dir / "worker-gpu.log"
+    # The worker announces itself in Redis, which the fixture waits for, and then logs it.
+    wait_for(lambda: '"worker ready"' in log.read_text(), READY_LINE_TIMEOUT_S, "no ready line")
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     messages = [line["msg"] for line in lines]
     assert (
         messages.index("model loaded")
