@@ -5,14 +5,17 @@ from __future__ import annotations
 import http.server
 import json
 import threading
-import time
 
 import pytest
 
 from shared.errors import InvalidSignature
 from shared.webhooks import sign, verify, webhook_secret
 from tests.api.test_metrics import scrape
+from tests.faults import wait_for
 from tests.helpers import sample_variant, submit, wait_finished
+
+#: How long the webhook worker may take to deliver a finished job's event.
+DELIVERY_TIMEOUT_S = 60
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -56,14 +59,6 @@ def receiver():
     server.shutdown()
 
 
-def wait_for(condition, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.2)
-
-
 @pytest.mark.e2e
 def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings, receiver):
     before = scrape(e2e_client)
@@ -75,7 +70,11 @@ def test_events_are_posted_signed_in_order_and_retried(e2e_client, e2e_settings,
         callback_events="result.succeeded,job.finished",
     ).get_json()
     wait_finished(e2e_client, body["id"])
-    wait_for(lambda: any(h["Cutfx-Event"] == "job.finished" for h, _ in receiver.received))
+    wait_for(
+        lambda: any(h["Cutfx-Event"] == "job.finished" for h, _ in receiver.received),
+        DELIVERY_TIMEOUT_S,
+        "no job.finished delivery",
+    )
     assert receiver.attempts >= len(receiver.received) + 2, "the failed POSTs were retried"
     secret = e2e_client.get("/v1/webhooks/secret").get_json()["secret"]
     assert secret == webhook_secret(e2e_settings.signing_key, "")
