@@ -3,8 +3,8 @@
 A worker's `inference` stage (worker/tasks.py) is `LoadedModel.segment`: the photo
 prepared for the network, the forward, then the ending (the mask at the photo's size and
 the foreground colours). This times each part in one process on a 1024×681 photo, for
-the engine the worker picks here and for torch fp32, and the whole segment, medians of
-RUNS. Writes bench/RESULTS.md unless --no-write.
+the engine the worker picks here, torch fp32 and any other engine asked for (--engine),
+and the whole segment, medians of RUNS. Writes bench/RESULTS.md unless --no-write.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image
 
 from bench.common import SAMPLE, cpu_kind, publish, random_checkpoint
 from shared.settings import Settings
-from worker.engines import cpu_flags
+from worker.engines import ENGINES, cpu_flags
 from worker.model import LoadedModel, load_model, mask_from_logits
 
 PHOTO_SIZE = (1024, 681)
@@ -58,13 +58,20 @@ def parts_of(model: LoadedModel, rgb: np.ndarray) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        choices=sorted(ENGINES),
+        help="another engine to break down (CUTFX_ENGINE's names); may be repeated",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env().with_overrides(
         model_mode="fast", model_ckpt=str(random_checkpoint("fast")), device="cpu"
     )
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB").resize(PHOTO_SIZE))
     rows = []
-    for engine in ("auto", "torch-fp32"):
+    for engine in dict.fromkeys(("auto", "torch-fp32", *args.engine)):
         model = load_model(settings.with_overrides(engine=engine))
         found = parts_of(model, rgb)
         outside = found["segment"] - found["forward"]
