@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import signal
 import threading
 import time
@@ -60,6 +61,14 @@ def wait_finished(client, job_id: str, timeout_s: float = 180) -> dict[str, Any]
             return job
         time.sleep(0.2)
     raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s: {job}")
+
+
+def log_records(log: Path, containing: str = "") -> list[dict[str, Any]]:
+    """The JSON records a process has written whole to its log, those whose line holds
+    `containing`: its other lines are left out, and so is a last line it may still be
+    writing."""
+    lines = log.read_text().split("\n")[:-1]
+    return [json.loads(line) for line in lines if line.startswith("{") and containing in line]
 
 
 def decode(data: bytes) -> Image.Image:

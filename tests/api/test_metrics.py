@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -13,7 +12,7 @@ from shared.errors import ObjectNotFound, TransientStorageError
 from shared.storage import RetryingStorage, SignedUrl, Storage
 from shared.telemetry import STORAGE_ERRORS, Metric, Metrics, count_storage_error, render
 from tests.faults import wait_for
-from tests.helpers import sample_variant, submit, wait_finished
+from tests.helpers import log_records, sample_variant, submit, wait_finished
 
 #: How long after its job shows as finished a worker's 'job finished' line may take.
 FINISHED_LINE_TIMEOUT_S = 10
@@ -78,21 +77,16 @@ def test_each_finished_job_logs_one_line_with_its_timings(e2e_client, workers):
     wait_finished(e2e_client, job_id)
 
     def job_lines() -> list[dict[str, Any]]:
-        found = []
-        for log in workers.log_dir.glob("worker-*.log"):
-            # Whole lines only: a worker may be writing its last one.
-            for line in log.read_text().split("\n")[:-1]:
-                if line.startswith("{") and job_id in line:
-                    found.append(json.loads(line))
-        return found
+        logs = workers.log_dir.glob("worker-*.log")
+        return [line for log in logs for line in log_records(log, containing=job_id)]
 
-    def finished_lines() -> list[dict[str, Any]]:
-        return [line for line in job_lines() if line["msg"] == "job finished"]
+    def finished_in(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [line for line in lines if line["msg"] == "job finished"]
 
     # The worker closes the job's record, which the API shows, and then logs the line.
-    wait_for(finished_lines, FINISHED_LINE_TIMEOUT_S, "no 'job finished' line in the logs")
+    wait_for(lambda: finished_in(job_lines()), FINISHED_LINE_TIMEOUT_S, "no 'job finished' line")
     lines = job_lines()
-    finished = finished_lines()
+    finished = finished_in(lines)
     assert len(finished) == 1
     assert finished[0]["job_id"] == job_id
     assert finished[0]["status"] == "succeeded"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
@@ -11,6 +9,7 @@ from cli.main import main
 from shared.workers import live_workers
 from tests.conftest import settings_env
 from tests.faults import wait_for
+from tests.helpers import log_records
 from worker.engines import ENGINES
 
 #: How long after a worker is ready in Redis its 'worker ready' line may take.
@@ -61,8 +60,8 @@ def cpu_precisions(settings) -> set[str]:
 def test_the_gpu_worker_warms_the_model_before_it_announces_itself(workers, e2e_settings):
     log = workers.log_dir / "worker-gpu.log"
     # The worker announces itself in Redis, which the fixture waits for, and then logs it.
-    wait_for(lambda: '"worker ready"' in log.read_text(), READY_LINE_TIMEOUT_S, "no ready line")
-    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    wait_for(lambda: log_records(log, '"worker ready"'), READY_LINE_TIMEOUT_S, "no ready line")
+    lines = log_records(log)
     messages = [line["msg"] for line in lines]
     assert (
         messages.index("model loaded")
