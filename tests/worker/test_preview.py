@@ -13,7 +13,7 @@ from PIL import Image
 from api import create_app
 from shared.telemetry import MODEL_INFERENCES, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
-from tests.helpers import image_bytes, sample_variant, submit, wait_finished
+from tests.helpers import image_bytes, log_records, sample_variant, submit, wait_finished
 
 #: The database of a module's own workers (tests/conftest.py): these run base mode.
 PREVIEW_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
@@ -76,7 +76,7 @@ def test_a_base_mode_worker_answers_the_preview_from_the_fast_model_first(
         cutout_model = app.extensions["cutfx"].jobs.get(first["id"]).model_id
         repeat = submit(api, photo, effects="color", preview="true").get_json()
         preview_image = api.get(job["results"]["preview"]["url"]).get_data()
-        log = (workers.log_dir / "worker-gpu.log").read_text()
+        log = workers.log_dir / "worker-gpu.log"
     finally:
         workers.stop()
         broker.flushdb()
@@ -90,7 +90,7 @@ def test_a_base_mode_worker_answers_the_preview_from_the_fast_model_first(
     succeeded = [name for kind, name in events if kind == "result.succeeded"]
     assert succeeded.index("preview") < succeeded.index("cutout")
     assert inferences == 2, "one fast inference for the preview, one base for the cutout"
-    ready = [json.loads(line) for line in log.splitlines() if '"preview ready"' in line]
+    ready = log_records(log, containing='"preview ready"')
     assert len(ready) == 1
     assert "-fast-" in ready[0]["model_id"]
     assert "-base-" in cutout_model
