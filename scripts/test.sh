@@ -23,7 +23,8 @@ ruff check .
 ruff format --check .
 echo "==> mypy"
 mypy .
-wait "$compiling_pymatting"
+wait "$compiling_pymatting" \
+  || { echo "importing pymatting failed (its traceback is above): the install is broken" >&2; exit 1; }
 # Three test processes (pytest-xdist) on two cores or more, a module's tests in one of
 # them, each with Redis databases and ports of its own (tests/conftest.py). The suite
 # waits (restarts, timeouts, browsers) as well as computes: a third process fills the
