@@ -33,7 +33,9 @@ def bake(args: argparse.Namespace) -> int:
     from worker.bake import bake as bake_worker
 
     settings = service_settings()
-    source = CheckpointSource(args.url, args.sha256, args.dest, args.random, not args.no_engines)
+    source = CheckpointSource(
+        args.url, args.sha256, args.dest, args.random, not args.no_engines, args.remeasure
+    )
     print(json.dumps(bake_worker(settings, args.mode or settings.model_mode, source)))
     return 0
 
@@ -163,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-engines",
         action="store_true",
         help="skip the ONNX export and the engine measurement (workers run eager torch)",
+    )
+    baking.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure the engines again even where this machine's record of them is current",
     )
     baking.set_defaults(handler=bake)
     server = subparsers.add_parser(

@@ -32,10 +32,12 @@ wait "$compiling_pymatting" \
 processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
 # The bake measures the engines at the thread count each test process and its workers
 # run (tests/conftest.py gives each its share of the cores), so that they find its record
-# and none of them bakes again.
+# and none of them bakes again. A later run keeps the engines' record where this machine
+# has one made under the engine packages installed now (a minute or two of forwards on
+# two cores); CI measures them anew, as the image build does.
 threads="$(python -c "from cli.stack import threads_per_process; print(threads_per_process(max(1, $processes)))")"
 echo "==> baking the worker's checkpoint (as Dockerfile.worker does); threads per test process: $threads"
 env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
-  bash scripts/bake-worker.sh
+  bash scripts/bake-worker.sh ${CI:+--remeasure}
 echo "==> pytest ($processes test processes; 0 is one)"
 exec python -m pytest -n "$processes" --dist loadfile --no-loadscope-reorder --durations=25 "$@"

@@ -12,6 +12,7 @@ build time; scripts/test.sh runs it in CI, so both prove the same steps.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ from pathlib import Path
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 DOWNLOAD_TIMEOUT_S = 60
+MEASURED_NOW = "now"
+MEASURED_BEFORE = "before, on this machine with these engine packages (--remeasure: again)"
 
 
 def fetch_verified(url: str, sha256: str, destination: Path) -> Path:
@@ -64,21 +69,31 @@ def warm(settings: Settings, checkpoint: Path) -> dict[str, float | str]:
     }
 
 
-def prepare_engines(settings: Settings, checkpoint: Path) -> dict[str, float | str]:
+def prepare_engines(
+    settings: Settings, checkpoint: Path, remeasure: bool = False
+) -> dict[str, float | str]:
     """Export the network (once per checkpoint) and measure every engine here against
-    torch fp32; the record stays beside the export, for this machine's workers."""
-    from worker.engine_choice import write_record
+    torch fp32; the record stays beside the export, for this machine's workers. A record
+    this machine already has, made under the engine packages installed now, is kept
+    (a minute or more of forwards saved on every later bake) unless `remeasure`."""
+    from worker.engine_choice import current_record, write_record
     from worker.engine_trial import measure_engines, trial_photos
     from worker.model import engine_parts, export_missing, resolve_device
 
     device = resolve_device(settings.device)
     parts = engine_parts(settings, device, checkpoint)
     export_s = export_missing(parts, settings.model_mode, checkpoint)
-    trials = measure_engines(parts, trial_photos())
-    write_record(parts.export, device, trials)
+    trials = [] if remeasure else current_record(parts.export, device)
+    measured = MEASURED_BEFORE if trials else MEASURED_NOW
+    if trials:
+        logger.info("engine record kept", extra={"device": device, "measured": measured})
+    else:
+        trials = measure_engines(parts, trial_photos())
+        write_record(parts.export, device, trials)
     return {
         "export_s": round(export_s, 1),
         "export_mb": round(parts.export.size_bytes() / 2**20),
+        "engines_measured": measured,
         "engines_ms": ", ".join(
             f"{trial.name} {trial.forward_ms:.0f}" + ("" if trial.holds_parity else " (no parity)")
             for trial in trials
@@ -110,6 +125,8 @@ class CheckpointSource:
     random: bool = False
     #: Export the network and measure the engines (off: the worker runs eager torch).
     engines: bool = True
+    #: Measure the engines even where this machine's record of them is current.
+    remeasure: bool = False
 
 
 def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, float | str]:
@@ -125,5 +142,5 @@ def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, f
     else:
         raise ConfigurationError("give --url with --sha256 and --dest, or --random")
     settings = settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode)
-    engines = prepare_engines(settings, checkpoint) if source.engines else {}
+    engines = prepare_engines(settings, checkpoint, source.remeasure) if source.engines else {}
     return {**engines, **warm(settings, checkpoint), "effects_s": warm_effects()}

@@ -22,6 +22,7 @@ device has it (effective_precision).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -51,6 +52,9 @@ MIN_LOGIT_CORRELATION = {"fp32": 0.9999, "reduced": 0.999}
 MAX_LOGIT_RELATIVE_DIFFERENCE = {"fp32": 1e-3, "reduced": 0.05}
 MAX_MASK_DIFFERENCE_255 = {"fp32": 1.0, "reduced": 1.0}
 RECORD_PREFIX = "measured-"
+#: Bump when what a bake measures changes (its photos, its runs, the figures it keeps):
+#: older records are then measured again rather than kept.
+RECORD_FORMAT = 1
 #: The CPU engines in the order the rules prefer them.
 CPU_RULE_ORDER = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32", "torch-bf16", "torch-fp32")
 
@@ -125,11 +129,26 @@ def record_path(export: ExportedNetwork, device: str) -> Path:
     return export.directory / f"{RECORD_PREFIX}{machine_signature(device)}.json"
 
 
+def engine_versions() -> dict[str, str]:
+    """The installed distributions of the packages the engines run on, with their
+    versions: timings measured under others no longer hold."""
+    distributions = importlib.metadata.packages_distributions()
+    return {
+        name: importlib.metadata.version(name)
+        for package in sorted({spec.package for spec in ENGINES.values()})
+        for name in sorted(distributions.get(package, []))
+    }
+
+
 def write_record(export: ExportedNetwork, device: str, trials: list[EngineTrial]) -> Path:
     """Keep the bake's measurements beside the export, for this machine's workers."""
     path = record_path(export, device)
     partial = path.with_suffix(".partial")
-    stored: dict[str, Any] = {"trials": [asdict(trial) for trial in trials]}
+    stored: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "versions": engine_versions(),
+        "trials": [asdict(trial) for trial in trials],
+    }
     if not device.startswith("cuda"):
         stored |= {"cpu": cpu_signature(), "threads": torch.get_num_threads()}
     partial.write_text(json.dumps(stored, indent=2))
@@ -149,6 +168,16 @@ def _load(path: Path) -> dict[str, Any]:
 def read_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
     """The bake's measurements on this machine; none when it measured none here."""
     trials: list[EngineTrial] = _load(record_path(export, device)).get("trials", [])
+    return trials
+
+
+def current_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
+    """This machine's record if a bake may keep it rather than measure again: written in
+    this format under the engine packages installed now. None otherwise."""
+    stored = _load(record_path(export, device))
+    if stored.get("format") != RECORD_FORMAT or stored.get("versions") != engine_versions():
+        return []
+    trials: list[EngineTrial] = stored.get("trials", [])
     return trials
 
 

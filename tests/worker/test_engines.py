@@ -406,13 +406,7 @@ def test_a_forced_exported_engine_exports_first_when_nothing_was_baked(
     import worker.export
 
     exported: list[Path] = []
-
-    def export_copy(network, input_size, target):
-        exported.append(target.directory)
-        shutil.copytree(parts.export.directory, target.directory, ignore=ignore_caches)
-        return 0.0
-
-    monkeypatch.setattr(worker.export, "export_network", export_copy)
+    monkeypatch.setattr(worker.export, "export_network", exporting_a_copy(parts, exported))
     fresh = settings.with_overrides(cache_dir=tmp_path, engine="onnxruntime-fp32")
     model = load_model(fresh)
     assert model.engine.name == "onnxruntime-fp32"
@@ -422,5 +416,58 @@ def test_a_forced_exported_engine_exports_first_when_nothing_was_baked(
     assert len(exported) == 1, "exported once"
 
 
+def exporting_a_copy(parts, exported: list[Path]):
+    """A stand-in for worker.export.export_network that copies the bake's export (its
+    files, not its caches or records) and notes where."""
+
+    def export_copy(network, input_size, target):
+        exported.append(target.directory)
+        shutil.copytree(parts.export.directory, target.directory, ignore=ignore_caches)
+        return 0.0
+
+    return export_copy
+
+
 def ignore_caches(folder: str, names: list[str]) -> list[str]:
     return [name for name in names if not name.startswith(ONNX_FILE)]
+
+
+def test_a_later_bake_keeps_this_machines_record_until_an_engine_package_changes(
+    settings, parts, checkpoint, tmp_path, monkeypatch
+):
+    """The engines are measured once per machine, export and engine packages: a second
+    bake keeps the record (its forwards are the bake's minute or two), a changed
+    package or --remeasure measures again. The measurement is a stand-in here; the
+    script's bake and the `parts` fixture run the real one."""
+    import worker.engine_choice
+    import worker.engine_trial
+    import worker.export
+    from worker.bake import MEASURED_BEFORE, MEASURED_NOW, prepare_engines
+
+    monkeypatch.setattr(worker.export, "export_network", exporting_a_copy(parts, []))
+    measured: list[int] = []
+
+    def measure(engine_parts, trial_photos, names=(), runs=0):
+        measured.append(len(trial_photos))
+        return [trial("torch-fp32", 1800), trial("onnxruntime-fp32", 900 + len(measured))]
+
+    monkeypatch.setattr(worker.engine_trial, "measure_engines", measure)
+    fresh = settings.with_overrides(cache_dir=tmp_path)
+
+    first = prepare_engines(fresh, checkpoint)
+    again = prepare_engines(fresh, checkpoint)
+    assert (first["engines_measured"], again["engines_measured"]) == (MEASURED_NOW, MEASURED_BEFORE)
+    assert again["engines_ms"] == first["engines_ms"] == "torch-fp32 1800, onnxruntime-fp32 901"
+    assert len(measured) == 1
+
+    assert prepare_engines(fresh, checkpoint, remeasure=True)["engines_measured"] == MEASURED_NOW
+    assert len(measured) == 2
+
+    installed = worker.engine_choice.engine_versions()
+    assert {"torch", "onnxruntime", "openvino"} <= set(installed), installed
+    upgraded = {**installed, "torch": installed["torch"] + ".post1"}
+    monkeypatch.setattr(worker.engine_choice, "engine_versions", lambda: upgraded)
+    assert str(prepare_engines(fresh, checkpoint)["engines_ms"]).endswith("onnxruntime-fp32 903")
+    assert len(measured) == 3
+    assert prepare_engines(fresh, checkpoint)["engines_measured"] == MEASURED_BEFORE
+    assert len(measured) == 3
