@@ -9,7 +9,16 @@
   an engine that cannot run here says why;
 - the warm-up: the first `segment` call against the next ones;
 - the foreground estimation on the GPU (worker/model.py) against pymatting's:
-  agreement where the subject shows, and time.
+  agreement where the subject shows, and time;
+- torch.compile (inductor) of the network at the reduced precision, and on CUDA with
+  CUDA graphs too: each batch size's first call (the compile), photos per second, and
+  the logits against the same network eager;
+- on CUDA, eager torch captured in a CUDA graph per batch size (no compile), and fp32
+  with its matrix products on TF32 tensor cores, each against eager fp32.
+
+Each section's figures are written to `--report` as soon as it ends, so a run stopped at
+a time limit still leaves what it measured; a section that fails is reported with its
+error, the others still run, and the script then exits 1.
 
 The generated checkpoint unless CUTFX_MODEL_CKPT names another. `--device cpu --mode
 fast` runs the same steps on a CPU (to try the script, not to measure a GPU), with the
@@ -22,9 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +46,18 @@ from bench.common import random_checkpoint, write_section
 from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.engines import ENGINES, cpu_flags
+from worker.engines import AUTOCAST_DTYPES, ENGINES, cpu_flags
+from worker.export import SaliencyLogits
 from worker.foreground import TorchForeground
 from worker.model import LoadedModel, engine_parts, load_model
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 BATCH_SIZES = (1, 4, 8, 16)
+#: torch.compile's modes measured on each device: CUDA graphs ("reduce-overhead") replay
+#: a forward's thousands of small kernels as one launch, which matters on a GPU only.
+COMPILE_MODES = {"cuda": ("default", "reduce-overhead"), "cpu": ("default",)}
+#: The batch sizes the compiled network is measured at: each new one compiles again.
+COMPILED_BATCH_SIZES = (1, 8)
 
 
 def timed(call: Callable[[], Any], rounds: int, device: str) -> float:
@@ -142,6 +159,140 @@ def engines(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any
     return found
 
 
+def compiled(settings: Settings, photo: np.ndarray, rounds: int, mode: str) -> dict[str, Any]:
+    """torch.compile of the network at the reduced precision against the same network
+    eager: the compile (each batch size's first call), photos per second, and logits."""
+    from bench.precision import SaliencyOnly, last_saliency
+
+    model = model_at(settings, "fp16")
+    single = [model.prepare(photo)]
+    (eager,) = model.saliency(single)
+    eager = eager.flatten().cpu()
+    model.network = SaliencyOnly(torch.compile(last_saliency(model.network), mode=mode))
+    found: dict[str, Any] = {"precision": model.precision, "first_call_s": {}, "photos_per_s": {}}
+    for size in COMPILED_BATCH_SIZES:
+        inputs = [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
+        found["first_call_s"][str(size)] = round(
+            timed(partial(model.saliency, inputs), 1, model.device), 1
+        )
+        seconds = timed(partial(model.saliency, inputs), rounds, model.device)
+        found["photos_per_s"][str(size)] = round(size / seconds, 2)
+    # Cloned at once: a CUDA graph's replay writes its next output where this one lies.
+    (logits,) = (tensor.flatten().cpu().clone() for tensor in model.saliency(single))
+    found["logit_correlation_with_eager"] = round(
+        torch.corrcoef(torch.stack([eager, logits]))[0, 1].item(), 6
+    )
+    return found
+
+
+def photo_batch(model: LoadedModel, photo: np.ndarray, size: int) -> torch.Tensor:
+    """`size` slightly different copies of the photo, prepared, on the model's device."""
+    inputs = [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
+    return torch.stack(inputs).to(model.device)
+
+
+def correlation(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    pair = torch.stack([ours.flatten().double().cpu(), theirs.flatten().double().cpu()])
+    return round(torch.corrcoef(pair)[0, 1].item(), 6)
+
+
+def plain_forward(
+    network: Any, dtype: torch.dtype | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The engine's forward (worker/engines.py TorchEngine.logits) with autocast's weight
+    cache off, which a CUDA graph's capture needs; the weights are stored at the autocast
+    dtype already, so the cache held nothing."""
+    saliency = SaliencyLogits(network)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with (
+            torch.no_grad(),
+            torch.autocast(
+                "cuda", dtype=dtype or torch.float16, enabled=dtype is not None, cache_enabled=False
+            ),
+        ):
+            return saliency(batch).float()
+
+    return forward
+
+
+def captured(
+    forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """`forward(batch)` captured in a CUDA graph, after warm-up calls on a side stream
+    (as torch's documentation asks); the graph's output tensor is rewritten by each replay."""
+    side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            forward(batch)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = forward(batch)
+    return graph, output
+
+
+def graphed(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
+    """Eager torch with each batch size's forward captured once in a CUDA graph and
+    replayed: a forward's thousands of kernel launches paid once, with no compile."""
+    found: dict[str, Any] = {}
+    for precision in ("fp32", "bf16"):
+        model = model_at(settings, precision)
+        forward = plain_forward(model.network, AUTOCAST_DTYPES.get(precision))
+        figures: dict[str, dict[str, float]] = {
+            "eager_photos_per_s": {},
+            "graph_photos_per_s": {},
+            "logit_correlation_with_eager": {},
+        }
+        for size in COMPILED_BATCH_SIZES:
+            batch = photo_batch(model, photo, size)
+            eager = forward(batch).cpu()
+            seconds = timed(partial(forward, batch), rounds, model.device)
+            figures["eager_photos_per_s"][str(size)] = round(size / seconds, 2)
+            graph, output = captured(forward, batch)
+            graph.replay()
+            figures["logit_correlation_with_eager"][str(size)] = correlation(eager, output)
+            seconds = timed(graph.replay, rounds, model.device)
+            figures["graph_photos_per_s"][str(size)] = round(size / seconds, 2)
+            del graph, output
+        found[precision] = figures
+        del model
+        torch.cuda.empty_cache()
+    return found
+
+
+def tf32(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
+    """fp32 with its matrix products on TF32 tensor cores (torch runs the convolutions
+    there already by default): photos per second, and the logits against full fp32."""
+    model = model_at(settings, "fp32")
+    forward = plain_forward(model.network, None)
+    found: dict[str, dict[str, float]] = {
+        "fp32_photos_per_s": {},
+        "tf32_photos_per_s": {},
+        "logit_correlation": {},
+        "logit_relative_difference": {},
+    }
+    for size in COMPILED_BATCH_SIZES:
+        batch = photo_batch(model, photo, size)
+        full = forward(batch).cpu()
+        found["fp32_photos_per_s"][str(size)] = round(
+            size / timed(partial(forward, batch), rounds, model.device), 2
+        )
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            reduced = forward(batch).cpu()
+            seconds = timed(partial(forward, batch), rounds, model.device)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+        found["tf32_photos_per_s"][str(size)] = round(size / seconds, 2)
+        found["logit_correlation"][str(size)] = correlation(full, reduced)
+        found["logit_relative_difference"][str(size)] = round(
+            float((reduced - full).abs().mean() / full.abs().mean()), 6
+        )
+    return found
+
+
 def foreground(photo: np.ndarray, device: str, rounds: int) -> dict[str, float]:
     from pymatting import estimate_foreground_ml
 
@@ -160,11 +311,34 @@ def foreground(photo: np.ndarray, device: str, rounds: int) -> dict[str, float]:
     }
 
 
+def run_sections(
+    sections: dict[str, Callable[[], Any]], report: dict[str, Any], path: Path | None
+) -> bool:
+    """Each section's figures into `report`, written to `path` as each ends; False when
+    one failed (its error is its figures)."""
+    succeeded = True
+    for name, measure in sections.items():
+        started = time.perf_counter()
+        try:
+            report[name] = measure()
+        except Exception as exc:  # a bench reports a failed section, and goes on
+            report[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            succeeded = False
+        took = time.perf_counter() - started
+        print(f"gpu_check: {name} took {took:.1f} s", file=sys.stderr, flush=True)
+        if path is not None:
+            path.write_text(json.dumps(report, indent=2))
+    return succeeded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--mode", default="base", choices=["base", "fast"])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument("--report", type=Path, help="the JSON report, written as it grows")
+    parser.add_argument("--sections", default="", help="only these, comma-separated")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -175,17 +349,48 @@ def main() -> None:
     sample = Image.open(SAMPLE).convert("RGB")
     photo = np.asarray(sample.resize((1536, 1024), Image.Resampling.LANCZOS))
     report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "torch": torch.__version__,
     }
-    report["precisions"] = precisions(settings, photo, args.rounds)
-    report["engines"] = engines(settings, photo, args.rounds)
-    model = load_model(settings)
-    report["warm_up"] = {
-        "first_segment_s": round(timed(lambda: model.segment(photo), 1, model.device), 3),
-        "next_segment_s": round(timed(lambda: model.segment(photo), args.rounds, model.device), 3),
+
+    @cache
+    def worker_model() -> LoadedModel:
+        """The model as a worker starts it (the engine this machine's record picks)."""
+        return load_model(settings)
+
+    def warm_up() -> dict[str, Any]:
+        model = worker_model()
+        return {
+            "engine": model.engine.name,
+            "first_segment_s": round(timed(lambda: model.segment(photo), 1, model.device), 3),
+            "next_segment_s": round(
+                timed(lambda: model.segment(photo), args.rounds, model.device), 3
+            ),
+        }
+
+    # In the worker's order: the bake (export, engine trials), then a start on its record.
+    sections: dict[str, Callable[[], Any]] = {
+        "precisions": lambda: precisions(settings, photo, args.rounds),
+        "engines": lambda: engines(settings, photo, args.rounds),
+        "warm_up": warm_up,
+        "batch_photos_per_s": lambda: {
+            worker_model().precision: batches(worker_model(), photo, args.rounds)
+        },
+        "foreground": lambda: foreground(photo, worker_model().device, args.rounds),
     }
-    report["batch_photos_per_s"] = {model.precision: batches(model, photo, args.rounds)}
-    report["foreground"] = foreground(photo, model.device, args.rounds)
+    if args.device == "cuda":
+        sections["graphed"] = partial(graphed, settings, photo, args.rounds)
+        sections["tf32"] = partial(tf32, settings, photo, args.rounds)
+    if not args.no_compile:
+        for mode in COMPILE_MODES[args.device]:
+            sections[f"compiled_{mode}"] = partial(compiled, settings, photo, args.rounds, mode)
+    if args.sections:
+        chosen = args.sections.split(",")
+        unknown = set(chosen) - set(sections)
+        if unknown:
+            parser.error(f"no section {sorted(unknown)} here: one of {sorted(sections)}")
+        sections = {name: sections[name] for name in chosen}
+    succeeded = run_sections(sections, report, args.report)
     text = json.dumps(report, indent=2)
     print(text)
     if not args.no_write:
@@ -194,6 +399,8 @@ def main() -> None:
             f"(1536×1024 photo, the generated checkpoint):\n\n```json\n{text}\n```"
         )
         write_section(f"GPU path on {args.device} (bench/gpu_check.py)", body)
+    if not succeeded:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
