@@ -126,6 +126,7 @@ EngineName = Literal[
     "torch-fp32",
     "torch-bf16",
     "torch-fp16",
+    "torch-tf32",
     "onnxruntime-fp32",
     "onnxruntime-cuda-fp32",
     "onnxruntime-tensorrt-fp16",

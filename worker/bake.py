@@ -76,6 +76,7 @@ def prepare_engines(
     torch fp32; the record stays beside the export, for this machine's workers. A record
     this machine already has, made under the engine packages installed now, is kept
     (a minute or more of forwards saved on every later bake) unless `remeasure`."""
+    from worker.batching import effective_batch_max
     from worker.engine_choice import current_record, write_record
     from worker.engine_trial import measure_engines, trial_photos
     from worker.model import engine_parts, export_missing, resolve_device
@@ -83,12 +84,15 @@ def prepare_engines(
     device = resolve_device(settings.device)
     parts = engine_parts(settings, device, checkpoint)
     export_s = export_missing(parts, settings.model_mode, checkpoint)
-    trials = [] if remeasure else current_record(parts.export, device)
+    # Timed on the batch the worker forwards: on CUDA a lone photo leaves the GPU waiting
+    # on kernel launches, and every engine looks alike.
+    batch_size = effective_batch_max(settings.batch_max, device)
+    trials = [] if remeasure else current_record(parts.export, device, batch_size)
     measured = MEASURED_BEFORE if trials else MEASURED_NOW
     if trials:
         logger.info("engine record kept", extra={"device": device, "measured": measured})
     else:
-        trials = measure_engines(parts, trial_photos())
+        trials = measure_engines(parts, trial_photos(), batch_size=batch_size)
         write_record(parts.export, device, trials)
     return {
         "export_s": round(export_s, 1),

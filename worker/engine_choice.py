@@ -16,7 +16,13 @@
 
 Whatever the route, only engines at a precision CUTFX_PRECISION allows on the device
 are candidates: fp32 always, and bf16 or fp16 where the setting asks for it and the
-device has it (effective_precision).
+device has it (effective_precision); on CUDA, TF32 wherever a reduced precision is
+allowed.
+
+On CUDA the bake times each engine on a batch of the worker's size (CUTFX_BATCH_MAX, 8 by
+default), a photo's share of it: on an H200 every engine took 47 to 66 ms for one photo
+alone, the GPU waiting on kernel launches, while in batches of 8 fp16 and bf16 ran twice
+as fast as fp32 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -67,7 +73,8 @@ class EngineChoice:
 
 @dataclass(frozen=True)
 class EngineTrial:
-    """One engine measured against torch fp32 on the same photos."""
+    """One engine measured against torch fp32 on the same photos. `forward_ms` is a
+    photo's share of a forward of `batch_size` photos: the batch the worker forwards."""
 
     name: str
     precision: str
@@ -76,6 +83,7 @@ class EngineTrial:
     logit_relative_difference: float
     mask_max_difference_255: float
     mask_mean_difference_255: float
+    batch_size: int = 1
 
     @property
     def holds_parity(self) -> bool:
@@ -171,13 +179,16 @@ def read_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
     return trials
 
 
-def current_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
+def current_record(export: ExportedNetwork, device: str, batch_size: int = 1) -> list[EngineTrial]:
     """This machine's record if a bake may keep it rather than measure again: written in
-    this format under the engine packages installed now. None otherwise."""
+    this format under the engine packages installed now, at the batch the worker
+    forwards. None otherwise."""
     stored = _load(record_path(export, device))
     if stored.get("format") != RECORD_FORMAT or stored.get("versions") != engine_versions():
         return []
     trials: list[EngineTrial] = stored.get("trials", [])
+    if any(trial.batch_size != batch_size for trial in trials):
+        return []
     return trials
 
 
@@ -195,8 +206,11 @@ def read_nearest_thread_count(export: ExportedNetwork) -> tuple[int, list[Engine
 
 
 def allowed_precisions(device: str, setting: str) -> set[str]:
-    bf16_on_cpu = not device.startswith("cuda") and cpu_supports_bf16()
-    return {"fp32", effective_precision(device, setting, bf16_on_cpu)}
+    """fp32 and the setting's precision on this device; on CUDA, where the setting allows
+    a reduced precision, TF32 too: fp32's range with fewer mantissa bits than either."""
+    if device.startswith("cuda"):
+        return {"fp32", setting} | ({"tf32"} if setting != "fp32" else set())
+    return {"fp32", effective_precision(device, setting, cpu_supports_bf16())}
 
 
 def can_run(name: str, device: str, export: ExportedNetwork) -> bool:
@@ -217,9 +231,10 @@ def fastest_measured(
         return None
     best = held[0]
     others = ", ".join(f"{trial.name} {trial.forward_ms:.0f} ms" for trial in held[1:])
+    batched = f" a photo in batches of {best.batch_size}" if best.batch_size > 1 else ""
     return EngineChoice(
         best.name,
-        f"the fastest that held parity when baked {where}: {best.forward_ms:.0f} ms"
+        f"the fastest that held parity when baked {where}: {best.forward_ms:.0f} ms{batched}"
         + (f" (then {others})" if others else ""),
     )
 

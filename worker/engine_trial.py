@@ -1,8 +1,9 @@
 """Every engine this machine can run, measured against torch fp32 (`cutfx bake`).
 
 On the same prepared photos, all three in one batch (the batch axis is part of what is
-proven): each engine's forward time for one photo (the median of a few after one
-unmeasured call, which pays compilation and first-call costs), the correlation of its
+proven): each engine's forward time for one photo, or a photo's share of a batch's where
+the worker batches (CUDA), the median of a few after one unmeasured call, which pays
+compilation and first-call costs, the correlation of its
 raw logits with torch fp32's and their mean relative difference, and how far its masks
 move. The result is written beside
 the export for this machine (worker/engine_choice.py reads it at every start) and is
@@ -88,10 +89,21 @@ def reference_of(
     return Reference(inputs, shapes, logits, masks(logits, shapes))
 
 
+def timing_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """`batch_size` of the prepared photos, taken in turn: what an engine is timed on."""
+    return inputs[torch.arange(batch_size) % inputs.shape[0]]
+
+
 def compared(
-    name: str, engine: Engine, logits: torch.Tensor, reference: Reference, runs: int
+    name: str,
+    engine: Engine,
+    logits: torch.Tensor,
+    reference: Reference,
+    runs: int,
+    batch_size: int = 1,
 ) -> EngineTrial:
-    """`engine`'s trial, from its `logits` of the reference's photos and its forward time."""
+    """`engine`'s trial, from its `logits` of the reference's photos and a photo's share
+    of its forward of `batch_size` photos."""
     differences = [
         np.abs(ours - theirs)
         for ours, theirs in zip(masks(logits, reference.shapes), reference.masks, strict=True)
@@ -101,11 +113,17 @@ def compared(
     return EngineTrial(
         name=name,
         precision=ENGINES[name].precision,
-        forward_ms=round(forward_seconds(engine, reference.inputs[:1], runs) * 1000, 1),
+        forward_ms=round(
+            forward_seconds(engine, timing_batch(reference.inputs, batch_size), runs)
+            * 1000
+            / batch_size,
+            1,
+        ),
         logit_correlation=round(float(torch.corrcoef(pair)[0, 1]), 7),
         logit_relative_difference=round(float(relative), 7),
         mask_max_difference_255=round(max(float(d.max()) for d in differences), 3),
         mask_mean_difference_255=round(statistics.fmean(float(d.mean()) for d in differences), 4),
+        batch_size=batch_size,
     )
 
 
@@ -114,12 +132,16 @@ def measure_engines(
     photos: Sequence[npt.NDArray[np.uint8]],
     names: Sequence[str] = (),
     runs: int = TRIAL_RUNS,
+    batch_size: int = 1,
 ) -> list[EngineTrial]:
     """Each engine of `names` (every one this machine can run when empty) against torch
-    fp32 on `photos`; the reference is measured first, and is a trial too."""
+    fp32 on `photos`, timed on batches of `batch_size`; the reference is measured first,
+    and is a trial too."""
     reference_engine = build_engine(REFERENCE_ENGINE, parts)
     reference = reference_of(reference_engine, photos, parts.input_size)
-    trials = [compared(REFERENCE_ENGINE, reference_engine, reference.logits, reference, runs)]
+    trials = [
+        compared(REFERENCE_ENGINE, reference_engine, reference.logits, reference, runs, batch_size)
+    ]
     del reference_engine
     for name in names or ENGINES:
         if name == REFERENCE_ENGINE or not can_run(name, parts.device, parts.export):
@@ -128,7 +150,7 @@ def measure_engines(
         engine = build_engine(name, parts)
         built_s = time.perf_counter() - started
         logits = engine.logits(reference.inputs).float().cpu()
-        trials.append(compared(name, engine, logits, reference, runs))
+        trials.append(compared(name, engine, logits, reference, runs, batch_size))
         logger.info(
             "engine measured",
             extra={

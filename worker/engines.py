@@ -7,7 +7,9 @@ escalation, print resolution) is the same whichever runs.
 
 - `torch-*`: transparent-background's network in eager PyTorch, at a precision by
   autocast (bf16 on a CPU with bf16 instructions; fp16 or bf16 on CUDA), the weights
-  autocast would cast stored at that precision once.
+  autocast would cast stored at that precision once; on CUDA also `torch-tf32`, fp32
+  with its matrix products on the tensor cores' TF32 (torch runs its convolutions there
+  already).
 - `onnxruntime-*` and `openvino-*`: the network's ONNX export (worker/export.py), run by
   ONNX Runtime or OpenVINO. Both fuse the graph and pick kernels for the CPU they run on;
   OpenVINO's bf16 runs the matrix work on AMX, and is offered only where AMX is.
@@ -75,6 +77,37 @@ class EngineParts:
     export: ExportedNetwork
 
 
+class Tf32MatrixProducts:
+    """fp32 matrix products on CUDA's TF32 while any forward of a `torch-tf32` engine runs.
+
+    torch's switch (`torch.backends.cuda.matmul.allow_tf32`) is the process's, not a
+    module's: it is turned on by the first forward to start and back to what it was by
+    the last to end, so forwards side by side (a threads pool's models) never turn it off
+    under one another. Only the TF32 engine runs in a worker process; a bake measures the
+    engines one after another."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._before = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._before = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = True
+            self._running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                torch.backends.cuda.matmul.allow_tf32 = self._before
+
+
+TF32_MATRIX_PRODUCTS = Tf32MatrixProducts()
+
+
 #: The layers whose weights autocast casts to the reduced precision on every forward.
 AUTOCAST_CAST_LAYERS = (torch.nn.Linear, torch.nn.Conv2d)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -120,9 +153,14 @@ class TorchEngine:
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         return torch.autocast(device_type, dtype=self.autocast_dtype)
 
+    def _matrix_products(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "tf32":
+            return TF32_MATRIX_PRODUCTS
+        return contextlib.nullcontext()
+
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device)
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._autocast(), self._matrix_products():
             logits: torch.Tensor = self._saliency(batch)
         return logits.float()
 
@@ -329,6 +367,7 @@ ENGINES: dict[str, EngineSpec] = {
         _torch("torch-fp32", "fp32", {"cpu", "cuda"}),
         _torch("torch-bf16", "bf16", {"cpu", "cuda"}, cpu_flags=CPU_BF16_FLAGS),
         _torch("torch-fp16", "fp16", {"cuda"}),
+        _torch("torch-tf32", "tf32", {"cuda"}),
         _onnxruntime("onnxruntime-fp32", "fp32", "cpu", "CPUExecutionProvider"),
         _onnxruntime("onnxruntime-cuda-fp32", "fp32", "cuda", "CUDAExecutionProvider"),
         _onnxruntime("onnxruntime-tensorrt-fp16", "fp16", "cuda", "TensorrtExecutionProvider"),

@@ -22,6 +22,7 @@ from worker.engine_choice import (
     MAX_LOGIT_RELATIVE_DIFFERENCE,
     MIN_LOGIT_CORRELATION,
     EngineTrial,
+    allowed_precisions,
     choose_engine,
     read_record,
     record_path,
@@ -33,6 +34,9 @@ from worker.engines import (
     ENGINES,
     OPENVINO_CACHE,
     ORT_ALLOW_SPINNING,
+    EngineParts,
+    Tf32MatrixProducts,
+    TorchEngine,
     build_engine,
     cpu_flags,
     store_weights_as_autocast_casts_them,
@@ -379,9 +383,146 @@ def test_on_cuda_the_rule_is_torch_at_the_configured_precision(measured, monkeyp
     assert choose_engine(Settings(precision="bf16"), "cuda:0", export).name == "torch-bf16"
 
 
+def test_on_cuda_tf32_is_a_candidate_wherever_a_reduced_precision_is(measured, monkeypatch):
+    """As an H200 measured them with the generated checkpoint: every engine alike for one
+    photo, fp16 overflowing to NaN, TF32 within the reduced bounds and fastest in batches."""
+    export, _ = measured
+    assert allowed_precisions("cuda:0", "fp16") == {"fp32", "fp16", "tf32"}
+    assert allowed_precisions("cuda:0", "bf16") == {"fp32", "bf16", "tf32"}
+    assert allowed_precisions("cuda:0", "fp32") == {"fp32"}
+    monkeypatch.setattr("worker.engine_choice.torch.cuda.get_device_name", lambda _: "H200")
+    batch = 8
+    write_record(
+        export,
+        "cuda:0",
+        [
+            replace(trial("torch-fp32", 46.3), batch_size=batch),
+            replace(trial("torch-fp16", 23.6, correlation=float("nan")), batch_size=batch),
+            replace(trial("torch-tf32", 26.8, correlation=0.99994), batch_size=batch),
+        ],
+    )
+    choice = choose_engine(Settings(), "cuda:0", export)
+    assert choice.name == "torch-tf32"
+    assert "27 ms a photo in batches of 8" in choice.reason
+    assert choose_engine(Settings(precision="fp32"), "cuda:0", export).name == "torch-fp32"
+
+
+class RecordsTf32(torch.nn.Module):
+    """A stand-in network that notes whether fp32 matrix products ran on TF32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward_inspyre(self, batch: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        self.seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return {"saliency": [batch[:, :1]]}
+
+
+@pytest.fixture
+def tf32_off():
+    """torch's TF32 switch off for the test, and as it was after (monkeypatch cannot
+    restore it: the module answers it through __getattr__)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_the_tf32_engine_turns_tf32_on_for_its_forwards_only(parts, tf32_off):
+    network = RecordsTf32()
+    stand_in = EngineParts("cpu", 1, (8, 8), lambda: network, parts.export)
+    tf32 = TorchEngine("torch-tf32", "tf32", stand_in)
+    fp32 = TorchEngine("torch-fp32", "fp32", stand_in)
+    batch = torch.ones(2, 3, 8, 8)
+    assert torch.equal(tf32.logits(batch), batch[:, :1])
+    fp32.logits(batch)
+    assert network.seen == [True, False]
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_tf32_stays_on_until_the_last_forward_side_by_side_ends(tf32_off):
+    products = Tf32MatrixProducts()
+    first_inside, second_done = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with products:
+            first_inside.set()
+            second_done.wait(5)
+            seen.append(torch.backends.cuda.matmul.allow_tf32)
+
+    def second() -> None:
+        first_inside.wait(5)
+        with products:
+            pass
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == [True], "the second forward's end left the first's on"
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_the_trial_times_a_photos_share_of_a_batch_of_the_workers_size(tmp_path, monkeypatch):
+    import worker.engine_trial
+
+    export = exported_network(tmp_path, "x")
+    engine = TorchEngine("torch-fp32", "fp32", EngineParts("cpu", 1, (4, 4), RecordsTf32, export))
+    timed: list[torch.Tensor] = []
+
+    def forward_seconds(engine, batch, runs):
+        timed.append(batch)
+        return 0.8
+
+    monkeypatch.setattr(worker.engine_trial, "forward_seconds", forward_seconds)
+    inputs = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 3, 4, 4)
+    logits = torch.randn(3, 1, 4, 4)
+    shapes: list[tuple[int, ...]] = [(4, 4, 3)] * 3
+    reference = worker.engine_trial.Reference(
+        inputs, shapes, logits, worker.engine_trial.masks(logits, shapes)
+    )
+    batched = worker.engine_trial.compared("torch-fp32", engine, logits, reference, 1, 4)
+    alone = worker.engine_trial.compared("torch-fp32", engine, logits, reference, 1)
+    assert [batch[:, 0, 0, 0].tolist() for batch in timed] == [[0, 1, 2, 0], [0]]
+    assert (batched.forward_ms, batched.batch_size) == (200.0, 4)
+    assert (alone.forward_ms, alone.batch_size) == (800.0, 1)
+    assert batched.holds_parity
+
+
+def test_a_bake_measures_at_the_workers_batch_and_keeps_only_a_record_made_at_it(
+    settings, parts, checkpoint, tmp_path, monkeypatch
+):
+    """The batch is CUTFX_BATCH_MAX's (a CPU's default is 1, CUDA's 8): a record made at
+    another batch is measured again. The measurement is a stand-in, as above."""
+    import worker.engine_trial
+    import worker.export
+    from worker.bake import MEASURED_BEFORE, MEASURED_NOW, prepare_engines
+
+    monkeypatch.setattr(worker.export, "export_network", exporting_a_copy(parts, []))
+    batches: list[int] = []
+
+    def measure(engine_parts, trial_photos, names=(), runs=0, batch_size=1):
+        batches.append(batch_size)
+        return [replace(trial("torch-fp32", 1800), batch_size=batch_size)]
+
+    monkeypatch.setattr(worker.engine_trial, "measure_engines", measure)
+    alone = settings.with_overrides(cache_dir=tmp_path)
+    in_fours = alone.with_overrides(batch_max=4)
+    assert prepare_engines(alone, checkpoint)["engines_measured"] == MEASURED_NOW
+    assert prepare_engines(in_fours, checkpoint)["engines_measured"] == MEASURED_NOW
+    assert prepare_engines(in_fours, checkpoint)["engines_measured"] == MEASURED_BEFORE
+    assert batches == [1, 4]
+
+
 def test_a_forced_engine_that_cannot_run_here_is_refused_with_the_reason(parts, monkeypatch):
     with pytest.raises(EngineUnavailable, match="runs on cuda, not cpu"):
         build_engine("torch-fp16", parts)
+    with pytest.raises(EngineUnavailable, match="runs on cuda, not cpu"):
+        build_engine("torch-tf32", parts)
     monkeypatch.setattr("worker.engines.cpu_flags", lambda *_: AVX2_FLAGS)
     with pytest.raises(EngineUnavailable, match="needs a CPU with avx512_bf16 or amx_bf16"):
         build_engine("torch-bf16", parts)
@@ -447,7 +588,7 @@ def test_a_later_bake_keeps_this_machines_record_until_an_engine_package_changes
     monkeypatch.setattr(worker.export, "export_network", exporting_a_copy(parts, []))
     measured: list[int] = []
 
-    def measure(engine_parts, trial_photos, names=(), runs=0):
+    def measure(engine_parts, trial_photos, names=(), runs=0, batch_size=1):
         measured.append(len(trial_photos))
         return [trial("torch-fp32", 1800), trial("onnxruntime-fp32", 900 + len(measured))]
 
