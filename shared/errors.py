@@ -131,6 +131,13 @@ class InvalidImage(CutfxError):
     status = 400
 
 
+class InferenceFailed(CutfxError):
+    """The network's output for a photo cannot make a mask: it is not finite (NaN or
+    infinity), as a reduced precision gives where the checkpoint's values overflow it."""
+
+    code = "inference_failed"
+
+
 class InvalidParameter(CutfxError):
     code = "invalid_parameter"
     status = 422

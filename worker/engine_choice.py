@@ -69,6 +69,8 @@ CPU_RULE_ORDER = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32", "torch-b
 class EngineChoice:
     name: str
     reason: str
+    #: Chosen by the rules, with no measurement of this machine behind it.
+    by_rule: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def fastest_measured(
 def by_rule(device: str, precision: str, candidates: set[str], has_export: bool) -> EngineChoice:
     if device.startswith("cuda"):
         name = f"torch-{precision}"
-        return EngineChoice(name, "CUDA: exported engines not measured on this GPU yet")
+        return EngineChoice(name, "CUDA: not measured on this GPU yet", by_rule=True)
     for name in CPU_RULE_ORDER:
         if name in candidates:
             break
@@ -255,7 +257,7 @@ def by_rule(device: str, precision: str, candidates: set[str], has_export: bool)
         )
     else:
         reason = "not measured on this machine; OpenVINO is not installed"
-    return EngineChoice(name, reason + f", at {ENGINES[name].precision} on this CPU")
+    return EngineChoice(name, reason + f", at {ENGINES[name].precision} on this CPU", by_rule=True)
 
 
 def choose_engine(settings: Settings, device: str, export: ExportedNetwork) -> EngineChoice:

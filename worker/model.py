@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.errors import InferenceFailed
 from shared.settings import Settings
 from worker.checkpoint import (
     fetch_release_checkpoint,
@@ -107,6 +108,14 @@ class LoadedModel:
         de-matted by the foreground estimation. With `full_size` (the same photo at its own,
         larger size) the cutout is made at that size: the mask upsampled along the full
         photo's own edges (guided_upsample), the colours estimated there."""
+        import torch
+
+        if not bool(torch.isfinite(logits).all()):
+            raise InferenceFailed(
+                f"{self.engine.name} gave logits that are not finite (NaN or infinity) for"
+                " this photo: its precision cannot hold the checkpoint's values here;"
+                " CUTFX_ENGINE=torch-fp32 runs the network at full precision"
+            )
         if full_size is None:
             photo, mask = rgb, mask_from_logits(logits, rgb.shape[:2])
         else:
@@ -266,8 +275,11 @@ def load_model(settings: Settings) -> LoadedModel:
     parts = engine_parts(settings, device, checkpoint)
     choice = choose_engine(settings, device, parts.export)
     _export_when_forced(choice, parts, settings.model_mode, checkpoint)
+    engine = build_engine(choice.name, parts)
+    if choice.by_rule and device.startswith("cuda") and engine.precision != "fp32":
+        choice, engine = fp32_unless_finite(choice, engine, parts)
     loaded = LoadedModel(
-        engine=build_engine(choice.name, parts),
+        engine=engine,
         model_id=identity,
         mode=settings.model_mode,
         device=device,
@@ -325,6 +337,31 @@ def engine_parts(settings: Settings, device: str, checkpoint: Path) -> EnginePar
         network=lambda: network_on(device, settings.model_mode, checkpoint),
         export=exported_network(settings.cache_dir, model_id(settings.model_mode, checkpoint)),
     )
+
+
+def fp32_unless_finite(
+    choice: EngineChoice, engine: Engine, parts: EngineParts
+) -> tuple[EngineChoice, Engine]:
+    """A reduced precision no bake has measured here, tried on one of the bake's photos:
+    where the checkpoint's values overflow it, torch fp32 runs instead. On an H200 the
+    generated checkpoint's logits (about 1e10, past fp16's 65504) came out NaN in fp16,
+    every cutout a meaningless mask; a bake would have measured that and chosen fp32."""
+    import torch
+
+    from worker.engine_choice import EngineChoice
+    from worker.engine_trial import REFERENCE_ENGINE, trial_photos
+    from worker.engines import build_engine
+
+    photo = prepared_input(trial_photos()[0], parts.input_size)
+    if bool(torch.isfinite(engine.logits(photo[None])).all()):
+        return choice, engine
+    reason = (
+        f"{choice.name} gave logits that are not finite with this checkpoint (its values"
+        f" overflow {engine.precision}): fp32 until a bake on this device measures"
+    )
+    logger.warning("reduced precision overflows", extra={"engine": choice.name})
+    del engine
+    return EngineChoice(REFERENCE_ENGINE, reason), build_engine(REFERENCE_ENGINE, parts)
 
 
 def _export_when_forced(

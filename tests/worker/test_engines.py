@@ -518,6 +518,34 @@ def test_a_bake_measures_at_the_workers_batch_and_keeps_only_a_record_made_at_it
     assert batches == [1, 4]
 
 
+class GivesLogits:
+    """A stand-in engine at a reduced precision whose forwards give `value` everywhere."""
+
+    name = "torch-fp16"
+    precision = "fp16"
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.full((batch.shape[0], 1, *batch.shape[2:]), self.value)
+
+
+def test_an_unmeasured_reduced_precision_that_overflows_gives_way_to_fp32(parts):
+    """On CUDA with no bake, torch at CUTFX_PRECISION is tried on one of the bake's photos
+    first (worker/model.py load_model); its logits not finite, torch fp32 runs."""
+    from worker.engine_choice import EngineChoice
+    from worker.model import fp32_unless_finite
+
+    by_rule = EngineChoice("torch-fp16", "CUDA: not measured on this GPU yet", by_rule=True)
+    finite = GivesLogits(3.0)
+    assert fp32_unless_finite(by_rule, finite, parts) == (by_rule, finite)
+    choice, engine = fp32_unless_finite(by_rule, GivesLogits(float("nan")), parts)
+    assert (choice.name, engine.name, engine.precision) == ("torch-fp32", "torch-fp32", "fp32")
+    assert "not finite with this checkpoint (its values overflow fp16)" in choice.reason
+    assert not choice.by_rule
+
+
 def test_a_forced_engine_that_cannot_run_here_is_refused_with_the_reason(parts, monkeypatch):
     with pytest.raises(EngineUnavailable, match="runs on cuda, not cpu"):
         build_engine("torch-fp16", parts)

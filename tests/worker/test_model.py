@@ -212,3 +212,19 @@ def test_a_cpu_warm_up_compiles_the_ending_without_a_forward(checkpoint, monkeyp
     monkeypatch.undo()
     assert model.segment(sample).shape == (*sample.shape[:2], 4)
     assert mattings[-1] == mattings[0]  # a real photo reaches the compiled signature
+
+
+def test_logits_that_are_not_finite_fail_the_cutout_with_a_named_error(torch_model):
+    """As fp16 gave on a GPU with the generated checkpoint (logits about 1e10): a photo
+    whose logits overflowed fails its cutout, never becomes a meaningless mask."""
+    from shared.errors import InferenceFailed
+    from worker.tasks import failure_code
+
+    photo = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    logits = torch.zeros((1, *torch_model.input_size))
+    assert torch_model.finish(photo, logits).shape == (*photo.shape[:2], 4)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        logits[0, 5, 7] = bad
+        with pytest.raises(InferenceFailed, match=r"not finite.*CUTFX_ENGINE=torch-fp32") as caught:
+            torch_model.finish(photo, logits)
+        assert failure_code(caught.value) == "inference_failed"
