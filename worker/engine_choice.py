@@ -7,8 +7,10 @@
    the GPU's name), so an image baked on one machine does not decide for another.
 3. Else the same, from a bake on this CPU at another thread count (the nearest): a worker
    given its share of the cores (OMP_NUM_THREADS) is rarely baked at that share. On the
-   two CPUs measured at one thread and at two the order held or tied (bench/RESULTS.md),
-   where the rules below were wrong on one of them.
+   CPUs measured at one thread and at two the order held or tied (bench/RESULTS.md),
+   where the rules below were wrong on one of them; a tie can part (on an AVX2-only EPYC
+   ONNX Runtime and OpenVINO tied at one thread, and ONNX Runtime was 10 % faster at
+   two), which a bake at the worker's own thread count settles.
 4. Else rules from the CPU's flags: where the export exists, OpenVINO (bf16 on a CPU with
    AMX, fp32 otherwise), the fastest on every CPU measured before an AMD EPYC with
    AVX512-BF16; where it does not, eager torch, as before there were exports. On CUDA, torch at
