@@ -100,10 +100,9 @@ def precisions(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, 
         mask = mask_from_logits(logits, photo.shape).astype(np.float64) * 255
         figures = {"first_forward_s": round(first, 3), "forward_ms": round(forward * 1000, 1)}
         if reference is None:
-            reference = (logits.flatten().cpu(), mask)
+            reference = (logits.cpu(), mask)
         else:
-            pair = torch.stack([reference[0], logits.flatten().cpu()])
-            figures["logit_correlation"] = round(torch.corrcoef(pair)[0, 1].item(), 6)
+            figures["logit_correlation"] = correlation(reference[0], logits)
             figures["mask_mean_diff_255"] = round(float(np.abs(mask - reference[1]).mean()), 3)
         found[precision] = figures
         del model
@@ -112,10 +111,20 @@ def precisions(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, 
     return found
 
 
+def photo_inputs(model: LoadedModel, photo: np.ndarray, size: int) -> list[torch.Tensor]:
+    """`size` slightly different copies of the photo (shifted sideways), prepared."""
+    return [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
+
+
+def correlation(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    pair = torch.stack([ours.flatten().double().cpu(), theirs.flatten().double().cpu()])
+    return round(torch.corrcoef(pair)[0, 1].item(), 6)
+
+
 def batches(model: LoadedModel, photo: np.ndarray, rounds: int) -> dict[str, float]:
     found = {}
     for size in BATCH_SIZES:
-        inputs = [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
+        inputs = photo_inputs(model, photo, size)
         model.saliency(inputs)
         seconds = timed(partial(model.saliency, inputs), rounds, model.device)
         found[str(size)] = round(size / seconds, 2)
@@ -168,34 +177,25 @@ def compiled(settings: Settings, photo: np.ndarray, rounds: int, mode: str) -> d
 
     model = model_at(settings, "fp16")
     single = [model.prepare(photo)]
-    (eager,) = model.saliency(single)
-    eager = eager.flatten().cpu()
+    (eager,) = (tensor.cpu() for tensor in model.saliency(single))
     model.network = SaliencyOnly(torch.compile(last_saliency(model.network), mode=mode))
     found: dict[str, Any] = {"precision": model.precision, "first_call_s": {}, "photos_per_s": {}}
     for size in COMPILED_BATCH_SIZES:
-        inputs = [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
+        inputs = photo_inputs(model, photo, size)
         found["first_call_s"][str(size)] = round(
             timed(partial(model.saliency, inputs), 1, model.device), 1
         )
         seconds = timed(partial(model.saliency, inputs), rounds, model.device)
         found["photos_per_s"][str(size)] = round(size / seconds, 2)
-    # Cloned at once: a CUDA graph's replay writes its next output where this one lies.
-    (logits,) = (tensor.flatten().cpu().clone() for tensor in model.saliency(single))
-    found["logit_correlation_with_eager"] = round(
-        torch.corrcoef(torch.stack([eager, logits]))[0, 1].item(), 6
-    )
+    # Copied off at once: a CUDA graph's replay writes its next output where this one lies.
+    (logits,) = (tensor.cpu().clone() for tensor in model.saliency(single))
+    found["logit_correlation_with_eager"] = correlation(eager, logits)
     return found
 
 
 def photo_batch(model: LoadedModel, photo: np.ndarray, size: int) -> torch.Tensor:
-    """`size` slightly different copies of the photo, prepared, on the model's device."""
-    inputs = [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
-    return torch.stack(inputs).to(model.device)
-
-
-def correlation(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    pair = torch.stack([ours.flatten().double().cpu(), theirs.flatten().double().cpu()])
-    return round(torch.corrcoef(pair)[0, 1].item(), 6)
+    """photo_inputs as one batch on the model's device."""
+    return torch.stack(photo_inputs(model, photo, size)).to(model.device)
 
 
 def plain_forward(
