@@ -46,8 +46,7 @@ from bench.common import random_checkpoint, write_section
 from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
-from worker.engines import AUTOCAST_DTYPES, ENGINES, TF32_MATRIX_PRODUCTS, cpu_flags
-from worker.export import SaliencyLogits
+from worker.engines import ENGINES, TF32_MATRIX_PRODUCTS, cpu_flags
 from worker.foreground import TorchForeground
 from worker.model import LoadedModel, engine_parts, load_model, mask_from_logits
 
@@ -198,26 +197,6 @@ def photo_batch(model: LoadedModel, photo: np.ndarray, size: int) -> torch.Tenso
     return torch.stack(photo_inputs(model, photo, size)).to(model.device)
 
 
-def plain_forward(
-    network: Any, dtype: torch.dtype | None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The engine's forward (worker/engines.py TorchEngine.logits) with autocast's weight
-    cache off, which a CUDA graph's capture needs; the weights are stored at the autocast
-    dtype already, so the cache held nothing."""
-    saliency = SaliencyLogits(network)
-
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        with (
-            torch.no_grad(),
-            torch.autocast(
-                "cuda", dtype=dtype or torch.float16, enabled=dtype is not None, cache_enabled=False
-            ),
-        ):
-            return saliency(batch).float()
-
-    return forward
-
-
 def captured(
     forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
 ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
@@ -241,7 +220,7 @@ def graphed(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any
     found: dict[str, Any] = {}
     for precision in ("fp32", "bf16"):
         model = model_at(settings, precision)
-        forward = plain_forward(model.network, AUTOCAST_DTYPES.get(precision))
+        forward = model.engine.logits
         figures: dict[str, dict[str, float]] = {
             "eager_photos_per_s": {},
             "graph_photos_per_s": {},
@@ -270,7 +249,7 @@ def tf32(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
     second, and the logits against fp32's. The `torch-tf32` engine's parity as the bake
     measures it is in the engines section."""
     model = model_at(settings, "fp32")
-    forward = plain_forward(model.network, None)
+    forward = model.engine.logits
     found: dict[str, dict[str, float]] = {
         "fp32_photos_per_s": {},
         "tf32_photos_per_s": {},

@@ -151,7 +151,9 @@ class TorchEngine:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        return torch.autocast(device_type, dtype=self.autocast_dtype)
+        # No cast cache: the weights autocast would cast are stored cast already, so it
+        # would hold nothing, and without it a forward can be captured in a CUDA graph.
+        return torch.autocast(device_type, dtype=self.autocast_dtype, cache_enabled=False)
 
     def _matrix_products(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "tf32":
