@@ -108,9 +108,7 @@ class LoadedModel:
         de-matted by the foreground estimation. With `full_size` (the same photo at its own,
         larger size) the cutout is made at that size: the mask upsampled along the full
         photo's own edges (guided_upsample), the colours estimated there."""
-        import torch
-
-        if not bool(torch.isfinite(logits).all()):
+        if not all_finite(logits):
             raise InferenceFailed(
                 f"{self.engine.name} gave logits that are not finite (NaN or infinity) for"
                 " this photo: its precision cannot hold the checkpoint's values here;"
@@ -164,6 +162,14 @@ def prepared_input(rgb: npt.NDArray[np.uint8], size: tuple[int, int]) -> Any:
     resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     normalised = (resized.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+
+
+def all_finite(logits: Any) -> bool:
+    """No NaN or infinity among the logits: what a reduced precision gives where the
+    checkpoint's values overflow it."""
+    import torch
+
+    return bool(torch.isfinite(logits).all())
 
 
 def _stretched(logits: Any) -> Any:
@@ -346,14 +352,12 @@ def fp32_unless_finite(
     where the checkpoint's values overflow it, torch fp32 runs instead. On an H200 the
     generated checkpoint's logits (about 1e10, past fp16's 65504) came out NaN in fp16,
     every cutout a meaningless mask; a bake would have measured that and chosen fp32."""
-    import torch
-
     from worker.engine_choice import EngineChoice
     from worker.engine_trial import REFERENCE_ENGINE, trial_photos
     from worker.engines import build_engine
 
     photo = prepared_input(trial_photos()[0], parts.input_size)
-    if bool(torch.isfinite(engine.logits(photo[None])).all()):
+    if all_finite(engine.logits(photo[None])):
         return choice, engine
     reason = (
         f"{choice.name} gave logits that are not finite with this checkpoint (its values"
