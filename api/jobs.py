@@ -467,11 +467,13 @@ def _create_job(
     cache = svc.cache.scoped(cache_scope(svc.settings.cache_scope, owner.key_id))
     output_options = options.output_options
     with stage("input"):
-        stored_input = _store_input(svc, cache, upload.data, upload.sha256, upload.part)
+        model_input = stored_input = _store_input(
+            svc, cache, upload.data, upload.sha256, upload.part
+        )
         model_input_key = ""
         if options.resolution == ORIGINAL:
             # The model reads the photo at CUTFX_MAX_SIDE; the results are made at this.
-            model_input_key = stored_input.key
+            model_input_key = model_input.key
             stored_input = _store_input(
                 svc, cache, upload.data, upload.sha256, upload.part, plan.ORIGINAL_SIDE
             )
@@ -497,6 +499,9 @@ def _create_job(
         resolution=options.resolution,
         model_input_key=model_input_key,
         lane=options.lane,
+        photo_sha256=plan.photo_sha256(
+            model_input, stored_input if options.resolution == ORIGINAL else None
+        ),
     )
     with stage("record"):
         job = svc.jobs.create(
@@ -561,4 +566,5 @@ def _normalise_and_encode(
         image.height,
         source_width=image.source_width,
         source_height=image.source_height,
+        pixels_sha256=plan.pixels_sha256(image.pixels),
     )

@@ -106,6 +106,9 @@ class StoredObject:
     source_height: int | None = None
     #: For a stored cutout: its subject's box and coverage (subject_facts), in its pixels.
     subject: dict[str, float] | None = None
+    #: For a stored input: the digest of its pixels (plan.pixels_sha256), the same for
+    #: every file that decodes to them, whatever its container or metadata.
+    pixels_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,19 @@ class JobRequest:
     model_input_key: str = ""
     #: INTERACTIVE or BATCH: which lane its tasks wait in.
     lane: str = INTERACTIVE
+    #: The digest of the pixels the cutout is made from (plan.photo_sha256); empty for a
+    #: job whose input was stored before inputs had one: then the upload's digest stands in.
+    photo_sha256: str = ""
 
     @property
     def at_original_size(self) -> bool:
         return self.resolution == ORIGINAL
+
+    @property
+    def cutout_identity(self) -> str:
+        """What names the photo in its cutout's address: its pixels, so that the same
+        picture in another file (PNG or TIFF, metadata stripped) reuses the cutout."""
+        return self.photo_sha256 or self.input_sha256
 
     @property
     def dpi(self) -> int:

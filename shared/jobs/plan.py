@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import redis
 from celery import Celery
 
@@ -60,6 +62,23 @@ from shared.telemetry import CACHE_LOOKUPS, Metrics, trace_headers
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def pixels_sha256(pixels: npt.NDArray[np.uint8]) -> str:
+    """The digest of decoded pixels and their shape: equal for every file that decodes to
+    the same picture."""
+    digest = hashlib.sha256(repr(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).data)
+    return digest.hexdigest()
+
+
+def photo_sha256(model_input: StoredObject, made_at: StoredObject | None = None) -> str:
+    """What a job's cutout is made from: the pixels the model reads and, for a full-size
+    job, those the cutout is made at; empty when an input was stored without its digest."""
+    digests = [part.pixels_sha256 or "" for part in (model_input, made_at) if part is not None]
+    if not all(digests):
+        return ""
+    return digests[0] if len(digests) == 1 else _digest("photo", *digests)
 
 
 def canonical_json(value: Any) -> str:
@@ -129,7 +148,8 @@ class Rendered:
     def __init__(
         self, data: bytes, content_type: str, width: int, height: int, **more: Any
     ) -> None:
-        """`more`: StoredObject's optional facts (source_width, source_height, subject)."""
+        """`more`: StoredObject's optional facts (source_width, source_height, subject,
+        pixels_sha256)."""
         self.data = data
         self.facts = StoredObject("", content_type, len(data), width, height, **more)
 
@@ -222,7 +242,7 @@ def source_key(request: JobRequest, max_side: int, model_id: str) -> str:
     """The lossless cutout of the request's photo by the model `model_id`, at the
     request's resolution: what every other result of the job is made from."""
     side = ORIGINAL_SIDE if request.at_original_size else max_side
-    return cutout_key(request.input_sha256, side, model_id)
+    return cutout_key(request.cutout_identity, side, model_id)
 
 
 def view_key(request: JobRequest, source: str) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from shared.jobs import StoredObject
 from shared.telemetry import CACHE_LOOKUPS, MODEL_INFERENCES, TASKS, Metrics
@@ -75,6 +77,25 @@ def test_another_format_misses_the_effects_but_not_the_cutout(e2e_client):
     assert job["results"]["cutout"]["cached"]
     assert not job["results"]["color"]["cached"]
     assert job["results"]["color"]["content_type"] == "image/jpeg"
+
+
+def test_the_same_picture_in_another_file_reuses_the_cutout(e2e_client, metrics):
+    """A shop's CMS re-saves a photo (here a PNG as a TIFF): the same pixels, other bytes.
+    The cutout and the effects made from it come from the cache, in the 202 itself."""
+    photo = sample_variant()
+    as_tiff = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(as_tiff, "TIFF", compression="tiff_deflate")
+    assert as_tiff.getvalue() != photo
+    before = metrics.counter_value(MODEL_INFERENCES)
+    first = first_job(e2e_client, photo)
+    response = submit(e2e_client, as_tiff.getvalue())
+    again = response.get_json()
+    assert response.status_code == 202
+    assert not first["results"]["cutout"]["cached"]
+    assert again["status"] == "succeeded", "finished in the 202 answer itself"
+    assert all(result["cached"] for result in again["results"].values())
+    assert again["results"]["cutout"]["bytes"] == first["results"]["cutout"]["bytes"]
+    assert metrics.counter_value(MODEL_INFERENCES) == before + 1
 
 
 def test_concurrent_duplicates_run_the_model_once(e2e_client, metrics):
