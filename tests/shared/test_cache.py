@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -170,4 +171,16 @@ def test_a_full_size_cutout_is_named_by_both_the_models_pixels_and_the_full_size
     at_original = request_for(resolution=ORIGINAL, photo_sha256=both)
     assert source_key(at_original, MAX_SIDE, "model") != source_key(
         request_for(photo_sha256="11" * 32), MAX_SIDE, "model"
+    )
+
+
+def test_a_record_written_before_the_pixel_digest_reads_with_the_uploads_address():
+    """Workers roll out before the API (README, Deployment): a newer worker reads the
+    records an older API wrote, without photo_sha256, and names their cutouts as before."""
+    written_before = json.loads(request_for(photo_sha256="cd" * 32).to_json())
+    del written_before["photo_sha256"]
+    read = JobRequest.from_json(json.dumps(written_before))
+    assert read.photo_sha256 == ""
+    assert source_key(read, MAX_SIDE, "model") == source_key(
+        request_for(photo_sha256="ab" * 32), MAX_SIDE, "model"
     )
