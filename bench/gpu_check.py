@@ -46,6 +46,7 @@ from bench.common import random_checkpoint, write_section
 from cli import service_settings
 from shared.settings import Settings
 from tests.helpers import SAMPLE
+from worker.engine_trial import relative_difference
 from worker.engines import ENGINES, TF32_MATRIX_PRODUCTS, cpu_flags
 from worker.foreground import TorchForeground
 from worker.model import LoadedModel, engine_parts, load_model, mask_from_logits
@@ -115,6 +116,11 @@ def photo_inputs(model: LoadedModel, photo: np.ndarray, size: int) -> list[torch
     return [model.prepare(np.roll(photo, 7 * index, axis=1)) for index in range(size)]
 
 
+def photos_per_s(call: Callable[[], Any], size: int, rounds: int, device: str) -> float:
+    """Photos a second of `call`, a forward of `size` photos (the median of `rounds`)."""
+    return round(size / timed(call, rounds, device), 2)
+
+
 def correlation(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     pair = torch.stack([ours.flatten().double().cpu(), theirs.flatten().double().cpu()])
     return round(torch.corrcoef(pair)[0, 1].item(), 6)
@@ -125,8 +131,7 @@ def batches(model: LoadedModel, photo: np.ndarray, rounds: int) -> dict[str, flo
     for size in BATCH_SIZES:
         inputs = photo_inputs(model, photo, size)
         model.saliency(inputs)
-        seconds = timed(partial(model.saliency, inputs), rounds, model.device)
-        found[str(size)] = round(size / seconds, 2)
+        found[str(size)] = photos_per_s(partial(model.saliency, inputs), size, rounds, model.device)
     return found
 
 
@@ -184,8 +189,9 @@ def compiled(settings: Settings, photo: np.ndarray, rounds: int, mode: str) -> d
         found["first_call_s"][str(size)] = round(
             timed(partial(model.saliency, inputs), 1, model.device), 1
         )
-        seconds = timed(partial(model.saliency, inputs), rounds, model.device)
-        found["photos_per_s"][str(size)] = round(size / seconds, 2)
+        found["photos_per_s"][str(size)] = photos_per_s(
+            partial(model.saliency, inputs), size, rounds, model.device
+        )
     # Copied off at once: a CUDA graph's replay writes its next output where this one lies.
     (logits,) = (tensor.cpu().clone() for tensor in model.saliency(single))
     found["logit_correlation_with_eager"] = correlation(eager, logits)
@@ -229,13 +235,15 @@ def graphed(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any
         for size in COMPILED_BATCH_SIZES:
             batch = photo_batch(model, photo, size)
             eager = forward(batch).cpu()
-            seconds = timed(partial(forward, batch), rounds, model.device)
-            figures["eager_photos_per_s"][str(size)] = round(size / seconds, 2)
+            figures["eager_photos_per_s"][str(size)] = photos_per_s(
+                partial(forward, batch), size, rounds, model.device
+            )
             graph, output = captured(forward, batch)
             graph.replay()
             figures["logit_correlation_with_eager"][str(size)] = correlation(eager, output)
-            seconds = timed(graph.replay, rounds, model.device)
-            figures["graph_photos_per_s"][str(size)] = round(size / seconds, 2)
+            figures["graph_photos_per_s"][str(size)] = photos_per_s(
+                graph.replay, size, rounds, model.device
+            )
             del graph, output
         found[precision] = figures
         del model
@@ -259,17 +267,16 @@ def tf32(settings: Settings, photo: np.ndarray, rounds: int) -> dict[str, Any]:
     for size in COMPILED_BATCH_SIZES:
         batch = photo_batch(model, photo, size)
         full = forward(batch).cpu()
-        found["fp32_photos_per_s"][str(size)] = round(
-            size / timed(partial(forward, batch), rounds, model.device), 2
+        found["fp32_photos_per_s"][str(size)] = photos_per_s(
+            partial(forward, batch), size, rounds, model.device
         )
         with TF32_MATRIX_PRODUCTS:  # as the torch-tf32 engine runs its forwards
             reduced = forward(batch).cpu()
-            seconds = timed(partial(forward, batch), rounds, model.device)
-        found["tf32_photos_per_s"][str(size)] = round(size / seconds, 2)
+            found["tf32_photos_per_s"][str(size)] = photos_per_s(
+                partial(forward, batch), size, rounds, model.device
+            )
         found["logit_correlation"][str(size)] = correlation(full, reduced)
-        found["logit_relative_difference"][str(size)] = round(
-            float((reduced - full).abs().mean() / full.abs().mean()), 6
-        )
+        found["logit_relative_difference"][str(size)] = round(relative_difference(reduced, full), 6)
     return found
 
 

@@ -186,7 +186,7 @@ def read_record(export: ExportedNetwork, device: str) -> list[EngineTrial]:
 def current_record(export: ExportedNetwork, device: str, batch_size: int = 1) -> list[EngineTrial]:
     """This machine's record if a bake may keep it rather than measure again: written in
     this format under the engine packages installed now, at the batch the worker
-    forwards. None otherwise."""
+    forwards. Empty otherwise."""
     stored = _load(record_path(export, device))
     if stored.get("format") != RECORD_FORMAT or stored.get("versions") != engine_versions():
         return []

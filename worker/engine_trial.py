@@ -89,6 +89,12 @@ def reference_of(
     return Reference(inputs, shapes, logits, masks(logits, shapes))
 
 
+def relative_difference(found: torch.Tensor, reference: torch.Tensor) -> float:
+    """The mean absolute difference of two sets of logits over the reference's mean
+    magnitude: random-weight logits correlate almost perfectly, and differ in scale."""
+    return float((found - reference).abs().mean() / reference.abs().mean())
+
+
 def timing_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     """`batch_size` of the prepared photos, taken in turn: what an engine is timed on."""
     return inputs[torch.arange(batch_size) % inputs.shape[0]]
@@ -109,7 +115,6 @@ def compared(
         for ours, theirs in zip(masks(logits, reference.shapes), reference.masks, strict=True)
     ]
     pair = torch.stack([reference.logits.flatten().double(), logits.flatten().double()])
-    relative = (logits - reference.logits).abs().mean() / reference.logits.abs().mean()
     return EngineTrial(
         name=name,
         precision=ENGINES[name].precision,
@@ -120,7 +125,7 @@ def compared(
             1,
         ),
         logit_correlation=round(float(torch.corrcoef(pair)[0, 1]), 7),
-        logit_relative_difference=round(float(relative), 7),
+        logit_relative_difference=round(relative_difference(logits, reference.logits), 7),
         mask_max_difference_255=round(max(float(d.max()) for d in differences), 3),
         mask_mean_difference_255=round(statistics.fmean(float(d.mean()) for d in differences), 4),
         batch_size=batch_size,
