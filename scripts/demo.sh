@@ -8,6 +8,9 @@ started=$SECONDS
 # What the demo runs, not the development tools (scripts/test.sh adds those).
 CUTFX_EXTRAS="${CUTFX_EXTRAS:-model,serve}" source scripts/bootstrap.sh
 install_s=$((SECONDS - started))
+# The install leaves the packages' bytecode to their first import (scripts/bootstrap.sh),
+# which keeps it for the workers and every later start, whatever the environment asked.
+unset PYTHONDONTWRITEBYTECODE
 bash scripts/ensure-redis.sh
 status=0
 cutfx demo "$@" || status=$?
