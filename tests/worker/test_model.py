@@ -24,6 +24,9 @@ from worker.network import mode_config
 
 #: What `import transparent_background` would pull in, and the worker never runs.
 REMOVER_ONLY_MODULES = ("albumentations", "gdown", "wget", "transparent_background.Remover")
+#: What `import timm.layers` would pull in (torchvision's ops import torch._dynamo), and
+#: the backbone never runs.
+TIMM_LAYERS_ONLY_MODULES = ("torchvision", "torch._dynamo")
 
 
 def test_auto_picks_the_cpu_here_and_cuda_is_refused_without_a_gpu():
@@ -84,6 +87,7 @@ spans = [
 weights = list(model.network.parameters())
 print(json.dumps({{
     "loaded": sorted(m for m in {REMOVER_ONLY_MODULES!r} if m in sys.modules),
+    "timm_layers_loaded": sorted(m for m in {TIMM_LAYERS_ONLY_MODULES!r} if m in sys.modules),
     "input_size": list(model.input_size),
     "mapped": all(any(a <= w.data_ptr() < b for a, b in spans) for w in weights),
 }}))
@@ -92,7 +96,47 @@ print(json.dumps({{
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     )
     facts = json.loads(done.stdout.strip().splitlines()[-1])
-    assert facts == {"loaded": [], "input_size": [384, 384], "mapped": True}
+    assert facts == {
+        "loaded": [],
+        "timm_layers_loaded": [],
+        "input_size": [384, 384],
+        "mapped": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("before", "timm_layers_used"),
+    [
+        ("import timm", None),
+        ("", {"DropPath": "drop", "to_2tuple": "helpers", "trunc_normal_": "moved_away"}),
+    ],
+    ids=["timm-imported-already", "timm-laid-out-otherwise"],
+)
+def test_the_network_builds_with_timm_whole_where_its_helpers_cannot_be_had_alone(
+    before, timm_layers_used
+):
+    """The backbone's helpers come from timm however timm stands, and timm is whole
+    afterwards for any other code in the process."""
+    script = f"""
+import json, sys
+{before}
+import worker.network
+if {timm_layers_used!r} is not None:
+    worker.network.TIMM_LAYERS_USED = {timm_layers_used!r}
+builder = worker.network.network_builder()
+from transparent_background.backbones import SwinTransformer
+import timm, timm.layers
+print(json.dumps({{
+    "builder": builder.__name__,
+    "drop_path_is_timms": SwinTransformer.DropPath is timm.layers.DropPath,
+    "timm_whole": hasattr(timm, "create_model"),
+}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts == {"builder": "InSPyReNet_SwinB", "drop_path_is_timms": True, "timm_whole": True}
 
 
 @pytest.fixture(scope="module")
