@@ -40,6 +40,8 @@ NETWORK_DEPTH = 64
 #: What the Swin backbone imports from `timm.layers`, by the timm file that defines it.
 TIMM_LAYERS_USED = {"DropPath": "drop", "to_2tuple": "helpers", "trunc_normal_": "weight_init"}
 TIMM_PACKAGES = ("timm", "timm.layers")
+#: transparent-background's module that defines the network.
+NETWORK_MODULE = f"{PACKAGE}.InSPyReNet"
 
 
 def _package_spec(name: str = PACKAGE) -> importlib.machinery.ModuleSpec:
@@ -110,10 +112,12 @@ def _forget(modules: dict[str, types.ModuleType]) -> None:
 def network_builder() -> Any:
     """transparent-background's `InSPyReNet_SwinB` constructor."""
     _register_package_without_init()
-    with _timm_layers_used_only():
-        from transparent_background.InSPyReNet import InSPyReNet_SwinB
-
-    return InSPyReNet_SwinB
+    # Once only: a second model (escalation, preview) finds the module imported, and
+    # timm is then left alone for other threads.
+    if NETWORK_MODULE not in sys.modules:
+        with _timm_layers_used_only():
+            importlib.import_module(NETWORK_MODULE)
+    return sys.modules[NETWORK_MODULE].InSPyReNet_SwinB
 
 
 def build_network(mode: str, checkpoint: Path) -> Any:

@@ -130,13 +130,21 @@ print(json.dumps({{
     "builder": builder.__name__,
     "drop_path_is_timms": SwinTransformer.DropPath is timm.layers.DropPath,
     "timm_whole": hasattr(timm, "create_model"),
+    "the_same_again": worker.network.network_builder() is builder,
+    "timm_kept": sys.modules["timm"] is timm,
 }}))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
     )
     facts = json.loads(done.stdout.strip().splitlines()[-1])
-    assert facts == {"builder": "InSPyReNet_SwinB", "drop_path_is_timms": True, "timm_whole": True}
+    assert facts == {
+        "builder": "InSPyReNet_SwinB",
+        "drop_path_is_timms": True,
+        "timm_whole": True,
+        "the_same_again": True,
+        "timm_kept": True,
+    }
 
 
 @pytest.fixture(scope="module")
