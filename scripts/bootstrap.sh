@@ -21,9 +21,10 @@ fi
 # uv installs the same packages as pip, unpacking them in parallel: a fresh install takes
 # seconds where pip takes minutes. pip stays the fallback, and `pip install -e .` works as
 # ever. Neither byte-compiles the packages: compiling every module of every package took
-# 39 of a 45 s install on a 2-core EPYC, and Python compiles what the service imports on
-# its first import (2.4 s) and keeps it (the demo's model step imports the heavy ones
-# before the workers start; demo.sh and test.sh let it be written).
+# 39 of a 45 s install on a slow 2-core EPYC, and Python compiles only what the service
+# imports, on its first import, and keeps it: 17 s there, inside the demo's checkpoint
+# step, which imports torch and the network before the workers start (demo.sh and
+# test.sh unset PYTHONDONTWRITEBYTECODE so that it is kept).
 UV_VERSION="0.13.9"
 
 install_with_uv() {
