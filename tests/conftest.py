@@ -199,6 +199,20 @@ def worker_env(settings: Settings, extra_env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def fresh_interpreter_json(script: str, *args: str, timeout: float | None = None) -> Any:
+    """What `python -c script *args` prints on its last line, as JSON: run in a fresh
+    interpreter at the repository's root, so that nothing this process imported counts."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def start_worker_process(
     command: list[str], log: Path, env: dict[str, str], **popen: Any
 ) -> subprocess.Popen[bytes]:

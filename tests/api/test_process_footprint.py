@@ -3,11 +3,7 @@ effect parameters and describes the effects."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.conftest import REPO, UNIT_REDIS_URL
+from tests.conftest import UNIT_REDIS_URL, fresh_interpreter_json
 
 PROBE = """
 import json, sys
@@ -33,14 +29,6 @@ print(json.dumps({"answers": answers, "heavy": heavy}))
 def test_the_api_validates_and_describes_effects_without_loading_image_kernels(
     redis_client, tmp_path
 ):
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, UNIT_REDIS_URL, str(tmp_path / "storage")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = fresh_interpreter_json(PROBE, UNIT_REDIS_URL, str(tmp_path / "storage"), timeout=120)
     assert report["answers"] == [202, 422, 200, 200]
     assert report["heavy"] == []

@@ -4,9 +4,6 @@ transparent-background's `Remover.process`."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import torch
 from PIL import Image
 
 from shared.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import fresh_interpreter_json
 from tests.helpers import SAMPLE
 from tests.worker.test_foreground import MAX_ALPHA_WEIGHTED_DIFFERENCE, MAX_VISIBLE_MEAN_DIFFERENCE
 from worker.model import load_model, resolve_checkpoint, resolve_device
@@ -92,10 +89,7 @@ print(json.dumps({{
     "mapped": all(any(a <= w.data_ptr() < b for a, b in spans) for w in weights),
 }}))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    facts = fresh_interpreter_json(script)
     assert facts == {
         "loaded": [],
         "timm_layers_loaded": [],
@@ -134,10 +128,7 @@ print(json.dumps({{
     "timm_kept": sys.modules["timm"] is timm,
 }}))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    facts = fresh_interpreter_json(script)
     assert facts == {
         "builder": "InSPyReNet_SwinB",
         "drop_path_is_timms": True,
