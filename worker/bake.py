@@ -79,11 +79,18 @@ def prepare_engines(
     from worker.batching import effective_batch_max
     from worker.engine_choice import current_record, write_record
     from worker.engine_trial import measure_engines, trial_photos
+    from worker.engines import exported_engines_for
     from worker.model import engine_parts, export_missing, resolve_device
 
     device = resolve_device(settings.device)
     parts = engine_parts(settings, device, checkpoint)
-    export_s = export_missing(parts, settings.model_mode, checkpoint)
+    export_s = 0.0
+    if exported_engines_for(device):
+        export_s = export_missing(parts, settings.model_mode, checkpoint)
+    else:
+        logger.info(
+            "no exported engine runs here: the network is not exported", extra={"device": device}
+        )
     # Timed on the batch the worker forwards: on CUDA a lone photo leaves the GPU waiting
     # on kernel launches, and every engine looks alike.
     batch_size = effective_batch_max(settings.batch_max, device)

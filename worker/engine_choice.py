@@ -155,6 +155,8 @@ def engine_versions() -> dict[str, str]:
 def write_record(export: ExportedNetwork, device: str, trials: list[EngineTrial]) -> Path:
     """Keep the bake's measurements beside the export, for this machine's workers."""
     path = record_path(export, device)
+    # Where no exported engine runs, the bake exports nothing and the record starts the folder.
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     stored: dict[str, Any] = {
         "format": RECORD_FORMAT,

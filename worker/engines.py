@@ -379,6 +379,17 @@ ENGINES: dict[str, EngineSpec] = {
 }
 
 
+def exported_engines_for(device: str) -> list[str]:
+    """The engines that run the export and can run on `device`: none (a CUDA machine
+    without onnxruntime-gpu) and the export is not worth its minute and 355 MB."""
+    flags = cpu_flags()
+    return [
+        name
+        for name, spec in ENGINES.items()
+        if spec.exported and spec.unavailable_because(device, flags) is None
+    ]
+
+
 def engine_spec(name: str) -> EngineSpec:
     try:
         return ENGINES[name]

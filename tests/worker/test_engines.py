@@ -518,6 +518,56 @@ def test_a_bake_measures_at_the_workers_batch_and_keeps_only_a_record_made_at_it
     assert batches == [1, 4]
 
 
+def test_only_engines_that_can_run_on_a_device_count_as_its_exported_engines():
+    """ONNX Runtime's CPU build (the one installed here) runs no exported engine on CUDA."""
+    import onnxruntime
+
+    from worker.engines import exported_engines_for
+
+    assert {"onnxruntime-fp32", "openvino-fp32"} <= set(exported_engines_for("cpu"))
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert exported_engines_for("cuda:0") == []
+
+
+def test_a_bake_where_no_exported_engine_runs_exports_nothing_and_keeps_its_record(
+    settings, checkpoint, tmp_path, monkeypatch
+):
+    """A CUDA machine without onnxruntime-gpu runs no engine on the export, so its bake
+    spends no minute and 355 MB on one; the torch engines' record is still kept where the
+    workers read it. Here the CPU's exported engines lack their packages, and the
+    measurement is a stand-in."""
+    import importlib.util
+
+    import worker.engine_trial
+    import worker.export
+    from worker.bake import MEASURED_NOW, prepare_engines
+    from worker.engine_choice import read_record
+    from worker.model import engine_parts
+
+    exported: list[Path] = []
+    monkeypatch.setattr(worker.export, "export_network", lambda *args: exported.append(args[2]))
+    find_spec = importlib.util.find_spec
+    missing = {"onnxruntime", "openvino"}
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in missing else find_spec(name, *a),
+    )
+    monkeypatch.setattr(
+        worker.engine_trial, "measure_engines", lambda *args, **kw: [trial("torch-fp32", 1800)]
+    )
+    fresh = settings.with_overrides(cache_dir=tmp_path)
+
+    prepared = prepare_engines(fresh, checkpoint)
+
+    assert exported == []
+    assert (prepared["export_s"], prepared["export_mb"]) == (0.0, 0)
+    assert prepared["engines_measured"] == MEASURED_NOW
+    export = engine_parts(fresh, "cpu", checkpoint).export
+    assert not export.exists()
+    assert [t.name for t in read_record(export, "cpu")] == ["torch-fp32"]
+
+
 class GivesLogits:
     """A stand-in engine at a reduced precision whose forwards give `value` everywhere."""
 
