@@ -13,15 +13,12 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
 from celery import Celery, Task, current_app, shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
-from redis.exceptions import LockError, LockNotOwnedError
-from redis.lock import Lock
 
 from effects import EffectError, get_effect
 from effects import apply_effect as effect_of
@@ -59,6 +56,7 @@ from shared.telemetry import (
     trace_span,
 )
 from worker.consumer import REQUEST_CLASS
+from worker.inference_lock import inference_lock
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
 from worker.process import Pixels, WorkerProcess, soft_time_limit, this_process
@@ -426,36 +424,14 @@ def _segment_once(
         facts = subject_facts(rgba[..., 3], rgb if photo is None else photo)
         return Rendered(data, CUTOUT_CONTENT_TYPE, int(width), int(height), subject=facts)
 
-    # One inference per cutout at a time across workers. The lock lives as long as a
-    # task's visibility, so a dead holder's lock is gone by the time its task is handed
-    # out again; an inference longer than that may run twice (wasted, never wrong).
     settings = ctx.settings
-    lock = ctx.redis.lock(
-        f"cutfx:lock:{key}",
-        timeout=settings.visibility_timeout_s,
-        blocking_timeout=settings.segment_time_limit_s,
-    )
-    with held_while_valid(lock):
+    with inference_lock(
+        ctx.redis, key, settings.visibility_timeout_s, settings.segment_time_limit_s
+    ):
         found = cache.get_or_store(key, segmented)
     if not found.hit:
         watch.lap("upload")
     return found.stored, found.hit
-
-
-@contextmanager
-def held_while_valid(lock: Lock) -> Iterator[None]:
-    """Hold `lock` for the block (LockError when it cannot be had in its blocking time).
-    A lock that lapsed under a long block is no failure of the block: its work is done
-    and stored, and at worst another worker did it too."""
-    if not lock.acquire():
-        raise LockError("the inference lock was not free within the blocking time")
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except LockNotOwnedError:
-            logger.warning("the inference lock lapsed before the cutout was stored")
 
 
 def _subject_of(

@@ -1,0 +1,71 @@
+"""One inference per cutout at a time across workers: a Redis lock per cutout key.
+
+The lock lives as long as a task's visibility (CUTFX_VISIBILITY_TIMEOUT_S, 30 s), so a
+dead holder's lock is gone by the time its task is handed out again. A live holder
+renews it while its inference runs, as the worker keeps its task's message visible
+(worker/consumer.py): a base-mode forward on a 2-core CPU takes 12 to 80 s, and
+without renewal the lock lapsed under it (the suite's escalation test logged so), and a
+second job with the same photo ran the same inference beside it. A lock lost all the
+same (Redis restarted without it, a renewal that could not reach Redis in time) is no
+failure of the inference: its work is stored, and at worst another worker did it too.
+
+redis-py's own `Lock` does the locking; its `reacquire` (owner-checked, atomic) renews.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from redis.exceptions import LockError, LockNotOwnedError
+
+logger = logging.getLogger(__name__)
+
+#: Renewals in each time to live: two may fail (a Redis hiccup) before the lock lapses.
+RENEWALS_PER_TIMEOUT = 3
+KEY_PREFIX = "cutfx:lock:"
+
+
+@contextmanager
+def inference_lock(
+    client: redis.Redis, cutout_key: str, timeout_s: float, wait_s: float
+) -> Iterator[None]:
+    """Hold the lock of `cutout_key` for the block, renewed every third of `timeout_s`;
+    LockError when another holder keeps it past `wait_s`."""
+    # Not thread-local: the renewing thread presents the token the block's thread took.
+    lock = client.lock(
+        KEY_PREFIX + cutout_key, timeout=timeout_s, blocking_timeout=wait_s, thread_local=False
+    )
+    if not lock.acquire():
+        raise LockError("the inference lock was not free within the blocking time")
+    block_done = threading.Event()
+    renewer = threading.Thread(
+        target=_renew_until,
+        args=(lock, block_done, timeout_s / RENEWALS_PER_TIMEOUT),
+        name="cutfx-inference-lock",
+        daemon=True,
+    )
+    renewer.start()
+    try:
+        yield
+    finally:
+        block_done.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            logger.warning("the inference lock lapsed before the cutout was stored")
+
+
+def _renew_until(lock: redis.lock.Lock, block_done: threading.Event, every_s: float) -> None:
+    while not block_done.wait(every_s):
+        try:
+            lock.reacquire()
+        except LockNotOwnedError:
+            logger.warning("the inference lock was lost: another worker may run this inference")
+            return
+        except redis.RedisError as exc:
+            logger.warning("could not renew the inference lock", extra={"reason": str(exc)})
