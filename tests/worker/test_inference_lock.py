@@ -26,9 +26,12 @@ def test_a_lock_that_lapsed_under_the_block_lets_the_block_finish(text_redis, ca
 
 
 def test_a_held_lock_keeps_a_second_holder_out_until_its_blocking_time(text_redis):
-    with inference_lock(text_redis, KEY, 5, 1), pytest.raises(LockError):
-        with inference_lock(text_redis, KEY, 5, 0.2):
-            pass
+    with (
+        inference_lock(text_redis, KEY, 5, 1),
+        pytest.raises(LockError),
+        inference_lock(text_redis, KEY, 5, 0.2),
+    ):
+        pass
     with inference_lock(text_redis, KEY, 5, 0.2):
         assert text_redis.get(KEY_PREFIX + KEY) is not None
     assert text_redis.get(KEY_PREFIX + KEY) is None
@@ -40,9 +43,8 @@ def test_an_inference_longer_than_the_locks_time_to_live_keeps_it(text_redis, ca
     with caplog.at_level(logging.WARNING), inference_lock(text_redis, KEY, 0.3, 1):
         time.sleep(1.0)
         assert text_redis.pttl(KEY_PREFIX + KEY) > 0
-        with pytest.raises(LockError):
-            with inference_lock(text_redis, KEY, 0.3, 0.4):
-                pass
+        with pytest.raises(LockError), inference_lock(text_redis, KEY, 0.3, 0.4):
+            pass
     assert text_redis.get(KEY_PREFIX + KEY) is None
     assert "lapsed" not in caplog.text
     assert "lost" not in caplog.text
