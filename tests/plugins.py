@@ -21,6 +21,10 @@ NO_SUBJECT_COLOUR = (1, 2, 3)
 #: A photo of this one colour gets an unsure mask from a fast-mode model (its middle half
 #: transparent) and a sure one from a base-mode model: what escalation is for.
 UNSURE_COLOUR = (4, 5, 6)
+#: A photo of this one colour keeps the model's last step this long: a cutout that
+#: outlasts the fault tests' visibility timeout (10 s) and the sweep after it (5 s).
+LINGERING_COLOUR = (7, 8, 9)
+LINGER_S = 18.0
 
 
 def explode(rgba: RGBA, params: Params) -> RGBA:
@@ -69,7 +73,8 @@ def _fail_writes_while_marked() -> None:
 
 def _empty_mask_for_the_no_subject_colour() -> None:
     """Wrap the model's last step: a photo all of NO_SUBJECT_COLOUR has no subject, one all
-    of UNSURE_COLOUR an unsure mask in fast mode and a sure one in base mode."""
+    of UNSURE_COLOUR an unsure mask in fast mode and a sure one in base mode, one all of
+    LINGERING_COLOUR takes LINGER_S longer."""
     try:
         from worker.model import LoadedModel
     except ImportError:  # an API-only install: no model to wrap
@@ -85,6 +90,8 @@ def _empty_mask_for_the_no_subject_colour() -> None:
             rgba[..., 3] = 255
             if self.mode == "fast":
                 rgba[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4, 3] = 128
+        elif (rgb == LINGERING_COLOUR).all():
+            time.sleep(LINGER_S)
         return rgba
 
     LoadedModel.finish = finished  # type: ignore[method-assign]

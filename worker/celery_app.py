@@ -33,7 +33,7 @@ from shared.telemetry import (
     configure_tracing,
     stop_tracing,
 )
-from worker.consumer import CONSUMER_CLASS
+from worker.consumer import CONSUMER_CLASS, delivery_tag_of
 from worker.memory import keep_freed_memory
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, LaneAging, new_status
 from worker.process import this_process
@@ -131,22 +131,16 @@ def _count_task(sender: Any = None, **_: Any) -> None:
 
 @task_prerun.connect
 def _hold_visibility(sender: Any = None, **_: Any) -> None:
-    tag = _delivery_tag(sender)
+    tag = delivery_tag_of(sender)
     if tag is not None:
         this_process().visibility.hold(tag)
 
 
 @task_postrun.connect
 def _release_visibility(sender: Any = None, **_: Any) -> None:
-    tag = _delivery_tag(sender)
+    tag = delivery_tag_of(sender)
     if tag is not None:
         this_process().visibility.release(tag)
-
-
-def _delivery_tag(task: Any) -> str | None:
-    info = getattr(getattr(task, "request", None), "delivery_info", None) or {}
-    tag = info.get("delivery_tag")
-    return str(tag) if tag is not None else None
 
 
 @worker_shutdown.connect

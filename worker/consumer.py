@@ -100,6 +100,15 @@ class OutageProofRequest(Request):  # type: ignore[misc]
 # its message is handed out again within the timeout plus one sweep (5 s).
 
 
+def delivery_tag_of(task: Any) -> str | None:
+    """The broker's tag of the message `task` runs from. Celery leaves it out of the
+    request's `delivery_info` (exchange, routing key, priority, redelivered); kombu's
+    Redis transport puts it in the message's properties, which the request keeps."""
+    properties = getattr(getattr(task, "request", None), "properties", None) or {}
+    tag = properties.get("delivery_tag")
+    return str(tag) if tag is not None else None
+
+
 class VisibilityKeeper:
     """Refreshes, every `interval_s`, the unacked-index score of each running task."""
 

@@ -18,7 +18,12 @@ from shared.queues import QUEUE_GPU, celery_config
 from shared.settings import Settings
 from tests.conftest import preferred_port
 from tests.faults import RedisServer, running
-from worker.consumer import OutageProofConsumer, OutageProofRequest
+from worker.consumer import (
+    OutageProofConsumer,
+    OutageProofRequest,
+    VisibilityKeeper,
+    delivery_tag_of,
+)
 
 BROKER_PORT = preferred_port(6396)
 TASK_NAME = "cutfx.test-task"
@@ -133,3 +138,31 @@ def test_every_task_of_ours_answers_through_ours():
 
     for task in (segment, apply_effect, deliver_webhooks):
         assert task.Request == "worker.consumer:OutageProofRequest"
+
+
+def test_a_running_task_names_the_message_the_visibility_keeper_refreshes(broker):
+    """The tag a task's request gives is the member of the broker's unacked index that
+    the sweep hands out again, and the keeper refreshes that member."""
+    app, connection = broker_app(broker)
+    task = app.task(name=TASK_NAME)(a_task)
+    app.send_task(TASK_NAME, args=["a photo"], connection=connection, queue=QUEUE_GPU)
+    message = connection.SimpleQueue(QUEUE_GPU, channel=connection.default_channel).get(timeout=5)
+    request = Request(message, app=app)
+    client = redis.Redis(port=broker.port, decode_responses=True)
+    delivered_at = client.zscore("unacked_index", message.delivery_tag)
+    assert delivered_at is not None
+
+    # What Celery's tracer gives the task while it runs (celery/app/trace.py).
+    task.push_request(request.request_dict, args=["a photo"], called_directly=False)
+    try:
+        tag = delivery_tag_of(task)
+    finally:
+        task.pop_request()
+
+    assert tag == message.delivery_tag
+    keeper = VisibilityKeeper(client, interval_s=60)
+    keeper.hold(message.delivery_tag)
+    keeper.refresh()
+    refreshed_at = client.zscore("unacked_index", message.delivery_tag)
+    assert refreshed_at is not None
+    assert refreshed_at > delivered_at

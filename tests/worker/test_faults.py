@@ -8,6 +8,7 @@ replace, and the API in process. The machine's Redis on 6379 is never touched.
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import re
 import signal
@@ -17,14 +18,18 @@ from typing import Any
 
 import pytest
 import redis
+from PIL import Image
 
 from api import create_app
+from api.health import queue_depths
 from shared.jobs import read_events
 from shared.jobs.plan import ENTRY_PREFIX
+from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
+from shared.telemetry import TASKS, Metrics
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
 from tests.helpers import sample_variant, submit
-from tests.plugins import STORAGE_FAULT_MARKER_ENV
+from tests.plugins import LINGERING_COLOUR, STORAGE_FAULT_MARKER_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -230,6 +235,31 @@ def test_a_hung_step_fails_its_result_as_timeout_and_the_worker_goes_on(stack, a
     assert job["results"]["color"]["status"] == "succeeded"
     (next_job,) = wait_all_finished(api, submit_jobs(api, 1, effects="color"), 120)
     assert next_job["status"] == "succeeded"
+
+
+def nothing_in_flight(client: redis.Redis) -> bool:
+    """No task message waiting or handed out (the sweep may still hand one out again)."""
+    return client.zcard(UNACKED_INDEX_KEY) == 0 and not any(queue_depths(client).values())
+
+
+def test_a_cutout_longer_than_the_visibility_timeout_runs_once(stack, api):
+    """Its worker keeps a running task's message invisible: else the sweep hands it out
+    again once the visibility timeout (10 s here, 30 s by default) lapses, and a base-mode
+    cutout on a CPU runs twice and counts a second attempt."""
+    wait_for(lambda: nothing_in_flight(stack.client), 60, "earlier tests' tasks in flight")
+    segments = Metrics(stack.client)
+    before = segments.counter_value(TASKS, {"task": TASK_SEGMENT})
+    photo = io.BytesIO()
+    Image.new("RGB", (120, 90), LINGERING_COLOUR).save(photo, "PNG")
+
+    (job,) = wait_all_finished(
+        api, [submit(api, photo.getvalue(), effects="color").get_json()["id"]], 120
+    )
+    wait_for(lambda: nothing_in_flight(stack.client), 60, "a task still in flight")
+
+    assert job["status"] == "succeeded"
+    assert job["results"]["cutout"]["status"] == "succeeded"
+    assert segments.counter_value(TASKS, {"task": TASK_SEGMENT}) - before == 1
 
 
 def test_a_storage_outage_is_ridden_out(stack, api, outage_marker):
