@@ -5,9 +5,10 @@ dead holder's lock is gone by the time its task is handed out again. A live hold
 renews it while its inference runs, as the worker keeps a running task's message from
 being handed out again (worker/consumer.py): a base-mode forward on a 2-core CPU takes
 12 to 80 s, and without renewal the lock lapsed under it (the suite's escalation test
-logged so), and a second job with the same photo ran the same inference beside it. A lock lost all the
-same (Redis restarted without it, a renewal that could not reach Redis in time) is no
-failure of the inference: its work is stored, and at worst another worker did it too.
+logged so), and a second job with the same photo ran the same inference beside it. A
+lock lost all the same (Redis restarted without it, a renewal that could not reach Redis
+in time) is no failure of the inference: its work is stored, and at worst another worker
+did it too.
 
 redis-py's own `Lock` does the locking; its `reacquire` (owner-checked, atomic) renews.
 """
