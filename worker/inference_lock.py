@@ -16,12 +16,13 @@ redis-py's own `Lock` does the locking; its `reacquire` (owner-checked, atomic) 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 from redis.exceptions import LockError, LockNotOwnedError
+
+from worker.periodic import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -42,31 +43,33 @@ def inference_lock(
     )
     if not lock.acquire():
         raise LockError("the inference lock was not free within the blocking time")
-    block_done = threading.Event()
-    renewer = threading.Thread(
-        target=_renew_until,
-        args=(lock, block_done, timeout_s / RENEWALS_PER_TIMEOUT),
-        name="cutfx-inference-lock",
-        daemon=True,
-    )
-    renewer.start()
+    renewal = LockRenewal(lock, timeout_s / RENEWALS_PER_TIMEOUT)
+    renewal.start()
     try:
         yield
     finally:
-        block_done.set()
-        renewer.join()
+        # Joined before the release, so that no renewal comes after it.
+        renewal.stop()
+        renewal.join()
         try:
             lock.release()
         except LockNotOwnedError:
             logger.warning("the inference lock lapsed before the cutout was stored")
 
 
-def _renew_until(lock: redis.lock.Lock, block_done: threading.Event, every_s: float) -> None:
-    while not block_done.wait(every_s):
+class LockRenewal(Periodic):
+    """Renews `lock` every `every_s` until stopped, or until the lock is found lost (a
+    failed renewal is logged and tried again at the next tick)."""
+
+    name = "inference lock renewal"
+
+    def __init__(self, lock: redis.lock.Lock, every_s: float) -> None:
+        super().__init__(every_s)
+        self.lock = lock
+
+    def tick(self) -> None:
         try:
-            lock.reacquire()
+            self.lock.reacquire()
         except LockNotOwnedError:
             logger.warning("the inference lock was lost: another worker may run this inference")
-            return
-        except redis.RedisError as exc:
-            logger.warning("could not renew the inference lock", extra={"reason": str(exc)})
+            self.stop()

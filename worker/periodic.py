@@ -43,6 +43,10 @@ class Periodic:
     def stop(self) -> None:
         self._stop.set()
 
+    def join(self) -> None:
+        """Wait for a tick under way to end (after stop())."""
+        self._thread.join()
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
