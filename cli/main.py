@@ -34,7 +34,13 @@ def bake(args: argparse.Namespace) -> int:
 
     settings = service_settings()
     source = CheckpointSource(
-        args.url, args.sha256, args.dest, args.random, not args.no_engines, args.remeasure
+        args.url,
+        args.sha256,
+        args.dest,
+        args.random,
+        engines=not args.no_engines,
+        remeasure=args.remeasure,
+        measure=not args.export_only,
     )
     print(json.dumps(bake_worker(settings, args.mode or settings.model_mode, source)))
     return 0
@@ -161,15 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     baking.add_argument("--sha256", default="", help="expected sha256 of the checkpoint")
     baking.add_argument("--dest", type=Path, help="where the checkpoint goes")
     baking.add_argument("--random", action="store_true", help="use a generated random checkpoint")
-    baking.add_argument(
+    engine_steps = baking.add_mutually_exclusive_group()
+    engine_steps.add_argument(
         "--no-engines",
         action="store_true",
         help="skip the ONNX export and the engine measurement (workers run eager torch)",
     )
-    baking.add_argument(
+    engine_steps.add_argument(
         "--remeasure",
         action="store_true",
         help="measure the engines again even where this machine's record of them is current",
+    )
+    engine_steps.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export the network but measure no engine (a later bake measures; it can run "
+        "beside other work, where timings would not)",
     )
     baking.set_defaults(handler=bake)
     server = subparsers.add_parser(

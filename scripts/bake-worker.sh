@@ -8,10 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${CUTFX_MODEL_MODE:-fast}"
 if [ -n "${CUTFX_CHECKPOINT_URL:-}" ]; then
-  python -m cli bake --mode "$mode" --url "$CUTFX_CHECKPOINT_URL" \
+  exec python -m cli bake --mode "$mode" --url "$CUTFX_CHECKPOINT_URL" \
     --sha256 "${CUTFX_CHECKPOINT_SHA256:?set CUTFX_CHECKPOINT_SHA256}" --dest "${CUTFX_MODEL_CKPT:?}" "$@"
 elif [ -n "${CUTFX_MODEL_CKPT:-}" ]; then
-  python -m cli bake --mode "$mode" --random --dest "$CUTFX_MODEL_CKPT" "$@"
+  exec python -m cli bake --mode "$mode" --random --dest "$CUTFX_MODEL_CKPT" "$@"
 else
-  python -m cli bake --mode "$mode" --random "$@"
+  exec python -m cli bake --mode "$mode" --random "$@"
 fi

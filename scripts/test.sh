@@ -15,16 +15,6 @@ unset PYTHONDONTWRITEBYTECODE
 # runs find them there.
 python -c "import pymatting" &
 compiling_pymatting=$!
-bash scripts/ensure-redis.sh
-bash scripts/ensure-chromium.sh
-bash scripts/ensure-prometheus.sh
-echo "==> ruff"
-ruff check .
-ruff format --check .
-echo "==> mypy"
-mypy .
-wait "$compiling_pymatting" \
-  || { echo "importing pymatting failed (its traceback is above): the install is broken" >&2; exit 1; }
 # Three test processes (pytest-xdist) on two cores or more, a module's tests in one of
 # them, each with Redis databases and ports of its own (tests/conftest.py). The suite
 # waits (restarts, timeouts, browsers) as well as computes: a third process fills the
@@ -36,8 +26,29 @@ processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
 # has one made under the engine packages installed now (a minute or two of forwards on
 # two cores); CI measures them anew, as the image build does.
 threads="$(python -c "from cli.stack import threads_per_process; print(threads_per_process(max(1, $processes)))")"
-echo "==> baking the worker's checkpoint (as Dockerfile.worker does); threads per test process: $threads"
-env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads" MKL_NUM_THREADS="$threads" \
-  bash scripts/bake-worker.sh ${CI:+--remeasure}
+bake=(env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads"
+  MKL_NUM_THREADS="$threads" bash scripts/bake-worker.sh)
+# The bake's ONNX export (a minute, on one thread) runs beside the set-up as well; the
+# engines are measured after it, when their forwards have the cores to themselves.
+exporting_log="$(mktemp)"
+"${bake[@]}" --export-only >"$exporting_log" 2>&1 &
+exporting=$!
+# A failed step below leaves neither of the two running.
+trap 'kill "$compiling_pymatting" "$exporting" 2>/dev/null || true; rm -f "$exporting_log"' EXIT
+bash scripts/ensure-redis.sh
+bash scripts/ensure-chromium.sh
+bash scripts/ensure-prometheus.sh
+echo "==> ruff"
+ruff check .
+ruff format --check .
+echo "==> mypy"
+mypy .
+wait "$compiling_pymatting" \
+  || { echo "importing pymatting failed (its traceback is above): the install is broken" >&2; exit 1; }
+echo "==> the worker's checkpoint and ONNX export, made meanwhile (as Dockerfile.worker does)"
+wait "$exporting" && cat "$exporting_log" && rm -f "$exporting_log" \
+  || { cat "$exporting_log"; echo "the export failed (its log is above)" >&2; exit 1; }
+echo "==> measuring the engines; threads per test process: $threads"
+"${bake[@]}" ${CI:+--remeasure}
 echo "==> pytest ($processes test processes; 0 is one)"
 exec python -m pytest -n "$processes" --dist loadfile --no-loadscope-reorder --durations=25 "$@"

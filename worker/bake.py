@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_TIMEOUT_S = 60
 MEASURED_NOW = "now"
 MEASURED_BEFORE = "before, on this machine with these engine packages (--remeasure: again)"
+MEASURED_LATER = "not yet (--export-only: a later bake measures them)"
 
 
 def fetch_verified(url: str, sha256: str, destination: Path) -> Path:
@@ -70,12 +71,14 @@ def warm(settings: Settings, checkpoint: Path) -> dict[str, float | str]:
 
 
 def prepare_engines(
-    settings: Settings, checkpoint: Path, remeasure: bool = False
+    settings: Settings, checkpoint: Path, remeasure: bool = False, measure: bool = True
 ) -> dict[str, float | str]:
     """Export the network (once per checkpoint) and measure every engine here against
     torch fp32; the record stays beside the export, for this machine's workers. A record
     this machine already has, made under the engine packages installed now, is kept
-    (a minute or more of forwards saved on every later bake) unless `remeasure`."""
+    (a minute or more of forwards saved on every later bake) unless `remeasure`.
+    Without `measure` only the export is made: the export runs on one core while other
+    work runs beside it, and timings taken beside other work would mislead the choice."""
     from worker.batching import effective_batch_max
     from worker.engine_choice import current_record, write_record
     from worker.engine_trial import measure_engines, trial_photos
@@ -98,6 +101,8 @@ def prepare_engines(
     measured = MEASURED_BEFORE if trials else MEASURED_NOW
     if trials:
         logger.info("engine record kept", extra={"device": device, "measured": measured})
+    elif not measure:
+        measured = MEASURED_LATER
     else:
         trials = measure_engines(parts, trial_photos(), batch_size=batch_size)
         write_record(parts.export, device, trials)
@@ -138,6 +143,8 @@ class CheckpointSource:
     engines: bool = True
     #: Measure the engines even where this machine's record of them is current.
     remeasure: bool = False
+    #: Measure the engines at all (off: export only, and a later bake measures).
+    measure: bool = True
 
 
 def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, float | str]:
@@ -153,5 +160,9 @@ def bake(settings: Settings, mode: str, source: CheckpointSource) -> dict[str, f
     else:
         raise ConfigurationError("give --url with --sha256 and --dest, or --random")
     settings = settings.with_overrides(model_ckpt=str(checkpoint), model_mode=mode)
-    engines = prepare_engines(settings, checkpoint, source.remeasure) if source.engines else {}
+    engines = (
+        prepare_engines(settings, checkpoint, source.remeasure, source.measure)
+        if source.engines
+        else {}
+    )
     return {**engines, **warm(settings, checkpoint), "effects_s": warm_effects()}

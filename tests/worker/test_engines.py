@@ -690,3 +690,41 @@ def test_a_later_bake_keeps_this_machines_record_until_an_engine_package_changes
     assert len(measured) == 3
     assert prepare_engines(fresh, checkpoint)["engines_measured"] == MEASURED_BEFORE
     assert len(measured) == 3
+
+
+def test_an_export_only_bake_measures_nothing_and_the_next_bake_measures_without_exporting(
+    settings, parts, checkpoint, tmp_path, monkeypatch
+):
+    """scripts/test.sh exports (a minute on one core) while it lints, and measures after,
+    when the forwards have the cores to themselves. The export and the measurement are
+    stand-ins, as above."""
+    import worker.engine_trial
+    import worker.export
+    from worker.bake import MEASURED_LATER, MEASURED_NOW, prepare_engines
+    from worker.engine_choice import read_record
+
+    exported: list[Path] = []
+    monkeypatch.setattr(worker.export, "export_network", exporting_a_copy(parts, exported))
+    measured: list[int] = []
+
+    def measure(engine_parts, trial_photos, names=(), runs=0, batch_size=1):
+        measured.append(batch_size)
+        return [trial("torch-fp32", 1800), trial("onnxruntime-fp32", 900)]
+
+    monkeypatch.setattr(worker.engine_trial, "measure_engines", measure)
+    fresh = settings.with_overrides(cache_dir=tmp_path)
+    export = engine_parts(fresh, "cpu", checkpoint).export
+
+    exported_only = prepare_engines(fresh, checkpoint, measure=False)
+    assert (exported_only["engines_measured"], exported_only["engines_ms"]) == (MEASURED_LATER, "")
+    assert len(exported) == 1
+    assert export.exists()
+    assert measured == []
+    assert read_record(export, "cpu") == []
+
+    then = prepare_engines(fresh, checkpoint)
+    assert then["engines_measured"] == MEASURED_NOW
+    assert then["engines_ms"] == "torch-fp32 1800, onnxruntime-fp32 900"
+    assert len(exported) == 1
+    assert measured == [1]
+    assert [t.name for t in read_record(export, "cpu")] == ["torch-fp32", "onnxruntime-fp32"]
