@@ -34,6 +34,7 @@ from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
 from shared.queues import UNACKED_INDEX_KEY
+from worker.periodic import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -109,33 +110,32 @@ def delivery_tag_of(task: Any) -> str | None:
     return str(tag) if tag is not None else None
 
 
-class VisibilityKeeper:
-    """Refreshes, every `interval_s`, the unacked-index score of each running task."""
+class VisibilityKeeper(Periodic):
+    """Refreshes, every `interval_s`, the unacked-index score of each running task. Its
+    thread starts with the first task this process holds."""
+
+    name = "visibility refresh"
 
     def __init__(self, client: redis.Redis, interval_s: float) -> None:
+        super().__init__(interval_s)
         self.client = client
-        self.interval_s = interval_s
         self._tags: set[str] = set()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     def hold(self, delivery_tag: str) -> None:
         with self._lock:
             self._tags.add(delivery_tag)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="cutfx-visibility", daemon=True
-                )
-                self._thread.start()
+            if not self._started:
+                self._started = True
+                self.start()
 
     def release(self, delivery_tag: str) -> None:
         with self._lock:
             self._tags.discard(delivery_tag)
 
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval_s)
-            self.refresh()
+    def tick(self) -> None:
+        self.refresh()
 
     def refresh(self) -> None:
         with self._lock:

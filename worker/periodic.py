@@ -47,44 +47,41 @@ class Periodic:
         """Wait for a tick under way to end (after stop())."""
         self._thread.join()
 
+    def tick_logging_failure(self) -> None:
+        try:
+            self.tick()
+        except (redis.RedisError, OSError) as exc:
+            logger.warning(f"{self.name} failed", extra={"reason": str(exc)})
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.tick()
-            except (redis.RedisError, OSError) as exc:
-                logger.warning(f"{self.name} failed", extra={"reason": str(exc)})
+            self.tick_logging_failure()
 
 
-# A daemon thread that tells Redis, every few seconds, that this worker is alive and ready.
+class Heartbeat(Periodic):
+    """Tells Redis, every few seconds, that this worker is alive and ready; the first
+    beat is sent on start, and the worker's entry withdrawn on stop."""
 
+    name = "heartbeat"
 
-class Heartbeat:
     def __init__(self, client: redis.Redis, status: WorkerStatus) -> None:
+        super().__init__(HEARTBEAT_INTERVAL_S)
         self.client = client
         self.status = status
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cutfx-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self._beat()
-        self._thread.start()
+        self.tick_logging_failure()
+        super().start()
 
     def stop(self) -> None:
-        self._stop.set()
+        super().stop()
         try:
             withdraw(self.client, self.status.name)
         except redis.RedisError:
             logger.warning("could not withdraw the heartbeat")
 
-    def _run(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-            self._beat()
-
-    def _beat(self) -> None:
-        try:
-            publish(self.client, self.status)
-        except redis.RedisError as exc:
-            logger.warning("heartbeat failed", extra={"reason": str(exc)})
+    def tick(self) -> None:
+        publish(self.client, self.status)
 
 
 def new_status(

@@ -6,6 +6,8 @@ after that: Celery's request dies answering on the lost channel, ours lets it go
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from celery import Celery
@@ -166,3 +168,24 @@ def test_a_running_task_names_the_message_the_visibility_keeper_refreshes(broker
     refreshed_at = client.zscore("unacked_index", message.delivery_tag)
     assert refreshed_at is not None
     assert refreshed_at > delivered_at
+
+
+def test_the_keeper_refreshes_held_tags_on_its_own_and_leaves_released_ones(broker):
+    """The keeper's thread, started by the first hold, raises a held tag's score each
+    interval; a released tag keeps the score it had, for the sweep to judge."""
+    client = redis.Redis(port=broker.port, decode_responses=True)
+    client.zadd("unacked_index", {"running": 1.0, "finished": 1.0, "never-held": 1.0})
+    keeper = VisibilityKeeper(client, interval_s=0.1)
+    keeper.hold("running")
+    keeper.hold("finished")
+    keeper.release("finished")
+    try:
+        deadline = time.monotonic() + 10
+        while (client.zscore("unacked_index", "running") or 0) <= 1.0:
+            assert time.monotonic() < deadline, "the held tag was never refreshed"
+            time.sleep(0.05)
+    finally:
+        keeper.stop()
+        keeper.join()
+    assert client.zscore("unacked_index", "finished") == 1.0
+    assert client.zscore("unacked_index", "never-held") == 1.0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
 from cli.main import main
-from shared.workers import live_workers
+from shared.queues import QUEUE_GPU
+from shared.workers import HEARTBEAT_PREFIX, HEARTBEAT_TTL_S, live_workers
 from tests.conftest import settings_env
 from tests.faults import wait_for
 from tests.helpers import log_records
 from worker.engines import ENGINES
+from worker.periodic import Heartbeat, new_status
 
 #: How long after a worker is ready in Redis its 'worker ready' line may take.
 READY_LINE_TIMEOUT_S = 10
@@ -87,3 +91,18 @@ def test_the_worker_probes_find_a_live_worker_and_miss_an_absent_one(
     assert main(["worker-ready", "--host", "no-such-host"]) == 1
     assert main(["worker-ping", "--node", gpu.name]) == 0
     assert main(["worker-ping", "--node", "gpu@no-such-host", "--timeout", "1"]) == 1
+
+
+def test_the_heartbeat_announces_the_worker_at_start_and_withdraws_it_at_stop(text_redis):
+    """Ready the moment it starts (not a beat later), gone the moment it stops (not when
+    its entry expires)."""
+    status = new_status("heartbeat-test@here", (QUEUE_GPU,), time.time())
+    heartbeat = Heartbeat(text_redis, status)
+    heartbeat.start()
+    try:
+        assert status in live_workers(text_redis)
+        assert 0 < text_redis.ttl(HEARTBEAT_PREFIX + status.name) <= HEARTBEAT_TTL_S
+    finally:
+        heartbeat.stop()
+        heartbeat.join()
+    assert status.name not in {worker.name for worker in live_workers(text_redis)}
