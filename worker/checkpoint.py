@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from shared.errors import ChecksumMismatch
-from worker.network import NETWORK_DEPTH, mode_config, network_builder
+from worker.network import mode_config, new_network
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,8 @@ def ensure_random_checkpoint(mode: str, cache_dir: Path) -> Path:
         return path
     import torch
 
-    base_size = list(mode_config(mode)["base_size"])
     torch.manual_seed(RANDOM_SEED)
-    model = network_builder()(
-        depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None
-    )
+    model = new_network(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     torch.save(model.state_dict(), partial)

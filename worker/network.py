@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,10 @@ TIMM_LAYERS_USED = {"DropPath": "drop", "to_2tuple": "helpers", "trunc_normal_":
 TIMM_PACKAGES = ("timm", "timm.layers")
 #: transparent-background's module that defines the network.
 NETWORK_MODULE = f"{PACKAGE}.InSPyReNet"
+#: What torch says when the Swin backbone builds its window index with `torch.meshgrid`
+#: and no `indexing`: it means the default ("ij"), so the warning asks nothing of us, and
+#: every worker start, bake and demo printed it.
+MESHGRID_WARNING = r"torch\.meshgrid: in an upcoming release"
 
 
 def _package_spec(name: str = PACKAGE) -> importlib.machinery.ModuleSpec:
@@ -120,6 +125,15 @@ def network_builder() -> Any:
     return sys.modules[NETWORK_MODULE].InSPyReNet_SwinB
 
 
+def new_network(mode: str) -> Any:
+    """The network for `mode` as `Remover` constructs it, its weights as initialised."""
+    builder = network_builder()
+    base_size = list(mode_config(mode)["base_size"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=MESHGRID_WARNING, category=UserWarning)
+        return builder(depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None)
+
+
 def build_network(mode: str, checkpoint: Path) -> Any:
     """The network for `mode` with the checkpoint's weights, on the CPU, in eval mode.
 
@@ -131,12 +145,8 @@ def build_network(mode: str, checkpoint: Path) -> Any:
 
     from worker.uninitialised import WithoutRandomInit
 
-    builder = network_builder()
-    base_size = list(mode_config(mode)["base_size"])
     with WithoutRandomInit():
-        network = builder(
-            depth=NETWORK_DEPTH, pretrained=False, base_size=base_size, threshold=None
-        )
+        network = new_network(mode)
     state = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
     network.load_state_dict(state, strict=True, assign=True)
     return network.eval()

@@ -271,3 +271,19 @@ def test_logits_that_are_not_finite_fail_the_cutout_with_a_named_error(torch_mod
         with pytest.raises(InferenceFailed, match=r"not finite.*CUTFX_ENGINE=torch-fp32") as caught:
             torch_model.finish(photo, logits)
         assert failure_code(caught.value) == "inference_failed"
+
+
+def test_building_the_network_warns_of_nothing(checkpoint):
+    """The Swin backbone's `torch.meshgrid` call without `indexing` made torch warn at
+    every worker start, bake and demo; it means the default, so that warning is silenced.
+    In a fresh interpreter: torch warns of it once a process."""
+    script = f"""
+import json, warnings
+from pathlib import Path
+from worker.network import build_network
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    build_network("fast", Path({str(checkpoint)!r}))
+print(json.dumps([str(warning.message) for warning in caught]))
+"""
+    assert fresh_interpreter_json(script) == []
