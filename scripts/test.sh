@@ -48,7 +48,7 @@ wait "$compiling_pymatting" \
 echo "==> the worker's checkpoint and ONNX export, made meanwhile (as Dockerfile.worker does)"
 wait "$exporting" && cat "$exporting_log" && rm -f "$exporting_log" \
   || { cat "$exporting_log"; echo "the export failed (its log is above)" >&2; exit 1; }
-echo "==> measuring the engines; threads per test process: $threads"
+echo "==> the engines measured (in CI, or where this machine has no current record of them); threads per test process: $threads"
 "${bake[@]}" ${CI:+--remeasure}
 echo "==> pytest ($processes test processes; 0 is one)"
 exec python -m pytest -n "$processes" --dist loadfile --no-loadscope-reorder --durations=25 "$@"
