@@ -43,9 +43,10 @@ class Periodic:
     def stop(self) -> None:
         self._stop.set()
 
-    def join(self) -> None:
-        """Wait for a tick under way to end (after stop())."""
-        self._thread.join()
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for a tick under way to end (after stop()), at most `timeout_s`."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
 
     def tick_logging_failure(self) -> None:
         try:
@@ -56,6 +57,11 @@ class Periodic:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.tick_logging_failure()
+
+
+#: How long a stopping worker waits for a heartbeat under way (a SET: milliseconds, unless
+#: Redis hangs) before it withdraws its entry.
+HEARTBEAT_STOP_WAIT_S = 2.0
 
 
 class Heartbeat(Periodic):
@@ -75,6 +81,9 @@ class Heartbeat(Periodic):
 
     def stop(self) -> None:
         super().stop()
+        # A beat under way would publish the entry again after its withdrawal, and a
+        # stopped worker would count as ready until the entry expired.
+        self.join(HEARTBEAT_STOP_WAIT_S)
         try:
             withdraw(self.client, self.status.name)
         except redis.RedisError:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
+import redis
 
+import worker.periodic
 from api.health import WARMUP_SIGNAL_KEY, WARMUP_SIGNAL_TTL_S
 from cli.main import main
 from shared.queues import QUEUE_GPU
@@ -106,3 +109,39 @@ def test_the_heartbeat_announces_the_worker_at_start_and_withdraws_it_at_stop(te
         heartbeat.stop()
         heartbeat.join()
     assert status.name not in {worker.name for worker in live_workers(text_redis)}
+
+
+class SecondBeatHeld(redis.Redis):
+    """A client of the test's Redis whose second heartbeat SET is held until `finish` is
+    set: a beat under way when the worker stops."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(connection_pool=client.connection_pool)
+        self.beats = 0
+        self.beating = threading.Event()
+        self.finish = threading.Event()
+
+    def set(self, *args, **kwargs):
+        self.beats += 1
+        if self.beats == 2:
+            self.beating.set()
+            self.finish.wait(10)
+        return super().set(*args, **kwargs)
+
+
+def test_a_beat_under_way_at_stop_does_not_bring_the_entry_back(text_redis, monkeypatch):
+    """Withdrawn after the last beat ends, not before it: a stopped worker is never
+    counted ready again."""
+    monkeypatch.setattr(worker.periodic, "HEARTBEAT_INTERVAL_S", 0.05)
+    client = SecondBeatHeld(text_redis)
+    status = new_status("heartbeat-race@here", (QUEUE_GPU,), time.time())
+    heartbeat = Heartbeat(client, status)
+    heartbeat.start()
+    assert client.beating.wait(10), "no second beat"
+    stopping = threading.Thread(target=heartbeat.stop)
+    stopping.start()
+    time.sleep(0.2)
+    client.finish.set()
+    stopping.join(10)
+    heartbeat.join(10)
+    assert not text_redis.exists(HEARTBEAT_PREFIX + status.name)
