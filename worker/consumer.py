@@ -121,13 +121,11 @@ class VisibilityKeeper(Periodic):
         self.client = client
         self._tags: set[str] = set()
         self._lock = threading.Lock()
-        self._started = False
 
     def hold(self, delivery_tag: str) -> None:
         with self._lock:
             self._tags.add(delivery_tag)
-            if not self._started:
-                self._started = True
+            if not self.started:
                 self.start()
 
     def release(self, delivery_tag: str) -> None:

@@ -43,9 +43,13 @@ class Periodic:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
     def join(self, timeout_s: float | None = None) -> None:
         """Wait for a tick under way to end (after stop()), at most `timeout_s`."""
-        if self._thread.ident is not None:
+        if self.started:
             self._thread.join(timeout_s)
 
     def tick_logging_failure(self) -> None:
