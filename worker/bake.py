@@ -98,12 +98,13 @@ def prepare_engines(
     # on kernel launches, and every engine looks alike.
     batch_size = effective_batch_max(settings.batch_max, device)
     trials = [] if remeasure else current_record(parts.export, device, batch_size)
-    measured = MEASURED_BEFORE if trials else MEASURED_NOW
     if trials:
+        measured = MEASURED_BEFORE
         logger.info("engine record kept", extra={"device": device, "measured": measured})
     elif not measure:
         measured = MEASURED_LATER
     else:
+        measured = MEASURED_NOW
         trials = measure_engines(parts, trial_photos(), batch_size=batch_size)
         write_record(parts.export, device, trials)
     return {
