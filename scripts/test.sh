@@ -28,7 +28,7 @@ processes="${CUTFX_TEST_PROCESSES:-$(( $(nproc) >= 2 ? 3 : 0 ))}"
 threads="$(python -c "from cli.stack import threads_per_process; print(threads_per_process(max(1, $processes)))")"
 bake=(env -u CUTFX_MODEL_CKPT CUTFX_MODEL_MODE=fast OMP_NUM_THREADS="$threads"
   MKL_NUM_THREADS="$threads" bash scripts/bake-worker.sh)
-# The bake's ONNX export (a minute, on one thread) runs beside the set-up as well; the
+# The bake's ONNX export (40 s on one thread) runs beside the set-up as well; the
 # engines are measured after it, when their forwards have the cores to themselves.
 exporting_log="$(mktemp)"
 "${bake[@]}" --export-only >"$exporting_log" 2>&1 &
