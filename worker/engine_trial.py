@@ -2,10 +2,11 @@
 
 On the same prepared photos, all three in one batch (the batch axis is part of what is
 proven): each engine's forward time for one photo, or a photo's share of a batch's where
-the worker batches (CUDA), the median of a few after one unmeasured call, which pays
-compilation and first-call costs, the correlation of its
+the worker batches (CUDA), the median of three timed forwards, the correlation of its
 raw logits with torch fp32's and their mean relative difference, and how far its masks
-move. The result is written beside
+move. No forward goes untimed before them: the parity batch has already paid each
+engine's compilation, and a first forward at the timing batch that costs more still is
+one of the median's three, not the median. The result is written beside
 the export for this machine (worker/engine_choice.py reads it at every start) and is
 what bench/engine.py reports.
 """
@@ -16,7 +17,7 @@ import gc
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,11 @@ from worker.model import mask_from_logits, prepared_input
 
 logger = logging.getLogger(__name__)
 
-#: Timed forwards per engine after the unmeasured one: enough for a stable median on a
-#: quiet machine, few enough that a bake measures six engines in about half a minute.
+#: Timed forwards per engine: a median that leaves out one slow forward, few enough that
+#: a bake measures a CPU's four engines in about a minute on one thread. An untimed forward
+#: before them cost a bake one forward an engine and changed nothing: on a Zen 4 EPYC at
+#: one thread, the first forward after the parity batch was within 4 % of the median of
+#: the next three, for each of the four CPU engines.
 TRIAL_RUNS = 3
 REFERENCE_ENGINE = "torch-fp32"
 
@@ -51,13 +55,18 @@ def trial_photos() -> list[npt.NDArray[np.uint8]]:
     return photos
 
 
-def forward_seconds(engine: Engine, batch: torch.Tensor, runs: int = TRIAL_RUNS) -> float:
-    engine.logits(batch)
+def forward_seconds(
+    engine: Engine,
+    batch: torch.Tensor,
+    runs: int = TRIAL_RUNS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The median of `runs` timed forwards of `batch` (see the module's doc)."""
     samples = []
     for _ in range(runs):
-        started = time.perf_counter()
+        started = clock()
         engine.logits(batch)
-        samples.append(time.perf_counter() - started)
+        samples.append(clock() - started)
     return statistics.median(samples)
 
 

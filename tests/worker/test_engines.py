@@ -467,6 +467,35 @@ def test_tf32_stays_on_until_the_last_forward_side_by_side_ends(tf32_off):
     assert torch.backends.cuda.matmul.allow_tf32 is False
 
 
+class FirstForwardCompiles:
+    """A stand-in engine on a clock of its own: its first forward takes 5 s (compiling),
+    the next ones 0.2, 0.3, 0.4 s ..."""
+
+    name = "stand-in"
+    precision = "fp32"
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.forwards = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        self.now += 5.0 if self.forwards == 1 else 0.1 * self.forwards
+        return batch
+
+
+def test_a_trial_times_each_of_its_forwards_and_a_slow_first_one_is_not_the_median():
+    from worker.engine_trial import TRIAL_RUNS, forward_seconds
+
+    engine = FirstForwardCompiles()
+    seconds = forward_seconds(engine, torch.zeros(1, 3, 4, 4), clock=engine.clock)
+    assert engine.forwards == TRIAL_RUNS == 3, "every forward is timed"
+    assert seconds == pytest.approx(0.3), "the median of 5.0, 0.2 and 0.3"
+
+
 def test_the_trial_times_a_photos_share_of_a_batch_of_the_workers_size(tmp_path, monkeypatch):
     import worker.engine_trial
 
