@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,29 +117,29 @@ def single_output_rules(rules: Sequence[Any]) -> tuple[Any, ...]:
 
 
 @contextmanager
-def multi_output_rewrites_left_out() -> Iterator[None]:
+def replaced(owner: object, attribute: str, value: object) -> Iterator[None]:
+    """`owner.attribute` is `value` inside, and what it was again after, however it ends."""
+    original = getattr(owner, attribute)
+    setattr(owner, attribute, value)
+    try:
+        yield
+    finally:
+        setattr(owner, attribute, original)
+
+
+def multi_output_rewrites_left_out() -> AbstractContextManager[None]:
     """onnxscript's optimiser without its multi-output rewrite rules (see above)."""
     from onnxscript import rewriter
 
-    original = rewriter._DEFAULT_REWRITE_RULES
-    rewriter._DEFAULT_REWRITE_RULES = single_output_rules(original)
-    try:
-        yield
-    finally:
-        rewriter._DEFAULT_REWRITE_RULES = original
+    kept = single_output_rules(rewriter._DEFAULT_REWRITE_RULES)
+    return replaced(rewriter, "_DEFAULT_REWRITE_RULES", kept)
 
 
-@contextmanager
-def batch_axis_kept_symbolic() -> Iterator[None]:
+def batch_axis_kept_symbolic() -> AbstractContextManager[None]:
     """The backbone's `window_reverse` replaced while the graph is traced (see above)."""
     from transparent_background.backbones import SwinTransformer
 
-    original = SwinTransformer.window_reverse
-    SwinTransformer.window_reverse = window_reverse
-    try:
-        yield
-    finally:
-        SwinTransformer.window_reverse = original
+    return replaced(SwinTransformer, "window_reverse", window_reverse)
 
 
 def export_network(network: Any, input_size: tuple[int, int], target: ExportedNetwork) -> float:
