@@ -724,7 +724,7 @@ def test_a_later_bake_keeps_this_machines_record_until_an_engine_package_changes
 def test_an_export_only_bake_measures_nothing_and_the_next_bake_measures_without_exporting(
     settings, parts, checkpoint, tmp_path, monkeypatch
 ):
-    """scripts/test.sh exports (a minute on one core) while it lints, and measures after,
+    """scripts/test.sh exports (40 s on one core) while it lints, and measures after,
     when the forwards have the cores to themselves. The export and the measurement are
     stand-ins, as above."""
     import worker.engine_trial
