@@ -53,7 +53,9 @@ def test_cutfx_serve_answers_on_its_port(settings, tmp_path):
         deadline = time.monotonic() + 60
         while True:
             try:
-                answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                # A connection the listening socket took waits for the worker's boot, which
+                # on a loaded machine takes seconds: only the connection times out fast.
+                answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=(2, 30))
                 break
             except requests.ConnectionError:
                 assert server.poll() is None, (tmp_path / "serve.log").read_text()
