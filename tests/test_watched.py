@@ -296,7 +296,8 @@ def prometheus(metrics_server, watched_dirs):
 
     def ready() -> bool:
         assert process.poll() is None, (folder / "prometheus.log").read_text()
-        with contextlib.suppress(requests.ConnectionError):
+        # A slow answer while it starts is a not-yet, as a refused connection is.
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
             return requests.get(f"{url}/-/ready", timeout=2).status_code == 200
         return False
 
