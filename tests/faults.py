@@ -99,15 +99,19 @@ class FaultStack:
         self.env = worker_env(settings, extra_env)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.every_process: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
         self.client = redis_client(settings.job_store_url, decode_responses=True)
         self._started = 0
 
-    def start(self, kind: str) -> subprocess.Popen[bytes]:
+    def start(self, kind: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """A worker of `kind` on the stack's environment, with `extra_env` over it."""
         self._started += 1
         prefix = f"fault-{uuid.uuid4().hex[:6]}-"
         command = worker_commands(prefix)[f"worker-{kind}"]
         log = self.log_dir / f"{kind}-{self._started}.log"
-        process = start_worker_process(command, log, self.env, start_new_session=True)
+        env = {**self.env, **(extra_env or {})}
+        process = start_worker_process(command, log, env, start_new_session=True)
+        self.logs[process.pid] = log
         self.processes[kind] = process
         self.every_process.append(process)
         return process
@@ -127,6 +131,10 @@ class FaultStack:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"{kinds} not ready; see {self.log_dir}")
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> Path:
+        """The log a process this stack started writes to."""
+        return self.logs[process.pid]
 
     def kill(self, kind: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send `sig` to the worker's main process only, as an OOM kill would."""

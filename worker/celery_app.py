@@ -36,7 +36,7 @@ from shared.telemetry import (
 from worker.consumer import CONSUMER_CLASS, delivery_tag_of
 from worker.memory import keep_freed_memory
 from worker.periodic import DeadlineSweeper, GarbageCollector, Heartbeat, LaneAging, new_status
-from worker.process import this_process
+from worker.process import EXIT_MODEL_UNAVAILABLE, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     process.forks = _is_pool(instance.pool_cls, PreforkPool)
     process.threaded = _is_pool(instance.pool_cls, ThreadsPool)
     if process.serves_gpu and not process.forks:
-        _warm_model()
+        _warm_model_or_exit()
         if process.threaded:
             process.batcher(process.model)  # started with the model, not by the first task
 
@@ -163,6 +163,20 @@ def _notify_webhook(job_id: str) -> None:
     from worker.tasks import notify_webhook
 
     notify_webhook(job_id)
+
+
+def _warm_model_or_exit() -> None:
+    """The model loaded and warm before the worker consumes anything, or the worker
+    stops. Celery logs and goes past what a signal handler raises, except SystemExit."""
+    try:
+        _warm_model()
+    except Exception as exc:
+        logger.critical(
+            "the model did not load: this worker stops before taking any job",
+            extra={"reason": f"{type(exc).__name__}: {exc}"},
+            exc_info=True,
+        )
+        raise SystemExit(EXIT_MODEL_UNAVAILABLE) from exc
 
 
 def _warm_model() -> None:

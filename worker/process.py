@@ -251,6 +251,10 @@ def this_process() -> WorkerProcess:
 
 #: The exit status of a worker stopped by its hard time limit.
 EXIT_HARD_TIME_LIMIT = 70
+#: The exit status of a gpu worker whose model did not load. Were it to go on, it would
+#: take every photo from the queue and fail it in milliseconds, where a worker that can
+#: run them would have made them; stopped, its photos wait and its orchestrator sees it.
+EXIT_MODEL_UNAVAILABLE = 3
 
 
 @contextlib.contextmanager

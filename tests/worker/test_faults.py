@@ -28,8 +28,9 @@ from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
 from shared.telemetry import TASKS, Metrics
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import sample_variant, submit
+from tests.helpers import log_records, sample_variant, submit
 from tests.plugins import LINGERING_COLOUR, STORAGE_FAULT_MARKER_ENV
+from worker.process import EXIT_MODEL_UNAVAILABLE
 
 pytestmark = pytest.mark.e2e
 
@@ -142,6 +143,24 @@ def test_a_killed_worker_costs_a_job_at_most_a_minute(
     for job_id in job_ids:
         assert_each_result_announced_once(stack, job_id)
     stack.wait_ready((kind,))
+
+
+def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(stack, api):
+    stack.kill("gpu", signal.SIGTERM)
+    stack.processes["gpu"].wait(timeout=60)
+    (job_id,) = submit_jobs(api, 1)
+    broken = stack.start("gpu", {"CUTFX_MODEL_CKPT": "/nonexistent/checkpoint.pth"})
+    assert broken.wait(timeout=120) == EXIT_MODEL_UNAVAILABLE
+    (stopping,) = log_records(stack.log_of(broken), '"critical"')
+    assert stopping["msg"] == "the model did not load: this worker stops before taking any job"
+    assert "/nonexistent/checkpoint.pth" in stopping["reason"]
+    assert not log_records(stack.log_of(broken), TASK_SEGMENT)
+    waiting = job_of(api, job_id)
+    assert (waiting["status"], waiting["results"]["cutout"]["status"]) == ("queued", "pending")
+    stack.start("gpu")
+    (job,) = wait_all_finished(api, [job_id], 180)
+    assert job["status"] == "succeeded"
+    stack.wait_ready(("gpu",))
 
 
 class StallingReceiver(http.server.ThreadingHTTPServer):
