@@ -153,3 +153,22 @@ def test_compose_requires_the_keys_and_runs_in_production():
 def test_every_cutfx_service_comes_back_after_it_exits():
     for name in ("api", "worker-gpu", "worker-cpu", "worker-webhooks"):
         assert SERVICES[name]["restart"] == "unless-stopped", name
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.api", "Dockerfile.worker"])
+def test_the_images_compile_the_projects_modules_where_workers_import_them(name):
+    compiles = [line for line in dockerfile_lines(name) if "compileall" in line]
+    assert compiles
+    copied = {
+        shlex.split(line)[1]
+        for line in dockerfile_lines(name)
+        if line.startswith("COPY ") and (REPO / shlex.split(line)[1]).is_dir()
+    }
+    python_packages = {path for path in copied if (REPO / path / "__init__.py").is_file()}
+    assert python_packages
+    assert all(f" {package}" in compiles[0] for package in python_packages)
+
+
+def test_the_build_context_leaves_out_the_venv_bytecode_and_local_state():
+    ignored = set((REPO / ".dockerignore").read_text().splitlines())
+    assert {".git/", ".venv/", "**/__pycache__/", "var/", "demo-output/"} <= ignored
