@@ -103,11 +103,17 @@ class FaultStack:
         self.client = redis_client(settings.job_store_url, decode_responses=True)
         self._started = 0
 
-    def start(self, kind: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """A worker of `kind` on the stack's environment, with `extra_env` over it."""
+    def start(
+        self,
+        kind: str,
+        extra_env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """A worker of `kind` on the stack's environment, with `extra_env` over it; by
+        `command` where given, else as production starts that kind."""
         self._started += 1
         prefix = f"fault-{uuid.uuid4().hex[:6]}-"
-        command = worker_commands(prefix)[f"worker-{kind}"]
+        command = command or worker_commands(prefix)[f"worker-{kind}"]
         log = self.log_dir / f"{kind}-{self._started}.log"
         env = {**self.env, **(extra_env or {})}
         process = start_worker_process(command, log, env, start_new_session=True)
