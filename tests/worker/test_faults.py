@@ -155,15 +155,16 @@ GPU_AND_CPU_PREFORK = [
 
 
 @pytest.mark.parametrize(
-    ("pool", "command", "exit_status"),
+    ("command", "exit_status"),
     [
-        ("solo", None, EXIT_MODEL_UNAVAILABLE),
+        (None, EXIT_MODEL_UNAVAILABLE),
         # The pool process stops its main process by Celery's cold shutdown, which exits 0.
-        ("prefork", GPU_AND_CPU_PREFORK, None),
+        (GPU_AND_CPU_PREFORK, None),
     ],
+    ids=["solo", "prefork-gpu-and-cpu"],
 )
 def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(
-    stack, api, pool, command, exit_status
+    stack, api, command, exit_status
 ):
     stack.kill("gpu", signal.SIGTERM)
     stack.processes["gpu"].wait(timeout=60)
@@ -174,7 +175,7 @@ def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(
     if exit_status is not None:
         assert stopped_with == exit_status
     stopping = log_records(stack.log_of(broken), '"critical"')
-    assert stopping, f"the {pool} worker did not say why it stopped"
+    assert stopping, "the worker did not say why it stopped"
     assert stopping[0]["msg"] == "the model did not load: this worker stops before taking any job"
     assert "/nonexistent/checkpoint.pth" in stopping[0]["reason"]
     # A prefork main process may have taken the photo's task before its pool process
