@@ -138,6 +138,14 @@ class InferenceFailed(CutfxError):
     code = "inference_failed"
 
 
+class DeviceFailed(CutfxError):
+    """The model's device failed under a forward (a CUDA error): its context is lost for
+    the rest of the process, so every photo after it would fail too. Never a photo's
+    final error: its task goes back on the queue for another worker."""
+
+    code = "device_failed"
+
+
 class InvalidParameter(CutfxError):
     code = "invalid_parameter"
     status = 422

@@ -15,6 +15,8 @@ CRASH_MARKER_ENV = "CUTFX_TEST_CRASH_MARKER"
 #: While the file this names exists, local storage refuses every write (a storage outage).
 STORAGE_FAULT_MARKER_ENV = "CUTFX_TEST_STORAGE_FAULT_MARKER"
 SLOW_EFFECT_S = 4.0
+#: While the file this names exists, every forward fails as a lost CUDA device does.
+DEVICE_FAULT_MARKER_ENV = "CUTFX_TEST_DEVICE_FAULT_MARKER"
 #: A photo of this one colour, and nothing else, gets an empty mask from the model: the
 #: generated checkpoint's masks mean nothing, so the checks' tests feed theirs here.
 NO_SUBJECT_COLOUR = (1, 2, 3)
@@ -97,7 +99,49 @@ def _empty_mask_for_the_no_subject_colour() -> None:
     LoadedModel.finish = finished  # type: ignore[method-assign]
 
 
+class _LostDevice:
+    """An engine whose device failed: each forward raises what torch raises for a CUDA
+    error, anything else is the engine's."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def logits(self, batch: Any) -> Any:
+        import torch
+
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+
+def _fail_the_device_while_marked() -> None:
+    """Wrap the model's forward with a device failure switch (below `saliency`, where the
+    worker tells a failed device from other errors)."""
+    marker = os.environ.get(DEVICE_FAULT_MARKER_ENV)
+    if not marker:
+        return
+    try:
+        from worker.model import LoadedModel
+    except ImportError:  # an API-only install: no model to wrap
+        return
+    saliency = LoadedModel.saliency
+
+    def on_the_device(self: LoadedModel, inputs: Any) -> Any:
+        if not Path(marker).exists():
+            return saliency(self, inputs)
+        engine = self.engine
+        self.engine = _LostDevice(engine)  # type: ignore[assignment]
+        try:
+            return saliency(self, inputs)
+        finally:
+            self.engine = engine
+
+    LoadedModel.saliency = on_the_device  # type: ignore[method-assign]
+
+
 _fail_writes_while_marked()
+_fail_the_device_while_marked()
 _empty_mask_for_the_no_subject_colour()
 register(Effect("explode", "Always raises (test only).", explode))
 register(Effect("slow", "Takes a few seconds (test only).", slow))

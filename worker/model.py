@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from shared.errors import InferenceFailed
+from shared.errors import DeviceFailed, InferenceFailed
 from shared.settings import Settings
 from worker.checkpoint import (
     fetch_release_checkpoint,
@@ -95,7 +95,10 @@ class LoadedModel:
         sigmoid), 1×h×w float32 on the model's device."""
         import torch
 
-        logits = self.engine.logits(torch.stack(list(inputs)))
+        try:
+            logits = self.engine.logits(torch.stack(list(inputs)))
+        except torch.AcceleratorError as exc:
+            raise DeviceFailed(f"{self.engine.name} on {self.device}: {exc}") from exc
         return list(logits.unbind(0))
 
     def finish(

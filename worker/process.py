@@ -133,6 +133,11 @@ class WorkerProcess:
             self._visibility = VisibilityKeeper(context.broker, interval_s)
         return self._visibility
 
+    def stop_taking_tasks(self) -> None:
+        """Celery's warm shutdown of this worker: the tasks at hand finish, no other
+        starts, and the worker exits (its main process, where this is a pool's)."""
+        os.kill(os.getppid() if self.forks else os.getpid(), signal.SIGTERM)
+
     @property
     def model(self) -> LoadedModel:
         """The process's one model, loaded from its settings on first use."""

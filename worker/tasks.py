@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError
 
 from effects import EffectError, get_effect
 from effects import apply_effect as effect_of
-from shared.errors import CutfxError, DeliveryBusy, WebhookDeliveryFailed
+from shared.errors import CutfxError, DeliveryBusy, DeviceFailed, WebhookDeliveryFailed
 from shared.jobs import plan
 from shared.jobs.model import (
     CUTOUT,
@@ -196,11 +196,32 @@ def job_step(process: WorkerProcess, job_id: str, result_name: str, limit_s: int
         notify_webhook(job_id)
 
 
+@contextlib.contextmanager
+def handed_back_when_the_device_fails(process: WorkerProcess) -> Iterator[None]:
+    """A failed device fails every photo after it in this process: the photo's task goes
+    back on its queue for another worker, and this worker stops (its orchestrator starts
+    a fresh process). A photo that fails every device it meets still ends, at
+    CUTFX_TASK_MAX_ATTEMPTS."""
+    try:
+        yield
+    except DeviceFailed as exc:
+        logger.critical(
+            "the device failed: the photo goes back on its queue and this worker stops",
+            extra={"reason": exc.message},
+        )
+        process.stop_taking_tasks()
+        raise Reject(exc, requeue=True) from exc
+
+
 @shared_task(name=TASK_SEGMENT, base=JobTask, bind=True)
 def segment(self: JobTask, job_id: str) -> None:
     process = this_process()
     limit_s = process.context.settings.segment_time_limit_s
-    with traced(self, "segment", job_id), job_step(process, job_id, CUTOUT, limit_s):
+    with (
+        traced(self, "segment", job_id),
+        job_step(process, job_id, CUTOUT, limit_s),
+        handed_back_when_the_device_fails(process),
+    ):
         run_segment(process, job_id, current_app)
 
 

@@ -29,8 +29,8 @@ from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
 from shared.telemetry import TASKS, Metrics
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import log_records, sample_variant, submit
-from tests.plugins import LINGERING_COLOUR, STORAGE_FAULT_MARKER_ENV
+from tests.helpers import FINISHED, log_records, sample_variant, submit
+from tests.plugins import DEVICE_FAULT_MARKER_ENV, LINGERING_COLOUR, STORAGE_FAULT_MARKER_ENV
 from worker.process import EXIT_MODEL_UNAVAILABLE
 
 pytestmark = pytest.mark.e2e
@@ -84,11 +84,18 @@ def outage_marker(fault_dirs):
 
 
 @pytest.fixture(scope="module")
-def stack(fault_settings, fault_dirs, outage_marker):
+def device_fault_marker(fault_dirs):
+    return fault_dirs["storage"].parent / "device-fault"
+
+
+@pytest.fixture(scope="module")
+def stack(fault_settings, fault_dirs, outage_marker, device_fault_marker):
     fault_dirs["logs"].mkdir(parents=True, exist_ok=True)
-    running = FaultStack(
-        fault_settings, fault_dirs["logs"], {STORAGE_FAULT_MARKER_ENV: str(outage_marker)}
-    )
+    markers = {
+        STORAGE_FAULT_MARKER_ENV: str(outage_marker),
+        DEVICE_FAULT_MARKER_ENV: str(device_fault_marker),
+    }
+    running = FaultStack(fault_settings, fault_dirs["logs"], markers)
     running.client.flushdb()
     running.start_all()
     yield running
@@ -183,6 +190,29 @@ def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(
     assert not log_records(stack.log_of(broken), '"task failed"')
     waiting = job_of(api, job_id)
     assert (waiting["status"], waiting["results"]["cutout"]["status"]) == ("queued", "pending")
+    stack.start("gpu")
+    (job,) = wait_all_finished(api, [job_id], 180)
+    assert job["status"] == "succeeded"
+    stack.wait_ready(("gpu",))
+
+
+def test_a_gpu_worker_whose_device_fails_hands_the_photo_back_and_stops(
+    stack, api, device_fault_marker
+):
+    failing = stack.processes["gpu"]
+    device_fault_marker.touch()
+    try:
+        (job_id,) = submit_jobs(api, 1)
+        failing.wait(timeout=120)
+    finally:
+        device_fault_marker.unlink()
+    (stopping,) = log_records(stack.log_of(failing), '"critical"')
+    assert stopping["msg"] == (
+        "the device failed: the photo goes back on its queue and this worker stops"
+    )
+    assert "CUDA error" in stopping["reason"]
+    assert not log_records(stack.log_of(failing), '"task failed"')
+    assert job_of(api, job_id)["status"] not in FINISHED
     stack.start("gpu")
     (job,) = wait_all_finished(api, [job_id], 180)
     assert job["status"] == "succeeded"

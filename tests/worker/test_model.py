@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from shared.errors import DeviceFailed
 from shared.settings import Settings
 from tests.conftest import fresh_interpreter_json
 from tests.helpers import SAMPLE
 from tests.worker.test_foreground import MAX_ALPHA_WEIGHTED_DIFFERENCE, MAX_VISIBLE_MEAN_DIFFERENCE
-from worker.model import load_model, resolve_checkpoint, resolve_device
+from worker.model import LoadedModel, load_model, resolve_checkpoint, resolve_device
 from worker.network import mode_config
 
 #: What `import transparent_background` would pull in, and the worker never runs.
@@ -71,6 +72,7 @@ def test_loading_skips_what_only_remover_needs_and_maps_the_weights(checkpoint):
     weights are views of the mapped file, not copies."""
     script = f"""
 import json, os, sys
+from shared.errors import DeviceFailed
 from shared.settings import Settings
 from worker.model import load_model
 model = load_model(Settings(
@@ -287,3 +289,38 @@ with warnings.catch_warnings(record=True) as caught:
 print(json.dumps([str(warning.message) for warning in caught]))
 """
     assert fresh_interpreter_json(script) == []
+
+
+class FailingEngine:
+    """An engine stand-in whose forward raises `error`."""
+
+    name = "torch-fp32"
+    precision = "fp32"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+def model_with(engine: FailingEngine) -> LoadedModel:
+    return LoadedModel(
+        engine=engine,  # type: ignore[arg-type]
+        model_id="stand-in",
+        mode="fast",
+        device="cuda:0",
+        random_weights=True,
+        load_seconds=0.0,
+        input_size=(8, 8),
+        matting=lambda image, alpha: image,
+    )
+
+
+def test_a_device_error_under_the_forward_is_a_device_failure_and_others_are_themselves():
+    lost = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(DeviceFailed, match="torch-fp32 on cuda:0: CUDA error") as failed:
+        model_with(FailingEngine(lost)).saliency([torch.zeros((3, 8, 8))])
+    assert failed.value.__cause__ is lost
+    with pytest.raises(ValueError, match="a bug"):
+        model_with(FailingEngine(ValueError("a bug"))).saliency([torch.zeros((3, 8, 8))])
