@@ -161,35 +161,36 @@ GPU_AND_CPU_PREFORK = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("command", "exit_status"),
-    [
-        (None, EXIT_MODEL_UNAVAILABLE),
-        # The pool process stops its main process by Celery's cold shutdown, which exits 0.
-        (GPU_AND_CPU_PREFORK, None),
-    ],
-    ids=["solo", "prefork-gpu-and-cpu"],
-)
-def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(
-    stack, api, command, exit_status
-):
+#: The two ways a gpu worker loads its model, and the status each stops with: solo (as
+#: production runs it) in its main process; a prefork pool in each pool process, which
+#: stops its main process by Celery's cold shutdown, and that exits 0.
+BROKEN_GPU_WORKERS = ((None, EXIT_MODEL_UNAVAILABLE), (GPU_AND_CPU_PREFORK, None))
+
+
+def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(stack, api):
     stack.kill("gpu", signal.SIGTERM)
     stack.processes["gpu"].wait(timeout=60)
     (job_id,) = submit_jobs(api, 1)
     missing = {"CUTFX_MODEL_CKPT": "/nonexistent/checkpoint.pth"}
-    broken = stack.start("gpu", missing, command)
-    stopped_with = broken.wait(timeout=120)
-    if exit_status is not None:
-        assert stopped_with == exit_status
-    stopping = log_records(stack.log_of(broken), '"critical"')
-    assert stopping, "the worker did not say why it stopped"
-    assert stopping[0]["msg"] == "the model did not load: this worker stops before taking any job"
-    assert "/nonexistent/checkpoint.pth" in stopping[0]["reason"]
-    # A prefork main process may have taken the photo's task before its pool process
-    # failed; its cold shutdown hands it back. Neither runs or fails it.
-    assert not log_records(stack.log_of(broken), '"task failed"')
-    waiting = job_of(api, job_id)
-    assert (waiting["status"], waiting["results"]["cutout"]["status"]) == ("queued", "pending")
+    for command, exit_status in BROKEN_GPU_WORKERS:
+        broken = stack.start("gpu", missing, command)
+        stopped_with = broken.wait(timeout=120)
+        if exit_status is not None:
+            assert stopped_with == exit_status
+        stopping = log_records(stack.log_of(broken), '"critical"')
+        assert stopping, f"{broken.args} did not say why it stopped"
+        assert stopping[0]["msg"] == (
+            "the model did not load: this worker stops before taking any job"
+        )
+        assert "/nonexistent/checkpoint.pth" in stopping[0]["reason"]
+        # A prefork main process may have taken the photo's task before its pool process
+        # failed; its cold shutdown hands it back. Neither runs or fails it.
+        assert not log_records(stack.log_of(broken), '"task failed"')
+        waiting = job_of(api, job_id)
+        assert (waiting["status"], waiting["results"]["cutout"]["status"]) == (
+            "queued",
+            "pending",
+        )
     stack.start("gpu")
     (job,) = wait_all_finished(api, [job_id], 180)
     assert job["status"] == "succeeded"
