@@ -7,7 +7,6 @@ inference before it consumes anything, then announces itself ready.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from typing import Any
@@ -90,7 +89,7 @@ def _setup_child(**_: Any) -> None:
     # A forked child needs its own exporter thread: the parent's did not survive the fork.
     configure_tracing("worker", settings)
     if this_process().serves_gpu:
-        _warm_model_or_exit(stop_the_main_process=True)
+        _warm_model_or_exit()
 
 
 @worker_ready.connect
@@ -167,14 +166,14 @@ def _notify_webhook(job_id: str) -> None:
     notify_webhook(job_id)
 
 
-def _warm_model_or_exit(stop_the_main_process: bool = False) -> None:
+def _warm_model_or_exit() -> None:
     """The model loaded and warm before the worker consumes anything, or the worker
     stops. Celery logs and goes past what a signal handler raises, except SystemExit.
 
-    In a prefork pool process, `stop_the_main_process`: the pool would replace a process
-    that exits with another failing the same way while the main process went on taking
-    photos, so the main process is sent Celery's cold shutdown (SIGQUIT), which hands
-    back what it had taken."""
+    In a prefork pool process, exiting is not enough: the pool would replace it with
+    another failing the same way while the main process went on taking photos, so the
+    main process is sent Celery's cold shutdown, which hands back what it had taken."""
+    process = this_process()
     try:
         _warm_model()
     except Exception as exc:
@@ -183,8 +182,8 @@ def _warm_model_or_exit(stop_the_main_process: bool = False) -> None:
             extra={"reason": f"{type(exc).__name__}: {exc}"},
             exc_info=True,
         )
-        if stop_the_main_process:
-            os.kill(os.getppid(), signal.SIGQUIT)
+        if process.forks:
+            process.stop_worker(signal.SIGQUIT)
         raise SystemExit(EXIT_MODEL_UNAVAILABLE) from exc
 
 

@@ -133,10 +133,11 @@ class WorkerProcess:
             self._visibility = VisibilityKeeper(context.broker, interval_s)
         return self._visibility
 
-    def stop_taking_tasks(self) -> None:
-        """Celery's warm shutdown of this worker: the tasks at hand finish, no other
-        starts, and the worker exits (its main process, where this is a pool's)."""
-        os.kill(os.getppid() if self.forks else os.getpid(), signal.SIGTERM)
+    def stop_worker(self, how: signal.Signals) -> None:
+        """Celery's shutdown of this worker, sent to its main process (this one's parent
+        in a prefork pool): SIGTERM warm, the tasks at hand finish and no other starts;
+        SIGQUIT cold, what the worker had taken goes back on its queue."""
+        os.kill(os.getppid() if self.forks else os.getpid(), how)
 
     @property
     def model(self) -> LoadedModel:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -209,7 +210,7 @@ def handed_back_when_the_device_fails(process: WorkerProcess) -> Iterator[None]:
             "the device failed: the photo goes back on its queue and this worker stops",
             extra={"reason": exc.message},
         )
-        process.stop_taking_tasks()
+        process.stop_worker(signal.SIGTERM)
         raise Reject(exc, requeue=True) from exc
 
 
