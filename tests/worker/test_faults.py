@@ -12,7 +12,6 @@ import io
 import json
 import re
 import signal
-import sys
 import threading
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from PIL import Image
 
 from api import create_app
 from api.health import queue_depths
+from cli.stack import worker_commands
 from shared.jobs import read_events
 from shared.jobs.plan import ENTRY_PREFIX
 from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
@@ -153,18 +153,18 @@ def test_a_killed_worker_costs_a_job_at_most_a_minute(
     stack.wait_ready((kind,))
 
 
-#: A worker serving both queues from a prefork pool, whose pool processes load the model.
-GPU_AND_CPU_PREFORK = [
-    sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu,cpu",
-    "--pool", "prefork", "-c", "1", "-n", "prefork-gpu-cpu@%h",
-    "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-]  # fmt: skip
+def gpu_and_cpu_prefork() -> list[str]:
+    """The production cpu worker's command, one pool process, serving the gpu queue too:
+    a prefork pool whose processes load the model."""
+    command = worker_commands("prefork-", cpu_concurrency=1)["worker-cpu"]
+    queues = command.index("-Q") + 1
+    return [*command[:queues], "gpu,cpu", *command[queues + 1 :]]
 
 
 #: The two ways a gpu worker loads its model, and the status each stops with: solo (as
 #: production runs it) in its main process; a prefork pool in each pool process, which
 #: stops its main process by Celery's cold shutdown, and that exits 0.
-BROKEN_GPU_WORKERS = ((None, EXIT_MODEL_UNAVAILABLE), (GPU_AND_CPU_PREFORK, None))
+BROKEN_GPU_WORKERS = ((None, EXIT_MODEL_UNAVAILABLE), (gpu_and_cpu_prefork(), None))
 
 
 def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(stack, api):
