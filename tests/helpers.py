@@ -63,6 +63,35 @@ def wait_finished(client, job_id: str, timeout_s: float = 180) -> dict[str, Any]
     raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s: {job}")
 
 
+#: How long a batch of jobs may go without any of them finishing before the wait gives up.
+STALL_TIMEOUT_S = 180
+
+
+def wait_all_finished(
+    client, job_ids: list[str], stall_timeout_s: float = STALL_TIMEOUT_S
+) -> dict[str, dict[str, Any]]:
+    """Each job once finished, by id. The jobs may finish in any order (fair share puts a
+    key's later photos in lower lists, and a cached one jumps the queue), so the wait
+    gives up only when none of them has finished for `stall_timeout_s`."""
+    finished: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + stall_timeout_s
+    while len(finished) < len(job_ids):
+        for job_id in job_ids:
+            if job_id in finished:
+                continue
+            job = client.get(f"/v1/jobs/{job_id}").get_json()
+            if job["status"] in FINISHED:
+                finished[job_id] = job
+                deadline = time.monotonic() + stall_timeout_s
+        if time.monotonic() > deadline:
+            waiting = sorted(set(job_ids) - set(finished))
+            raise TimeoutError(
+                f"none of {len(waiting)} jobs finished in {stall_timeout_s} s: {waiting}"
+            )
+        time.sleep(0.2)
+    return finished
+
+
 def log_records(log: Path, containing: str = "") -> list[dict[str, Any]]:
     """The JSON records a process has written whole to its log, those whose line holds
     `containing`: its other lines are left out, and so is a last line it may still be

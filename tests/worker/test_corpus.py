@@ -14,7 +14,7 @@ from PIL import Image
 
 from shared.output import SRGB_ICC
 from tests.corpus import corpus
-from tests.helpers import submit, wait_finished
+from tests.helpers import submit, wait_all_finished, wait_finished
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +32,9 @@ def test_every_photo_kind_is_taken_and_every_non_photo_refused(e2e_client, artif
         else:
             assert (response.status_code, body["error"]["code"]) == case.refusal, case.name
             rows.append((case.name, f"{response.status_code} {body['error']['code']}", "—"))
+    finished = wait_all_finished(e2e_client, list(jobs.values()))
     for name, job_id in jobs.items():
-        job = wait_finished(e2e_client, job_id)
+        job = finished[job_id]
         errors = [r["error"]["code"] for r in job["results"].values() if r.get("error")]
         assert "internal_error" not in errors, (name, job)
         assert job["status"] == "succeeded", (name, job)
