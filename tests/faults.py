@@ -21,7 +21,7 @@ from shared.redis_location import redis_client
 from shared.settings import Settings
 from shared.workers import live_workers, ready_queues
 from tests.conftest import start_worker_process, worker_env
-from tests.helpers import FINISHED, sample_variant, submit
+from tests.helpers import sample_variant, submit
 
 READY_TIMEOUT_S = 300
 StartableT = TypeVar("StartableT", bound="Startable")
@@ -173,25 +173,6 @@ def wait_for(condition: Callable[[], object], timeout_s: float, message: str) ->
         if time.monotonic() > deadline:
             raise TimeoutError(message)
         time.sleep(0.2)
-
-
-def wait_all_finished(api: Any, job_ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
-    """Each job's record once all have finished; on time out, the unfinished ones' result
-    states, so a stuck job says where it stuck."""
-
-    def unfinished() -> dict[str, dict[str, str]]:
-        stuck = {}
-        for job_id in job_ids:
-            job = job_of(api, job_id)
-            if job["status"] not in FINISHED:
-                stuck[job_id] = {name: r["status"] for name, r in job["results"].items()}
-        return stuck
-
-    try:
-        wait_for(lambda: not unfinished(), timeout_s, f"jobs not finished in {timeout_s} s")
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}: {unfinished()}") from None
-    return [job_of(api, job_id) for job_id in job_ids]
 
 
 def submit_jobs(api: Any, count: int, **form: str) -> list[str]:

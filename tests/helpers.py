@@ -63,33 +63,28 @@ def wait_finished(client, job_id: str, timeout_s: float = 180) -> dict[str, Any]
     raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s: {job}")
 
 
-#: How long a batch of jobs may go without any of them finishing before the wait gives up.
-STALL_TIMEOUT_S = 180
-
-
-def wait_all_finished(
-    client, job_ids: list[str], stall_timeout_s: float = STALL_TIMEOUT_S
-) -> dict[str, dict[str, Any]]:
-    """Each job once finished, by id. The jobs may finish in any order (fair share puts a
-    key's later photos in lower lists, and a cached one jumps the queue), so the wait
-    gives up only when none of them has finished for `stall_timeout_s`."""
+def wait_all_finished(client, job_ids: list[str], timeout_s: float = 180) -> list[dict[str, Any]]:
+    """Each job's record, in `job_ids`' order, once all have finished. They may finish in
+    any order (fair share puts a key's later photos in lower lists; a cached one jumps
+    the queue), so the wait gives up only when none has finished for `timeout_s`, naming
+    the unfinished ones' result states, so a stuck job says where it stuck."""
     finished: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + stall_timeout_s
-    while len(finished) < len(job_ids):
-        for job_id in job_ids:
-            if job_id in finished:
-                continue
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = [job_id for job_id in job_ids if job_id not in finished]
+        if not waiting:
+            return [finished[job_id] for job_id in job_ids]
+        for job_id in waiting:
             job = client.get(f"/v1/jobs/{job_id}").get_json()
             if job["status"] in FINISHED:
                 finished[job_id] = job
-                deadline = time.monotonic() + stall_timeout_s
-        if time.monotonic() > deadline:
-            waiting = sorted(set(job_ids) - set(finished))
-            raise TimeoutError(
-                f"none of {len(waiting)} jobs finished in {stall_timeout_s} s: {waiting}"
-            )
+                deadline = time.monotonic() + timeout_s
+            elif time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"none of {len(waiting)} jobs finished in {timeout_s} s; {job_id}'s"
+                    f" results: { {name: r['status'] for name, r in job['results'].items()} }"
+                )
         time.sleep(0.2)
-    return finished
 
 
 def log_records(log: Path, containing: str = "") -> list[dict[str, Any]]:

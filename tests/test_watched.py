@@ -35,8 +35,8 @@ from api import create_app
 from cli.stack import free_port
 from shared.telemetry import stop_tracing
 from tests.conftest import make_settings, preferred_port
-from tests.faults import FaultStack, RedisServer, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import sample_variant, serving, submit, wait_finished
+from tests.faults import FaultStack, RedisServer, submit_jobs, wait_for
+from tests.helpers import sample_variant, serving, submit, wait_all_finished, wait_finished
 from tests.worker.test_webhooks import Receiver
 
 pytestmark = pytest.mark.e2e

@@ -32,9 +32,7 @@ def test_every_photo_kind_is_taken_and_every_non_photo_refused(e2e_client, artif
         else:
             assert (response.status_code, body["error"]["code"]) == case.refusal, case.name
             rows.append((case.name, f"{response.status_code} {body['error']['code']}", "—"))
-    finished = wait_all_finished(e2e_client, list(jobs.values()))
-    for name, job_id in jobs.items():
-        job = finished[job_id]
+    for name, job in zip(jobs, wait_all_finished(e2e_client, list(jobs.values())), strict=True):
         errors = [r["error"]["code"] for r in job["results"].values() if r.get("error")]
         assert "internal_error" not in errors, (name, job)
         assert job["status"] == "succeeded", (name, job)

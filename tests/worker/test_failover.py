@@ -12,8 +12,8 @@ import pytest
 
 from api import create_app
 from tests.conftest import make_settings, preferred_port
-from tests.faults import FaultStack, job_of, running, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import sample_variant, submit
+from tests.faults import FaultStack, job_of, running, submit_jobs, wait_for
+from tests.helpers import sample_variant, submit, wait_all_finished
 from tests.redis_topologies import SentinelGroup
 
 pytestmark = pytest.mark.e2e
