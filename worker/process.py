@@ -139,6 +139,19 @@ class WorkerProcess:
         SIGQUIT cold, what the worker had taken goes back on its queue."""
         os.kill(os.getppid() if self.forks else os.getpid(), how)
 
+    def stop_after_the_tasks_at_hand(self, exit_status: int) -> None:
+        """Celery's warm shutdown, the worker exiting with `exit_status`: what its SIGTERM
+        handler does, but for the status, which is always 0 there. Set in this process
+        where it is the worker's main one (solo and threads pools: the gpu worker as
+        deployed); a prefork pool process can only signal its main process, whose
+        shutdown then exits 0."""
+        if self.forks:
+            self.stop_worker(signal.SIGTERM)
+            return
+        from celery.worker import state
+
+        state.should_stop = exit_status
+
     @property
     def model(self) -> LoadedModel:
         """The process's one model, loaded from its settings on first use."""
@@ -261,6 +274,10 @@ EXIT_HARD_TIME_LIMIT = 70
 #: take every photo from the queue and fail it in milliseconds, where a worker that can
 #: run them would have made them; stopped, its photos wait and its orchestrator sees it.
 EXIT_MODEL_UNAVAILABLE = 3
+#: The exit status of a gpu worker whose device failed under a forward: not 0, so that its
+#: orchestrator records a failure (Kubernetes: reason Error, and the restart's back-off)
+#: rather than a worker that was asked to stop.
+EXIT_DEVICE_FAILED = 4
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -60,7 +59,13 @@ from worker.consumer import REQUEST_CLASS
 from worker.inference_lock import inference_lock
 from worker.model import LoadedModel
 from worker.periodic import cancel_past_deadline
-from worker.process import Pixels, WorkerProcess, soft_time_limit, this_process
+from worker.process import (
+    EXIT_DEVICE_FAILED,
+    Pixels,
+    WorkerProcess,
+    soft_time_limit,
+    this_process,
+)
 from worker.render import PhotoLoader, render, subject_facts
 from worker.webhooks import deliver_pending
 
@@ -210,7 +215,7 @@ def handed_back_when_the_device_fails(process: WorkerProcess) -> Iterator[None]:
             "the device failed: the photo goes back on its queue and this worker stops",
             extra={"reason": exc.message},
         )
-        process.stop_worker(signal.SIGTERM)
+        process.stop_after_the_tasks_at_hand(EXIT_DEVICE_FAILED)
         raise Reject(exc, requeue=True) from exc
 
 

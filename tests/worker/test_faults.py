@@ -28,10 +28,10 @@ from shared.jobs.plan import ENTRY_PREFIX
 from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
 from shared.telemetry import TASKS, Metrics
 from tests.conftest import make_settings, preferred_port
-from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_all_finished, wait_for
-from tests.helpers import FINISHED, log_records, sample_variant, submit
+from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_for
+from tests.helpers import FINISHED, log_records, sample_variant, submit, wait_all_finished
 from tests.plugins import DEVICE_FAULT_MARKER_ENV, LINGERING_COLOUR, STORAGE_FAULT_MARKER_ENV
-from worker.process import EXIT_MODEL_UNAVAILABLE
+from worker.process import EXIT_DEVICE_FAILED, EXIT_MODEL_UNAVAILABLE
 
 pytestmark = pytest.mark.e2e
 
@@ -204,9 +204,10 @@ def test_a_gpu_worker_whose_device_fails_hands_the_photo_back_and_stops(
     device_fault_marker.touch()
     try:
         (job_id,) = submit_jobs(api, 1)
-        failing.wait(timeout=120)
+        stopped_with = failing.wait(timeout=120)
     finally:
         device_fault_marker.unlink()
+    assert stopped_with == EXIT_DEVICE_FAILED
     (stopping,) = log_records(stack.log_of(failing), '"critical"')
     assert stopping["msg"] == (
         "the device failed: the photo goes back on its queue and this worker stops"
