@@ -35,6 +35,11 @@ class CutfxClient:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
+    def close(self) -> None:
+        """Closes the kept-alive connections: a server stopping gracefully waits for an
+        idle one until its keep-alive lapses."""
+        self.session.close()
+
     def _check(self, response: requests.Response) -> dict[str, Any]:
         try:
             body: dict[str, Any] = response.json()
@@ -46,7 +51,13 @@ class CutfxClient:
 
     def ready(self) -> tuple[bool, str]:
         try:
-            response = self.session.get(f"{self.base_url}/readyz", timeout=5)
+            # Not through the session: once a request on it had been refused (the
+            # server not listening yet), Session.close() left its later connections
+            # open (requests 2.34, urllib3 2.8), and a stopping API waited out their
+            # keep-alive. A probe has no use for a kept-alive connection anyway.
+            response = requests.get(
+                f"{self.base_url}/readyz", timeout=5, headers=self.session.headers
+            )
         except requests.RequestException as exc:
             return False, f"API not answering ({type(exc).__name__})"
         if response.status_code == 200:

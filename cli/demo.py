@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             wait_for_interrupt()
         return code
     finally:
+        client.close()
         stack.stop()
 
 
