@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 from cli import service_settings
 from cli.client import CutfxClient, extension_of
@@ -15,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO / "samples" / "chelsea.png"
 DEFAULT_OUTPUT = Path("demo-output")
 DEFAULT_PORT = 8000
+#: Signals that end the demo as Ctrl-C does: a closed terminal, `timeout`, a process manager.
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def say(message: str) -> None:
@@ -59,7 +63,20 @@ def choose_environment() -> None:
         os.environ.setdefault("CUTFX_WEBHOOK_ALLOW_LOOPBACK", "true")
 
 
+def stop_the_stack_on_signals() -> None:
+    """The signals in STOPPING_SIGNALS end the demo through its `finally`, as Ctrl-C does:
+    the workers and the API it starts run in sessions of their own, and a demo that died
+    at once would leave them running."""
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    for stopping in STOPPING_SIGNALS:
+        signal.signal(stopping, leave)
+
+
 def run(args: argparse.Namespace) -> int:
+    stop_the_stack_on_signals()
     choose_environment()
     # Read once: the demo goes on to set the model and the addresses for the processes it
     # starts, and takes from these settings only what it never sets (cache, batch size).
