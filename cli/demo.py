@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
         return code
     finally:
         client.close()
+        stopping = time.monotonic()
         stack.stop()
+        say(f"stopped the workers and the API in {time.monotonic() - stopping:.1f} s")
 
 
 def wait_for_interrupt() -> None:

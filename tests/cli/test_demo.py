@@ -57,6 +57,7 @@ def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_
     assert "job succeeded" in completed.stdout
     assert completed.stdout.count(" KB  → ") == 5
     assert "breakdown: model" in completed.stdout
+    assert "stopped the workers and the API in" in completed.stdout
     redis.Redis.from_url(DEMO_REDIS_URL).flushdb()
 
 
