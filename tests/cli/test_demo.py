@@ -21,15 +21,20 @@ pytestmark = pytest.mark.e2e
 DEMO_REDIS_URL = redis_url_for("CUTFX_TEST_STACK_REDIS_URL")
 
 
-def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_path):
-    redis.Redis.from_url(DEMO_REDIS_URL).flushdb()
-    environment = {
+def demo_environment(checkpoint: Path, tmp_path: Path) -> dict[str, str]:
+    """A demo's environment on the test's database, checkpoint and storage."""
+    return {
         **os.environ,
         "CUTFX_REDIS_URL": DEMO_REDIS_URL,
         "CUTFX_MODEL_MODE": "fast",
         "CUTFX_MODEL_CKPT": str(checkpoint),
         "CUTFX_LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+        "PYTHONPATH": str(REPO),
     }
+
+
+def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_path):
+    redis.Redis.from_url(DEMO_REDIS_URL).flushdb()
     out = tmp_path / "demo-output"
     completed = subprocess.run(
         [
@@ -43,7 +48,7 @@ def test_the_demo_saves_every_result_and_says_when_each_arrived(checkpoint, tmp_
             str(free_port(preferred_port(8600))),
         ],
         cwd=tmp_path,
-        env={**environment, "PYTHONPATH": str(REPO)},
+        env=demo_environment(checkpoint, tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
@@ -73,18 +78,14 @@ def processes_whose_environment_has(text: str) -> list[int]:
 
 def test_a_demo_told_to_stop_stops_the_workers_and_api_it_started(checkpoint, tmp_path):
     redis.Redis.from_url(DEMO_REDIS_URL).flushdb()
-    environment = {
-        **os.environ,
-        "CUTFX_REDIS_URL": DEMO_REDIS_URL,
-        "CUTFX_MODEL_MODE": "fast",
-        "CUTFX_MODEL_CKPT": str(checkpoint),
-        "CUTFX_LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
-        "PYTHONPATH": str(REPO),
-    }
     port = free_port(preferred_port(8610))
     command = [sys.executable, "-m", "cli", "demo", "--keep-running", "--port", str(port)]
     demo = subprocess.Popen(
-        command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=demo_environment(checkpoint, tmp_path),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert demo.stdout is not None
