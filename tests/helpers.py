@@ -54,20 +54,15 @@ def submit(client, data: bytes, filename: str = "photo.png", **form: str):
 
 
 def wait_finished(client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").get_json()
-        if job["status"] in FINISHED:
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s: {job}")
+    (job,) = wait_all_finished(client, [job_id], timeout_s)
+    return job
 
 
 def wait_all_finished(client, job_ids: list[str], timeout_s: float = 180) -> list[dict[str, Any]]:
     """Each job's record, in `job_ids`' order, once all have finished. They may finish in
     any order (fair share puts a key's later photos in lower lists; a cached one jumps
-    the queue), so the wait gives up only when none has finished for `timeout_s`, naming
-    the unfinished ones' result states, so a stuck job says where it stuck."""
+    the queue), so the wait gives up only when none has finished for `timeout_s`, with
+    the record of a job still unfinished, so it says where it stuck."""
     finished: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout_s
     while True:
@@ -81,8 +76,7 @@ def wait_all_finished(client, job_ids: list[str], timeout_s: float = 180) -> lis
                 deadline = time.monotonic() + timeout_s
             elif time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"none of {len(waiting)} jobs finished in {timeout_s} s; {job_id}'s"
-                    f" results: { {name: r['status'] for name, r in job['results'].items()} }"
+                    f"none of {len(waiting)} jobs finished in {timeout_s} s; job {job_id}: {job}"
                 )
         time.sleep(0.2)
 

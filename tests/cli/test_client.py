@@ -11,6 +11,7 @@ import pytest
 from cli.client import CutfxClient
 from cli.stack import free_port
 from tests.conftest import preferred_port
+from tests.helpers import serving
 
 
 class CountingHandler(http.server.BaseHTTPRequestHandler):
@@ -60,8 +61,7 @@ def test_a_closed_client_holds_no_connection_after_probing_a_server_not_yet_up(p
     assert not ready
     assert "not answering" in reason
     server = CountingServer(port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server):
         assert client.ready() == (True, "ready")
         assert client.download(f"http://127.0.0.1:{port}/v1/files/a") == b"{}"
         assert server.open_connections == 1, "the download's connection is kept alive"
@@ -70,6 +70,3 @@ def test_a_closed_client_holds_no_connection_after_probing_a_server_not_yet_up(p
         while server.open_connections and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.open_connections == 0
-    finally:
-        server.shutdown()
-        server.server_close()
