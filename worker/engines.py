@@ -23,6 +23,7 @@ import contextlib
 import functools
 import importlib.util
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,14 @@ TENSORRT_CACHE = "tensorrt-cache"
 #: outside it would make TensorRT build another, minutes into a job.
 TENSORRT_MAX_BATCH = 16
 TENSORRT_OPTIMAL_BATCH = 8
+#: How ONNX Runtime reports a CUDA library's error, inside whatever exception its Python
+#: binding raises ("... CUDA failure 700: an illegal memory access was encountered ;
+#: GPU=0 ; ..."): its exceptions carry no error code of their own, and TensorRT's engine
+#: reports the CUDA calls it makes the same way.
+CUDA_LIBRARY_FAILURE = re.compile(r"\b(?:CUDA|CUDNN|CUBLAS) failure \d+")
+#: An allocation that failed leaves the device usable, as torch's OutOfMemoryError does:
+#: that photo fails, the worker goes on.
+ALLOCATION_FAILURE = re.compile(r"out of memory|ALLOC_FAILED", re.IGNORECASE)
 
 
 class Engine(Protocol):
@@ -395,6 +404,16 @@ def engine_spec(name: str) -> EngineSpec:
         return ENGINES[name]
     except KeyError:
         raise EngineUnavailable(f"unknown engine {name!r}: one of {sorted(ENGINES)}") from None
+
+
+def device_lost(error: BaseException) -> bool:
+    """Whether `error`, raised by an engine's forward, says its device failed: a CUDA error
+    (torch's AcceleratorError, or ONNX Runtime's report of a CUDA, cuDNN or cuBLAS failure)
+    other than an allocation that failed. After one, the process's CUDA context is lost."""
+    if isinstance(error, torch.AcceleratorError):
+        return True
+    message = str(error)
+    return bool(CUDA_LIBRARY_FAILURE.search(message)) and not ALLOCATION_FAILURE.search(message)
 
 
 def build_engine(name: str, parts: EngineParts) -> Engine:

@@ -95,10 +95,14 @@ class LoadedModel:
         sigmoid), 1×h×w float32 on the model's device."""
         import torch
 
+        from worker.engines import device_lost
+
         try:
             logits = self.engine.logits(torch.stack(list(inputs)))
-        except torch.AcceleratorError as exc:
-            raise DeviceFailed(f"{self.engine.name} on {self.device}: {exc}") from exc
+        except Exception as exc:
+            if device_lost(exc):
+                raise DeviceFailed(f"{self.engine.name} on {self.device}: {exc}") from exc
+            raise
         return list(logits.unbind(0))
 
     def finish(

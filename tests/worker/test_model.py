@@ -324,3 +324,49 @@ def test_a_device_error_under_the_forward_is_a_device_failure_and_others_are_the
     assert failed.value.__cause__ is lost
     with pytest.raises(ValueError, match="a bug"):
         model_with(FailingEngine(ValueError("a bug"))).saliency([torch.zeros((3, 8, 8))])
+
+
+#: What ONNX Runtime's binding raises when a CUDA call under a node fails (its message,
+#: shortened).
+ORT_NODE_FAILURE = (
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while"
+    " running Conv node. Name:'/backbone/Conv' Status Message: {failure} ; GPU=0 ;"
+    " hostname=gpu-node ; expr=cudaStreamSynchronize(stream);"
+)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "CUDA failure 700: an illegal memory access was encountered",
+        "CUDA failure 719: unspecified launch failure",
+        "CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR",
+        "CUBLAS failure 13: CUBLAS_STATUS_EXECUTION_FAILED",
+    ],
+)
+def test_onnxruntimes_report_of_a_cuda_error_is_a_device_failure(failure):
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    lost = RuntimeException(ORT_NODE_FAILURE.format(failure=failure))
+    with pytest.raises(DeviceFailed, match=f"torch-fp32 on cuda:0: .*{failure}") as failed:
+        model_with(FailingEngine(lost)).saliency([torch.zeros((3, 8, 8))])
+    assert failed.value.__cause__ is lost
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "CUDA failure 2: out of memory",
+        "CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED",
+        "Got invalid dimensions for input: input for the following indices",
+    ],
+)
+def test_an_allocation_that_failed_or_an_error_of_the_input_leaves_the_device_in_service(
+    failure,
+):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    error = Fail(ORT_NODE_FAILURE.format(failure=failure))
+    with pytest.raises(Fail) as raised:
+        model_with(FailingEngine(error)).saliency([torch.zeros((3, 8, 8))])
+    assert raised.value is error
