@@ -94,6 +94,25 @@ def test_the_queues_are_all_served():
     assert served == KNOWN_QUEUES
 
 
+def readme_worker_commands() -> list[list[str]]:
+    """The celery commands of the README's "Running it for real", comments left out."""
+    section = (REPO / "README.md").read_text().split("## Running it for real", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("celery ")]
+    return [shlex.split(line, comments=True) for line in lines]
+
+
+def test_the_readmes_commands_serve_every_queue_with_real_apps_and_pools():
+    commands = readme_worker_commands()
+    served = set()
+    for command in commands:
+        assert importlib.util.find_spec(option(command, "-A")) is not None
+        served |= set(option(command, "-Q").split(","))
+        if "--pool" in command:
+            assert option(command, "--pool") in CELERY_POOLS
+    assert served == KNOWN_QUEUES, "a queue nobody serves keeps its tasks for ever"
+
+
 def test_the_gpu_worker_reserves_a_gpu_and_batches_in_one_process():
     gpu = SERVICES["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
