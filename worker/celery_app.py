@@ -1,12 +1,15 @@
 """The workers' Celery app: `celery -A worker.celery_app worker -Q gpu,cpu`.
 
 A worker that serves the gpu queue loads the model and runs one warm-up
-inference before it consumes anything, then announces itself ready.
+inference before it consumes anything, then announces itself ready. In a prefork
+pool the pool processes load it, and each announces the gpu queue itself once its
+model is warm: the main process announces only its other queues.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -19,12 +22,13 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 
 from effects.registry import load_plugins
-from shared.queues import celery_config
+from shared.queues import QUEUE_GPU, celery_config
 from shared.settings import Settings
 from shared.telemetry import (
     COLD_STARTS,
@@ -70,6 +74,7 @@ def _setup_worker(sender: str, instance: Any, conf: Any, **_: Any) -> None:
     configure_tracing("worker", settings)
     keep_freed_memory()  # before the pool forks, so its processes inherit it
     process = this_process()
+    process.node_name = sender
     process.queues = tuple(sorted(instance.app.amqp.queues.consume_from or ()))
     process.forks = _is_pool(instance.pool_cls, PreforkPool)
     process.threaded = _is_pool(instance.pool_cls, ThreadsPool)
@@ -90,23 +95,57 @@ def _setup_child(**_: Any) -> None:
     configure_tracing("worker", settings)
     if this_process().serves_gpu:
         _warm_model_or_exit()
+        _announce_pool_process_ready()
+
+
+def _announce_pool_process_ready() -> None:
+    """A prefork pool process with its model warm announces the gpu queue, under a node
+    name of its own on the worker's host (what `cutfx worker-ready` matches)."""
+    process = this_process()
+    name, _, host = process.node_name.rpartition("@")
+    status = new_status(
+        f"{name}.{os.getpid()}@{host}", (QUEUE_GPU,), _started_at, **_warm_model_facts()
+    )
+    process.pool_heartbeat = Heartbeat(process.context.redis, status)
+    process.pool_heartbeat.start()
+    logger.info(
+        "pool process ready",
+        extra={"queues": [QUEUE_GPU], "ready_after_s": status.ready_after_s},
+    )
+
+
+@worker_process_shutdown.connect
+def _withdraw_pool_process(**_: Any) -> None:
+    process = this_process()
+    if process.pool_heartbeat is not None:
+        process.pool_heartbeat.stop()
+
+
+def _warm_model_facts() -> dict[str, Any]:
+    """The warm model's facts for a heartbeat, its id published for the cache."""
+    process = this_process()
+    model = process.model
+    process.context.cache.publish_model(model.model_id)
+    return {
+        "model_id": model.model_id,
+        "device": model.device,
+        "precision": model.precision,
+        "engine": model.engine.name,
+        "random_weights": model.random_weights,
+    }
 
 
 @worker_ready.connect
 def _announce_ready(sender: Any, **_: Any) -> None:
     process = this_process()
+    queues = process.queues
     model_facts: dict[str, Any] = {}
-    if process.serves_gpu and not process.forks:
-        model = process.model
-        process.context.cache.publish_model(model.model_id)
-        model_facts = {
-            "model_id": model.model_id,
-            "device": model.device,
-            "precision": model.precision,
-            "engine": model.engine.name,
-            "random_weights": model.random_weights,
-        }
-    status = new_status(sender.hostname, process.queues, _started_at, **model_facts)
+    if process.serves_gpu and process.forks:
+        # Its pool processes hold the model: each announces the gpu queue when it is warm.
+        queues = tuple(queue for queue in queues if queue != QUEUE_GPU)
+    elif process.serves_gpu:
+        model_facts = _warm_model_facts()
+    status = new_status(sender.hostname, queues, _started_at, **model_facts)
     process.heartbeat = Heartbeat(process.context.redis, status)
     process.heartbeat.start()
     process.deadline_sweeper = DeadlineSweeper(process.context.jobs, _notify_webhook)
@@ -120,7 +159,7 @@ def _announce_ready(sender: Any, **_: Any) -> None:
         process.garbage_collector.start()
     logger.info(
         "worker ready",
-        extra={"queues": list(process.queues), "ready_after_s": status.ready_after_s},
+        extra={"queues": list(queues), "ready_after_s": status.ready_after_s},
     )
 
 

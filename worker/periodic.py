@@ -100,10 +100,13 @@ class Heartbeat(Periodic):
 def new_status(
     name: str, queues: tuple[str, ...], started_at: float, **model: object
 ) -> WorkerStatus:
+    """A ready worker's status; one that serves no queue yet (a prefork pool's main
+    process serving the gpu queue alone, until its pool processes announce it) is alive
+    but not ready."""
     return WorkerStatus(
         name=name,
         queues=queues,
-        ready=True,
+        ready=bool(queues),
         pid=os.getpid(),
         started_at=started_at,
         ready_after_s=round(time.time() - started_at, 3),

@@ -78,15 +78,21 @@ class CutoutPixels:
 
 @dataclass
 class WorkerProcess:
-    """What this process holds. `queues`, `forks` and `heartbeat` are set in the main process."""
+    """What this process holds. `node_name`, `queues`, `forks` and `heartbeat` are set in
+    the main process."""
 
     #: Set at the process's entry point (worker/celery_app.py) before anything runs.
     settings: Settings | None = None
+    #: The Celery node's name, `<name>@<host>`.
+    node_name: str = ""
     queues: tuple[str, ...] = ()
     forks: bool = False
     #: A threads pool: its segment tasks run side by side, so their forwards batch.
     threaded: bool = False
     heartbeat: Heartbeat | None = None
+    #: A prefork pool process's own heartbeat, for the gpu queue once its model is warm.
+    #: Apart from `heartbeat`, which a process forked later inherits from the main process.
+    pool_heartbeat: Heartbeat | None = None
     garbage_collector: GarbageCollector | None = None
     deadline_sweeper: DeadlineSweeper | None = None
     lane_aging: LaneAging | None = None

@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,9 @@ from api.health import queue_depths
 from cli.stack import worker_commands
 from shared.jobs import read_events
 from shared.jobs.plan import ENTRY_PREFIX
-from shared.queues import TASK_SEGMENT, UNACKED_INDEX_KEY
+from shared.queues import QUEUE_GPU, TASK_SEGMENT, UNACKED_INDEX_KEY
 from shared.telemetry import TASKS, Metrics
+from shared.workers import live_workers
 from tests.conftest import make_settings, preferred_port
 from tests.faults import FaultStack, RedisServer, job_of, submit_jobs, wait_for
 from tests.helpers import FINISHED, log_records, sample_variant, submit, wait_all_finished
@@ -195,6 +197,42 @@ def test_a_gpu_worker_whose_model_does_not_load_stops_and_its_photos_wait(stack,
     (job,) = wait_all_finished(api, [job_id], 180)
     assert job["status"] == "succeeded"
     stack.wait_ready(("gpu",))
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def test_a_prefork_gpu_worker_is_ready_for_photos_only_from_the_pool_process_with_the_model(
+    stack, api
+):
+    stack.kill("gpu", signal.SIGTERM)
+    stack.processes["gpu"].wait(timeout=60)
+    prefork = stack.start("gpu", None, gpu_and_cpu_prefork())
+    stack.wait_ready(("gpu",))
+    workers = {worker.pid: worker for worker in live_workers(stack.client)}
+    main = workers[prefork.pid]
+    (pool,) = [w for w in workers.values() if QUEUE_GPU in w.queues]
+    pool_parent = parent_of(pool.pid)
+    (job_id,) = submit_jobs(api, 1)
+    (job,) = wait_all_finished(api, [job_id], 180)
+    log = stack.log_of(prefork)
+    stack.kill("gpu", signal.SIGTERM)
+    prefork.wait(timeout=60)
+    left = [w for w in live_workers(stack.client) if w.pid in (main.pid, pool.pid)]
+    stack.start("gpu")
+    stack.wait_ready(("gpu",))
+
+    assert main.queues == ("cpu",), "the main process announces only what it serves itself"
+    assert pool_parent == prefork.pid
+    assert pool.ready
+    assert pool.model_id
+    assert pool.engine
+    assert pool.name.rpartition("@")[2] == main.name.rpartition("@")[2], "on the worker's host"
+    messages = [line["msg"] for line in log_records(log)]
+    assert messages.index("model warm") < messages.index("pool process ready")
+    assert job["status"] == "succeeded"
+    assert left == [], "a stopped worker withdraws its pool process's entry too"
 
 
 def test_a_gpu_worker_whose_device_fails_hands_the_photo_back_and_stops(

@@ -111,6 +111,19 @@ def test_the_heartbeat_announces_the_worker_at_start_and_withdraws_it_at_stop(te
     assert status.name not in {worker.name for worker in live_workers(text_redis)}
 
 
+def test_a_worker_that_serves_no_queue_yet_is_alive_but_not_ready(text_redis):
+    """A prefork pool's main process serving the gpu queue alone: until a pool process
+    announces it with its model warm, nothing on its host is ready."""
+    status = new_status("gpu@prefork-host", (), time.time())
+    heartbeat = Heartbeat(text_redis, status)
+    heartbeat.start()
+    try:
+        (found,) = [w for w in live_workers(text_redis) if w.name == status.name]
+    finally:
+        heartbeat.stop()
+    assert found.ready is False
+
+
 class SecondBeatHeld(redis.Redis):
     """A client of the test's Redis whose second heartbeat SET is held until `finish` is
     set: a beat under way when the worker stops."""
