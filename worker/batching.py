@@ -20,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.errors import DeviceFailed
+
 logger = logging.getLogger(__name__)
 
 #: How often a waiting task thread looks up: a soft time limit, raised in the thread
@@ -131,6 +133,11 @@ class Batcher:
             return
         try:
             outputs = self.forward([request.inputs for request in live])
+        except DeviceFailed as exc:
+            # Every forward after it would fail too: each photo's task hands back now.
+            for request in live:
+                request.future.set_exception(exc)
+            return
         except Exception as exc:
             if len(live) == 1:
                 live[0].future.set_exception(exc)

@@ -18,6 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from api import create_app
+from shared.errors import DeviceFailed
 from shared.settings import Settings
 from shared.telemetry import BATCH_SIZE, MODEL_INFERENCES, Metrics
 from tests.conftest import WorkerProcesses, make_settings, redis_url_for
@@ -132,6 +133,28 @@ def test_a_bad_input_fails_only_its_own_request():
     assert torch.equal(outcomes[0], torch.full((2,), 2.0))
     assert isinstance(outcomes[1], ValueError)
     assert torch.equal(outcomes[2], torch.full((2,), 6.0))
+
+
+class LostDevice:
+    """A stand-in network whose device failed: each forward raises as the model does."""
+
+    def __init__(self) -> None:
+        self.forwards = 0
+
+    def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.forwards += 1
+        raise DeviceFailed("torch-fp16 on cuda:0: CUDA error: an illegal memory access")
+
+
+def test_a_lost_device_fails_the_whole_batch_without_a_forward_per_photo():
+    forward = LostDevice()
+    batcher = Batcher(forward, max_size=4, wait_s=0.5)
+    try:
+        outcomes = run_together(batcher, [torch.full((2,), float(i)) for i in range(3)])
+    finally:
+        batcher.stop()
+    assert [type(outcome) for outcome in outcomes] == [DeviceFailed] * 3
+    assert forward.forwards == 1
 
 
 def test_a_request_given_up_before_its_forward_is_skipped():
