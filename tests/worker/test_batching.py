@@ -70,8 +70,10 @@ class RecordingForward:
         return [x * 2 for x in inputs]
 
 
-def run_together(batcher: Batcher, inputs: list[torch.Tensor]) -> list[Any]:
-    """Each input from its own thread, all at once; each outcome (output or exception)."""
+def run_together(forward: Any, inputs: list[torch.Tensor], **options: Any) -> list[Any]:
+    """Each input from its own thread, all at once, through a Batcher on `forward` made
+    with `options` and stopped after; each outcome (output or exception)."""
+    batcher = Batcher(forward, **options)
 
     def one(x: torch.Tensor) -> Any:
         try:
@@ -79,18 +81,23 @@ def run_together(batcher: Batcher, inputs: list[torch.Tensor]) -> list[Any]:
         except Exception as exc:
             return exc
 
-    with ThreadPoolExecutor(len(inputs)) as pool:
-        return list(pool.map(one, inputs))
+    try:
+        with ThreadPoolExecutor(len(inputs)) as pool:
+            return list(pool.map(one, inputs))
+    finally:
+        batcher.stop()
 
 
 def test_inputs_arriving_within_the_wait_share_one_forward():
     forward = RecordingForward()
     sizes: list[int] = []
-    batcher = Batcher(forward, max_size=4, wait_s=0.5, on_batch=sizes.append)
-    try:
-        outputs = run_together(batcher, [torch.full((2, 2), float(i)) for i in range(4)])
-    finally:
-        batcher.stop()
+    outputs = run_together(
+        forward,
+        [torch.full((2, 2), float(i)) for i in range(4)],
+        max_size=4,
+        wait_s=0.5,
+        on_batch=sizes.append,
+    )
     assert [float(o.flatten()[0]) for o in outputs] == [0.0, 2.0, 4.0, 6.0]
     assert len(forward.batches) == 1
     assert sorted(forward.batches[0]) == [0.0, 1.0, 2.0, 3.0]
@@ -99,11 +106,9 @@ def test_inputs_arriving_within_the_wait_share_one_forward():
 
 def test_a_batch_never_exceeds_the_maximum():
     forward = RecordingForward()
-    batcher = Batcher(forward, max_size=3, wait_s=0.3)
-    try:
-        outputs = run_together(batcher, [torch.full((1,), float(i)) for i in range(7)])
-    finally:
-        batcher.stop()
+    outputs = run_together(
+        forward, [torch.full((1,), float(i)) for i in range(7)], max_size=3, wait_s=0.3
+    )
     assert sorted(float(o[0]) for o in outputs) == [2.0 * i for i in range(7)]
     assert max(len(batch) for batch in forward.batches) == 3
     assert sum(len(batch) for batch in forward.batches) == 7
@@ -111,25 +116,17 @@ def test_a_batch_never_exceeds_the_maximum():
 
 def test_inputs_of_different_shapes_run_in_separate_forwards():
     forward = RecordingForward()
-    batcher = Batcher(forward, max_size=8, wait_s=0.5)
     small = [torch.full((2, 2), float(i)) for i in range(3)]
     large = [torch.full((3, 3), float(10 + i)) for i in range(2)]
-    try:
-        outputs = run_together(batcher, small + large)
-    finally:
-        batcher.stop()
+    outputs = run_together(forward, small + large, max_size=8, wait_s=0.5)
     assert [tuple(o.shape) for o in outputs] == [(2, 2)] * 3 + [(3, 3)] * 2
     assert sorted(sorted(batch) for batch in forward.batches) == [[0.0, 1.0, 2.0], [10.0, 11.0]]
 
 
 def test_a_bad_input_fails_only_its_own_request():
     forward = RecordingForward()
-    batcher = Batcher(forward, max_size=4, wait_s=0.5)
     inputs = [torch.full((2,), 1.0), torch.full((2,), float("nan")), torch.full((2,), 3.0)]
-    try:
-        outcomes = run_together(batcher, inputs)
-    finally:
-        batcher.stop()
+    outcomes = run_together(forward, inputs, max_size=4, wait_s=0.5)
     assert torch.equal(outcomes[0], torch.full((2,), 2.0))
     assert isinstance(outcomes[1], ValueError)
     assert torch.equal(outcomes[2], torch.full((2,), 6.0))
@@ -148,11 +145,9 @@ class LostDevice:
 
 def test_a_lost_device_fails_the_whole_batch_without_a_forward_per_photo():
     forward = LostDevice()
-    batcher = Batcher(forward, max_size=4, wait_s=0.5)
-    try:
-        outcomes = run_together(batcher, [torch.full((2,), float(i)) for i in range(3)])
-    finally:
-        batcher.stop()
+    outcomes = run_together(
+        forward, [torch.full((2,), float(i)) for i in range(3)], max_size=4, wait_s=0.5
+    )
     assert [type(outcome) for outcome in outcomes] == [DeviceFailed] * 3
     assert forward.forwards == 1
 
