@@ -210,6 +210,12 @@ def test_a_prefork_gpu_worker_is_ready_for_photos_only_from_the_pool_process_wit
     stack.processes["gpu"].wait(timeout=60)
     prefork = stack.start("gpu", None, gpu_and_cpu_prefork())
     stack.wait_ready(("gpu",))
+    # The main process announces itself when Celery is up, apart from its pool's warm-up.
+    wait_for(
+        lambda: prefork.pid in {w.pid for w in live_workers(stack.client)},
+        30,
+        "the prefork main process never announced itself",
+    )
     workers = {worker.pid: worker for worker in live_workers(stack.client)}
     main = workers[prefork.pid]
     (pool,) = [w for w in workers.values() if QUEUE_GPU in w.queues]
