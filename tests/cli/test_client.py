@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 
 import pytest
 
 from cli.client import CutfxClient
 from cli.stack import free_port
 from tests.conftest import preferred_port
+from tests.faults import wait_for
 from tests.helpers import serving
 
 
@@ -66,7 +66,6 @@ def test_a_closed_client_holds_no_connection_after_probing_a_server_not_yet_up(p
         assert client.download(f"http://127.0.0.1:{port}/v1/files/a") == b"{}"
         assert server.open_connections == 1, "the download's connection is kept alive"
         client.close()
-        deadline = time.monotonic() + 5
-        while server.open_connections and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.open_connections == 0
+        wait_for(
+            lambda: server.open_connections == 0, 5, "the closed client's connection stayed open"
+        )
