@@ -95,11 +95,11 @@ class LoadedModel:
         sigmoid), 1×h×w float32 on the model's device."""
         import torch
 
-        from worker.engines import device_lost
-
         try:
             logits = self.engine.logits(torch.stack(list(inputs)))
         except Exception as exc:
+            from worker.engines import device_lost
+
             if device_lost(exc):
                 raise DeviceFailed(f"{self.engine.name} on {self.device}: {exc}") from exc
             raise
