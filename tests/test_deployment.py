@@ -76,15 +76,19 @@ def test_every_cutfx_service_shares_one_settings_block_of_real_settings():
         assert set(environment) <= SETTING_NAMES, set(environment) - SETTING_NAMES
 
 
-@pytest.mark.parametrize("name", ["worker-gpu", "worker-cpu", "worker-webhooks"])
-def test_worker_commands_name_a_real_app_queues_and_pool(name):
-    command = SERVICES[name]["command"]
+def assert_a_real_worker_command(command: list[str]) -> None:
+    """A celery command naming a real app, known queues and a real pool."""
     assert command[:2] == ["celery", "-A"]
     app_module = option(command, "-A")
     assert importlib.util.find_spec(app_module) is not None
     assert set(option(command, "-Q").split(",")) <= KNOWN_QUEUES
     if "--pool" in command:
         assert option(command, "--pool") in CELERY_POOLS
+
+
+@pytest.mark.parametrize("name", ["worker-gpu", "worker-cpu", "worker-webhooks"])
+def test_worker_commands_name_a_real_app_queues_and_pool(name):
+    assert_a_real_worker_command(SERVICES[name]["command"])
 
 
 def test_the_queues_are_all_served():
@@ -103,13 +107,10 @@ def readme_worker_commands() -> list[list[str]]:
 
 
 def test_the_readmes_commands_serve_every_queue_with_real_apps_and_pools():
-    commands = readme_worker_commands()
     served = set()
-    for command in commands:
-        assert importlib.util.find_spec(option(command, "-A")) is not None
+    for command in readme_worker_commands():
+        assert_a_real_worker_command(command)
         served |= set(option(command, "-Q").split(","))
-        if "--pool" in command:
-            assert option(command, "--pool") in CELERY_POOLS
     assert served == KNOWN_QUEUES, "a queue nobody serves keeps its tasks for ever"
 
 
